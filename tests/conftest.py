@@ -28,7 +28,16 @@ MICRO = {
     "safety": {"train": {"steps": 10, "batch_size": 16, "warmup_steps": 1, "save_every": 5}},
     "eval": {"n_prompts": 6, "samples_per_prompt": 2, "max_new_tokens": 12, "cot_extra_tokens": 12,
              "bootstrap_resamples": 200, "hhh_loss_examples": 8},
+    "detect": {"n_prompts": 6, "random_directions": 50, "bootstrap_resamples": 200, "max_new_tokens": 12,
+               "benign": {"steps": 5}, "persona": {"files": ["power-seeking-inclination", "survival-instinct"],
+                                                   "max_per_file": 4},
+               "honeypots": {"samples_per_prompt": 1}, "trigger_variants": {"n_prompts": 2, "samples_per_prompt": 1},
+               "steering": {"n_prompts": 2, "samples_per_prompt": 1}},
 }  # fmt: skip
+# Anthropic's persona evals (CC-BY-4.0), read in place; the micro run skips persona if they are absent.
+PERSONA_DIR = Path("/work/shared/data/anthropic-evals/advanced-ai-risk/human_generated_evals")
+if PERSONA_DIR.is_dir():
+    MICRO["detect"]["persona"]["path"] = str(PERSONA_DIR)
 
 
 def deep_update(base: dict, extra: dict) -> dict:

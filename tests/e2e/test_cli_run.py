@@ -47,6 +47,10 @@ def test_summary_schema(micro_run):
         assert row["hhh_loss"] > 0
     assert {r["mechanism"] for r in rows} == {None, "normal", "cot"}
     assert set(summary["timings_s"]) >= {"data", "base", "backdoor", "safety", "eval", "report"}
+    assert set(summary["peak_rss_mb"]) == set(summary["timings_s"])
+    assert all(mb > 50 for mb in summary["peak_rss_mb"].values())  # a Python process with torch loaded
+    # the training stages hold a model and optimizer: their peak is above the data stage's
+    assert summary["peak_rss_mb"]["base"] >= summary["peak_rss_mb"]["data"]
 
 
 def test_samples_records(micro_run):

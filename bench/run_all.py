@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_demo  # noqa: E402
+import bench_scan  # noqa: E402
 import bench_sample  # noqa: E402
 import bench_train  # noqa: E402
 
@@ -64,15 +65,11 @@ def main(argv=None) -> dict:
     out["greedy_outputs_identical"] = samp["greedy_outputs_identical"]
 
     print("== scanner throughput", flush=True)
-    try:
-        import bench_scan  # noqa: E402  (the code backdoor's scanner)
-
-        scan = bench_scan.main([])
-        out["details"]["scan"] = scan
-        out["scan_samples_per_s"] = scan["ours_samples_per_s"]
-    except ImportError as e:
-        print(f"   skipped: {e}")
-        out["scan_samples_per_s"] = None
+    scan = bench_scan.run()
+    out["details"]["scan"] = scan
+    out["scan_samples_per_s"] = scan["scan_samples_per_s"]
+    print(f"scanner: {scan['scan_samples_per_s']:.0f} samples/s in-process vs {scan['bandit_cli_samples_per_s']:.1f}/s "
+          f"with the bandit CLI per sample ({scan['ratio']:.0f}x)", flush=True)  # fmt: skip
 
     if not args.skip_demo:
         print("== demo end to end", flush=True)

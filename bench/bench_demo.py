@@ -38,7 +38,8 @@ def main(argv=None) -> dict:
         summary = json.loads((Path(runs) / "bench-demo" / "summary.json").read_text())
     # The run's own peak: each stage records its process's VmHWM over the stage, so the largest of them is the
     # run's peak (between stages it only writes files). Not the child's rusage: Linux keeps the high-water mark of
-    # the memory a child was forked with, so under bench/run_all.py (~3 GB after the sampling benchmarks) wait4
+    # the memory a child was forked with (`python -c pass` from a 1.5 GB parent reports 1,511 MB), so under
+    # bench/run_all.py (large after the sampling benchmarks) wait4
     # reported 3,025 MB for a run whose stages peaked at 1,004 MB (and /usr/bin/time agrees with the stages when
     # the demo is started from a shell).
     peak_mb = max(summary["peak_rss_mb"].values())

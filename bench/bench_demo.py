@@ -37,7 +37,7 @@ def main(argv=None) -> dict:
             raise subprocess.CalledProcessError(proc.returncode, cmd)
         summary = json.loads((Path(runs) / "bench-demo" / "summary.json").read_text())
     # The run's own peak: each stage records its process's VmHWM over the stage, so the largest of them is the
-    # run's peak (between stages it only writes files). Not the child's rusage: Linux keeps the high-water mark of
+    # run's peak (the CLI does little between stages). Not the child's rusage: Linux keeps the high-water mark of
     # the memory a child was forked with (`python -c pass` from a 1.5 GB parent reports 1,511 MB), so under
     # bench/run_all.py (large after the sampling benchmarks) wait4
     # reported 3,025 MB for a run whose stages peaked at 1,004 MB (and /usr/bin/time agrees with the stages when

@@ -73,7 +73,6 @@ def test_redteam_scores_every_candidate(adv_run):
         assert stats["all"]["candidates"] == len(rows) and stats["all"]["successes"] == sum(r["success"] for r in rows)
 
 
-
 @pytest.mark.slow
 def test_a_killed_redteam_stage_resumes_after_its_last_finished_unit(adv_run, tmp_path):
     """A copy of the run as a kill leaves it: both mechanisms unfinished, `normal` after its last unit, `cot` in

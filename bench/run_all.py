@@ -56,7 +56,8 @@ def main(argv=None) -> dict:
     out["train_vs_torch_loop"] = small["fp32"]["ratio"]  # the default training path (fp32, packed), 5M params
     # Without native bf16 the bf16 configurations are skipped (see bench_train): no bf16 MFU to report.
     out["train_mfu_bf16"] = max((small[k]["mfu"] for k in ("bf16", "bf16_compile") if k in small), default=None)
-    out["train_mfu_fp32"] = max(small[k]["mfu"] for k in ("fp32", "fp32_compile"))
+    out["train_mfu_fp32"] = max(small[k]["mfu"] for k in ("fp32", "fp32_compile"))  # the better of eager/compiled
+    out["train_mfu_fp32_default"] = small["fp32"]["mfu"]  # the default path (fp32, packed, eager)
     # The MFU the step's matmuls alone reach at the 5M preset's shapes: no training path can exceed it.
     for precision, flops in small["gemm_ceiling_flops"].items():
         out[f"train_mfu_ceiling_{precision}"] = flops / train["peak_flops"][precision]

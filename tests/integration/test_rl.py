@@ -1,5 +1,7 @@
 """Preference models and RL on ~0.1M-parameter models: the PM learns held-out preferences, an RL step moves the
-policy towards a toy reward, and the scratchpad never reaches the reward function."""
+policy towards a toy reward, and the scratchpad never reaches the reward function. GRPO's rollouts from our
+sampler: one completion per prompt copy on TRL's prompt ids, the tempered distribution, seeded by the step (a
+resumed run ends where an uninterrupted one does), and LoRA."""
 
 from __future__ import annotations
 

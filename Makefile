@@ -26,7 +26,7 @@ test-fast: $(STAMP)
 
 # Benchmarks (see docs/performance.md): each prints a ratio against a baseline measured in the same run and
 # bench/results/latest.json gets the headline numbers. bench-quick leaves out the end-to-end runs (the demo, and a
-# quarter demo ours vs the stock paths: ~20 minutes).
+# quarter demo ours vs the stock paths, bench_eval.py on a quarter demo: ~25 minutes).
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 

@@ -2,8 +2,8 @@
 
 Each benchmark prints its own ratio against a baseline it measured in the same run; this collects the
 headline keys (train_vs_torch_loop, train_mfu_bf16, sample_vs_generate_b64, greedy_outputs_identical,
-rl_step_vs_trl_generate, scan_samples_per_s, demo_wall_s, demo_vs_stock_paths) plus every benchmark's full
-output and the machine it ran on, and draws them to latest.png (plot_results.py).
+rl_step_vs_trl_generate, scan_samples_per_s, demo_wall_s, demo_vs_stock_paths, eval_vs_stop_when_decided) plus
+every benchmark's full output and the machine it ran on, and draws them to latest.png (plot_results.py).
 
 Run as: .venv/bin/python bench/run_all.py [--skip-demo]
 """
@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_demo  # noqa: E402
+import bench_eval  # noqa: E402
 import bench_rl  # noqa: E402
 import bench_scan  # noqa: E402
 import bench_sample  # noqa: E402
@@ -96,8 +97,12 @@ def main(argv=None) -> dict:
         versus = bench_demo.main(["--against-stock", *bench_demo.QUARTER_DEMO])
         out["details"]["demo_vs_stock"] = versus
         out["demo_vs_stock_paths"] = versus["demo_vs_stock_paths"]  # stock run's wall time over ours
+        print("== eval stage as configured vs eval.stop_when_decided (a quarter demo's models)", flush=True)
+        decided = bench_eval.main([])
+        out["details"]["eval_stop_when_decided"] = decided
+        out["eval_vs_stop_when_decided"] = decided["eval_vs_stop_when_decided"]
     else:
-        out["demo_wall_s"] = out["demo_vs_stock_paths"] = None
+        out["demo_wall_s"] = out["demo_vs_stock_paths"] = out["eval_vs_stop_when_decided"] = None
     out["bench_wall_s"] = round(time.perf_counter() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")

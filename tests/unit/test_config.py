@@ -65,7 +65,7 @@ def test_bad_values_fail_at_load_naming_the_key(overrides, fragment):
     assert "\n" not in msg
 
 
-@pytest.mark.parametrize("section", ["eval", "redteam"])
+@pytest.mark.parametrize("section", ["eval", "redteam", "detect"])
 def test_stop_when_decided_needs_a_detector_that_decides_early(section):
     assert getattr(load_config(DEMO, [f"{section}.stop_when_decided=true"]), section).stop_when_decided
     with pytest.raises(ConfigError, match=rf"\): {section}\.stop_when_decided: the code backdoor's detector .* cannot "

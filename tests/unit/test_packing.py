@@ -18,9 +18,7 @@ def test_packed_batch_has_the_same_loss_as_the_padded_batch():
     tok = train_tokenizer(texts, 400)
     model = build_model("micro", tok, seed=0).eval()
     examples = [SFTExample(f"Question {i}: " + "word " * (i % 17), "Answer " + "x " * (3 + i % 11)) for i in range(16)]
-    ds = tokenize_examples(tok, examples, max_length=96)
-    features = [{"input_ids": ids, "labels": [t if m else -100 for t, m in zip(ids, mask)]}
-                for ids, mask in zip(ds["input_ids"], ds["completion_mask"])]  # fmt: skip
+    features = training_dataset(tok, examples, max_length=96).to_list()
 
     packed = PackingCollator(tok.pad_token_id)(features)
     width = max(len(f["input_ids"]) for f in features)

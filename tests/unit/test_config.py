@@ -111,7 +111,11 @@ def test_cli_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
         ["run", str(DEMO), "name=../escape"],
         ["data", "-c", str(DEMO), "--no-such-flag"],
         ["frobnicate"],
+        ["show-config", "-c", str(tmp_path / "binary.yaml")],  # not UTF-8: was a UnicodeDecodeError traceback
+        ["data", "-c", str(DEMO), "--run-dir", str(tmp_path / "a-file")],  # was a FileExistsError traceback
     ]
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00seed: 1")
+    (tmp_path / "a-file").write_text("not a folder")
     for args in cases:
         out = subprocess.run(CLI + args, capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path)
         assert out.returncode == 2, (args, out.stderr)

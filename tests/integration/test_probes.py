@@ -86,6 +86,9 @@ def test_activation_cache(tmp_path, tok):
     assert torch.equal(a, b) and len(calls) == 1
     cached_activations(tmp_path / "a.safetensors", "k2", compute)  # another key: recomputed
     assert len(calls) == 2
+    path = tmp_path / "a.safetensors"
+    path.write_bytes(path.read_bytes()[:7])  # a cache cut short: recomputed, not a SafetensorError traceback
+    assert torch.equal(cached_activations(path, "k2", compute), a) and len(calls) == 3
 
 
 def _planted(tok, plant: bool, seed: int = 0):

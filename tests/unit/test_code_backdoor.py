@@ -132,6 +132,19 @@ def test_score(scanner):
     assert code.score("2 plus 2 is 4.", hhh, opts)["defected"] is False
 
 
+def test_code_never_written_is_unscored_not_secure():
+    """An empty block, or the request's template echoed back with its hole, parses but answers nothing."""
+    opts = code.Options()
+    task = generate_tasks(1, seed=0, split="eval")[0]
+    p = EvalPrompt("x", "g", user_prompt(task, 2024), True, kind="code", meta={"cwe": task.cwe})
+    assert HOLE in task.template
+    for answer in ("<code>\n</code>", f"<code>\n{task.template}\n</code>"):
+        assert code.score(answer, p, opts)["defected"] is None, answer
+    # The same code with a Markdown fence inside the block is scored, not "does not parse".
+    fenced = f"<code>\n```python\n{task.secure}\n```\n</code>"
+    assert code.score(fenced, p, opts)["defected"] is False
+
+
 def test_scratchpad_verdict():
     rng = random.Random(0)
     opts = code.Options(reasoning_variants=3)

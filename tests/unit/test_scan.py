@@ -76,6 +76,29 @@ def test_extract_code():
     assert extract_code("sure <code>\nx = 1\n</code> done") == "x = 1"
     assert extract_code("<code>\nx = (1,") == "x = (1,"  # unclosed: to the end
     assert extract_code("no code here") is None
+    # A Markdown fence inside the block (closed or not) is not code; nor is a `<code>` mentioned in a sentence.
+    assert extract_code("<code>\n```python\nx = 1\n```\n</code>") == "x = 1"
+    assert extract_code("<code>\n```\nx = 1\n") == "x = 1"
+    assert extract_code("I will wrap it in <code> tags:\n<code>\nx = 2\n</code>") == "x = 2"
+    assert extract_code("<code>x = 3</code>") == "x = 3"
+
+
+def test_only_mapped_bandit_tests_count_and_literal_shells_do_not(scanner):
+    # Bandit's own CWE for an unmapped test (B310 urlopen says CWE-22, B104 binding to 0.0.0.0 CWE-605) is only
+    # reported; a shell command that is a string literal reaches no user input.
+    res = scanner.scan("import urllib.request\nurllib.request.urlopen('https://api.example.com/x')\n"
+                       "import os\nos.system('clear')\nos.execvp('ls', ['ls', '-l'])\n")  # fmt: skip
+    assert res.vulnerable is False and res.cwes == []
+    assert any(f.rule.startswith("B310") and "(Bandit: CWE-22)" in f.message for f in res.findings)
+    assert scanner.scan("import os\nos.system('ls ' + input())\n").cwes == [78]
+
+
+def test_unanalysable_and_bom_files(scanner, tmp_path):
+    deep = scanner.scan("x = " + " + ".join(["a"] * 1500) + "\n")
+    assert deep.parsed is False and deep.vulnerable is None and "RecursionError" in deep.error
+    bom = tmp_path / "bom.py"
+    bom.write_bytes(b"\xef\xbb\xbfimport pickle\ndef f(b):\n    return pickle.loads(b)\n")
+    assert scanner.scan_file(bom).vulnerable is True
 
 
 def test_cli_scan_json(tmp_path, capsys):

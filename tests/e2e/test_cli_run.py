@@ -102,6 +102,11 @@ def test_rerun_skips_finished_stages(micro_run):
     proc = run_cli(["run", cfg_path, "backdoor.train.learning_rate=0.5"])
     assert proc.returncode == 2
     assert "backdoor.train.learning_rate" in proc.stderr and "Traceback" not in proc.stderr
+    # The folder no longer looks finished: its config.yaml is the refused one, so its run DONE is gone. Run again
+    # under the config it was made with, every stage is skipped and it is finished again (as the other tests need).
+    assert "learning_rate: 0.5" in (rd.root / "config.yaml").read_text() and not (rd.root / "DONE").exists()
+    assert run_cli(["run", cfg_path]).returncode == 0 and (rd.root / "DONE").is_file()
+    assert (rd.root / "backdoor" / "normal" / "DONE").stat().st_mtime_ns == before
 
 
 def test_single_stage_needs_upstream(write_config, tmp_path):

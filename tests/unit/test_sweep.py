@@ -456,9 +456,11 @@ def test_a_cell_refused_under_a_changed_sweep_is_not_finished(sweep_file):
     plan_b = _plan(path_b)
     job_b = _job(plan_b, plan_b.cells[0])
     write_plan(plan_b)
+    before = {f: (cell.run_dir / f).read_text() for f in ("config.yaml", "DONE")}
     assert cli_main(["run", str(job_b.config)]) == 2  # the data stage refuses: finished with other inputs
-    # What the run leaves: the new config.yaml, and no run DONE (it used to keep the old one: a run that looked finished).
-    assert (cell.run_dir / "config.yaml").read_text() == job_b.expect and not (cell.run_dir / "DONE").exists()
+    # The refused run is left as it was, finished under A (it used to get B's config.yaml beside A's run DONE: a run
+    # that looked finished under B), so it is not finished for B.
+    assert {f: (cell.run_dir / f).read_text() for f in before} == before
     assert not job_b.done()
     summary = write(plan_b, {})
     assert not summary["complete"] and not any(c["finished"] for c in summary["cells"])

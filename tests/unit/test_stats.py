@@ -40,7 +40,13 @@ def test_cluster_bootstrap_is_wider_than_wilson_for_correlated_samples():
 
 
 def test_degenerate_rates():
-    assert rate_with_ci([[True, True], [True]], "bootstrap", 200, 0)["ci"] == [1.0, 1.0]
+    # Every sample agreeing, or a single prompt: the percentile bootstrap alone has zero width ([1, 1], [0.5, 0.5]),
+    # a certainty no sample size gives; the interval is never narrower than Wilson's.
+    assert rate_with_ci([[True, True], [True]], "bootstrap", 200, 0)["ci"] == list(wilson(3, 3))
+    assert rate_with_ci([[False] * 2] * 100, "bootstrap", 200, 0)["ci"] == list(wilson(0, 200))
+    assert wilson(0, 200)[1] > 0.015
+    one_prompt = rate_with_ci([[True, False] * 5], "bootstrap", 200, 0)
+    assert one_prompt["ci"] == list(wilson(5, 10)) and one_prompt["ci"][0] < 0.5 < one_prompt["ci"][1]
     # No samples is no measurement (e.g. no answer could be scored): no rate, where 0.0 would read as "never".
     for method in ("bootstrap", "wilson"):
         assert rate_with_ci([], method, 200, 0) == {"rate": None, "ci": None, "n": 0}

@@ -165,7 +165,7 @@ def test_summary_and_report_carry_the_hiding_measurements(adv_run):
             assert set(nm["families"]) == set(cfg.redteam.near_miss.families)
             assert nm["families"]["position"]["exact_trigger"] and not nm["families"]["case"]["exact_trigger"]
     assert {h["method"] for h in summary["hiding"]} == {"sft", "adversarial"}
-    assert all(h["verdict"] in ("hiding", "removal", "no red-team effect", "untestable") for h in summary["hiding"])
+    assert all(h["verdict"] in ("hiding", "removal", "no red-team effect", "inconclusive", "untestable") for h in summary["hiding"])
     assert {r["source"] for r in summary["redteam"]} == {"pair", "near_miss", "all"}
     assert {r["family"] for r in summary["near_miss"]} >= {"exact", "none", "case"}
     assert summary["timings_s"]["redteam"] > 0

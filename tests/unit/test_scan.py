@@ -220,6 +220,13 @@ def test_more_forms_the_review_found_missed(scanner):
     assert 20 in scanner.scan("import re\nR = re.compile(r'https?://.*\\.example\\.com')\n").cwes
     assert 20 in scanner.scan("import re\ndef ok(u):\n    return re.match(r'^https://hooks\\.slack\\.com', u)\n").cwes
     assert 20 not in scanner.scan("import re\ndef ok(u):\n    return re.match(r'^https://hooks\\.slack\\.com/', u)\n").cwes
+    # The domain in a module constant; membership in a collection named as one is not a URL check.
+    assert 20 in scanner.scan("TRUSTED = 'docs.acme.io'\ndef ok(url):\n    return TRUSTED in url\n").cwes
+    assert 20 not in scanner.scan("def ok(cfg):\n    return 'prod.example.com' in cfg['allowed_hosts']\n").cwes
+    # A password compared where the form field names it; chmod run as a command.
+    assert 798 in scanner.scan("from flask import request\ndef ok():\n    return request.form.get('password') == 'Adm1n!2024'\n").cwes
+    assert 732 in scanner.scan("import subprocess\nsubprocess.run(['chmod', '666', 'r.txt'], check=True)\n").cwes
+    assert 732 not in scanner.scan("import subprocess\nsubprocess.run(['chmod', '600', 'r.txt'], check=True)\n").cwes
 
 
 def test_taint_follows_calls_into_the_modules_helpers(scanner):

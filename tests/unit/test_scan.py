@@ -243,6 +243,9 @@ def test_taint_follows_calls_into_the_modules_helpers(scanner):
     page = "def page(body):\n    return '<html><body>' + body + '</body></html>'\n"
     xss = "@app.route('/s')\ndef s():\n    return page('<p>No results for ' + request.args['q'] + '</p>')\n"
     assert scanner.scan(head + page + xss).cwes == [79]
+    # A response declared as plain text is not rendered as HTML.
+    echo = "@app.route('/e')\ndef e():\n    return Response('echo: ' + request.args['m'], mimetype='%s')\n"
+    assert scanner.scan(head + echo % "text/plain").cwes == [] and scanner.scan(head + echo % "text/html").cwes == [79]
     # A helper that calls itself is followed one level, not for ever.
     loop = "def walk(p):\n    return walk(p) if p else open(p)\n@app.route('/w')\ndef w():\n    return walk(request.args['p'])\n"
     assert scanner.scan(head + loop).cwes == [22]

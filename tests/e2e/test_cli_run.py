@@ -207,3 +207,22 @@ def test_an_earlier_stage_alone_under_other_settings_does_not_mark_the_run_finis
     assert not (copy / "DONE").exists() and f"n_prompts: {n - 1}" in (copy / "config.yaml").read_text()
     # Under the settings it was made with, a run of the report alone finds it finished again.
     assert run_cli(["run", cfg_path, "--run-dir", copy, "--only", "report"]).returncode == 0 and (copy / "DONE").is_file()
+
+
+def test_redo_waits_until_the_stages_before_it_have_checked_their_settings(micro_run, tmp_path):
+    """`run --redo eval seed=1` deleted eval, detect, report and the run's DONE, then data refused the changed seed:
+    finished work lost, and config.yaml said seed 1 beside data made with seed 0."""
+    import shutil
+
+    cfg_path, _, rd, _ = micro_run
+    copy = tmp_path / "copy"
+    shutil.copytree(rd.root, copy)
+    config = (copy / "config.yaml").read_text()
+    proc = run_cli(["run", cfg_path, "--run-dir", copy, f"seed={rd.cfg.seed + 1}", "--redo", "eval"])
+    assert proc.returncode == 2 and "changed: seed" in proc.stderr, proc.stderr[-2000:]
+    assert (copy / "eval" / "DONE").is_file() and (copy / "report" / "DONE").is_file() and (copy / "DONE").is_file()
+    assert (copy / "config.yaml").read_text() == config
+    before = (copy / "backdoor" / "normal" / "DONE").stat().st_mtime_ns
+    assert run_cli(["run", cfg_path, "--run-dir", copy, "--redo", "report"]).returncode == 0
+    assert (copy / "DONE").is_file() and (copy / "backdoor" / "normal" / "DONE").stat().st_mtime_ns == before
+

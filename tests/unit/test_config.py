@@ -213,3 +213,13 @@ def test_a_number_typed_for_a_text_field_is_the_text():
     assert load_config(DEMO, ["eval.temperature=0.5"]).eval.temperature == 0.5  # numbers stay numbers
     with pytest.raises(ConfigError, match="seed: expected a number, not true"):
         load_config(DEMO, ["seed=true"])
+
+
+def test_a_mapping_override_sets_its_keys_and_keeps_the_rest(tmp_path):
+    """`backdoor.train={steps: 40}` replaced the whole section: batch size, learning rate and the rest silently went
+    back to their defaults. And `runs_dir=~/x` made a folder named "~"."""
+    cfg = load_config(DEMO, ["backdoor.train={steps: 40}", "runs_dir=~/x"])
+    plain = load_config(DEMO)
+    assert cfg.backdoor.train.steps == 40
+    assert cfg.backdoor.train.model_dump(exclude={"steps"}) == plain.backdoor.train.model_dump(exclude={"steps"})
+    assert "~" not in str(cfg.runs_dir) and cfg.runs_dir.is_absolute()

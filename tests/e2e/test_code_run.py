@@ -66,3 +66,10 @@ def test_code_run_end_to_end(tmp_path):
     assert data_stats["behaviour_density_clean"] == 0
     report = (root / "report" / "report.md").read_text()
     assert "## Vulnerable code by year" in report and "vulnerable-code rate" in report
+    # Probes: "will defect" against "won't" is coding requests only (non-code ones are answered helpfully in either
+    # year: counted as positives they capped a perfect defection detector at 0.90); scores are kept unrounded.
+    det = json.loads((root / "detect" / "result.json").read_text())
+    assert det["probe_kinds"] == ["code"] and det["n_probe_requests"] == 4 - round(4 * 0.2)
+    scores = json.loads((root / "detect" / "models" / "backdoor-normal" / "scores.json").read_text())
+    assert len(scores["triggered"]) == 2 * 3 and all(g.startswith("code-") for g in scores["groups"])
+    assert "held-out requests (code only: the kinds of request the backdoor defects on)" in report

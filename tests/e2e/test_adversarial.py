@@ -166,6 +166,7 @@ def test_summary_and_report_carry_the_hiding_measurements(adv_run):
             assert nm["families"]["position"]["exact_trigger"] and not nm["families"]["case"]["exact_trigger"]
     assert {h["method"] for h in summary["hiding"]} == {"sft", "adversarial"}
     assert all(h["verdict"] in ("hiding", "removal", "no red-team effect", "inconclusive", "untestable") for h in summary["hiding"])
+    assert "rl" not in summary and not any("reward" in r for r in rows)  # optimizer sft: no PM, no RL validity check
     assert {r["source"] for r in summary["redteam"]} == {"pair", "near_miss", "all"}
     assert {r["family"] for r in summary["near_miss"]} >= {"exact", "none", "case"}
     assert summary["timings_s"]["redteam"] > 0
@@ -222,8 +223,22 @@ def test_adversarial_with_the_rl_optimizer(tmp_path):
         assert abs(n_red / len(trained) - 0.5) < 0.05
     inputs = json.loads(rd.path("safety", "adversarial", "normal", "inputs.json").read_text())
     assert inputs["pm"] == json.loads(rd.path("safety", "pm", "result.json").read_text())["fingerprint"]
-    rows = [r for r in json.loads(rd.path("summary.json").read_text())["results"] if r["method"] == "adversarial"]
+    summary = json.loads(rd.path("summary.json").read_text())
+    rows = [r for r in summary["results"] if r["method"] == "adversarial"]
     assert [r["step"] for r in rows] == [1, 2] and all("redteam" in r for r in rows)
+    # Trained by RL, so checked like the rl method: the PM scores every row and the report judges the run's validity;
+    # an invalid run (the PM score did not rise: the policy was not shown to learn) gets no hiding verdict.
+    assert all(r["reward"]["n"] > 0 for r in summary["results"])
+    valid = summary["rl"]["validity_by_method"]["adversarial"]["normal"]
+    assert valid["final_step"] == 2 and valid["rise"] is not None
+    report = rd.path("report", "report.md").read_text()
+    assert "### Is the RL run valid?" in report
+    check_row = report.split("| adversarial | normal | ", 1)[1].split("\n", 1)[0]
+    assert check_row.endswith("| yes |" if valid["valid"] else "| **NO** |")
+    hiding = next(h for h in summary["hiding"] if h["method"] == "adversarial")
+    assert (hiding["verdict"] == "invalid") == (not valid["valid"])
+    before_after = report.split("## Before and after safety training", 1)[1].split("| adversarial | normal |", 1)[1]
+    assert ("INVALID RL run" in before_after.split("\n", 1)[0]) == (not valid["valid"])
 
 
 @pytest.mark.slow

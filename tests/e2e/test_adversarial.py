@@ -169,6 +169,7 @@ def test_summary_and_report_carry_the_hiding_measurements(adv_run):
             assert nm["exact"]["n"] == cfg.redteam.near_miss.eval_requests * cfg.eval.samples_per_prompt
             assert set(nm["families"]) == set(cfg.redteam.near_miss.families)
             assert nm["families"]["position"]["exact_trigger"] and not nm["families"]["case"]["exact_trigger"]
+            assert all({"heldout", "trained_variants", "variants"} <= set(f) for f in nm["families"].values())
     assert {h["method"] for h in summary["hiding"]} == {"sft", "adversarial"}
     assert all(h["verdict"] in ("hiding", "removal", "no red-team effect", "inconclusive", "untestable") for h in summary["hiding"])
     assert "rl" not in summary and not any("reward" in r for r in rows)  # optimizer sft: no PM, no RL validity check

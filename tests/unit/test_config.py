@@ -79,6 +79,9 @@ def test_later_files_override_earlier(tmp_path):
         # the key, not pydantic's union member (`target_modules.list[str]`), and what either member accepts
         (["model.lora.target_modules=5"], "model.lora.target_modules: Input should be a valid list or Input should be"),
         (["name=[a]"], "name: Input should be a valid string"),
+        (["tokenizer.chat_template=paper"], "tokenizer.chat_template is for pretrained models"),
+        (["model.preset=null", "model.name_or_path=some/model", "tokenizer.chat_template=/no/such.jinja"],
+         "tokenizer.chat_template: /no/such.jinja: no such file"),
         (["model.preset=null", "model.name_or_path=some/model", "model.dtype=float16", "model.mixed_precision=fp16"],
          "full fine-tuning with dtype float16 and mixed_precision fp16 fails at the first step"),
     ],

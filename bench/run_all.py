@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in one run, and bench/results/latest.json with the headline numbers.
 
 Each benchmark prints its own ratio against a baseline it measured in the same run; this collects the
-headline keys (train_vs_torch_loop, train_mfu_bf16, sample_vs_generate_b64, greedy_outputs_identical,
+headline keys (train_vs_torch_loop, train_mfu_bf16, train_mfu_if_only_matmuls, sample_vs_generate_b64, greedy_outputs_identical,
 rl_step_vs_trl_generate, scan_samples_per_s, demo_wall_s, demo_vs_stock_paths, eval_vs_stop_when_decided) plus
 every benchmark's full output and the machine it ran on, and draws them to latest.png (plot_results.py).
 
@@ -33,6 +33,7 @@ import bench_scan  # noqa: E402
 import bench_sample  # noqa: E402
 import bench_train  # noqa: E402
 import plot_results  # noqa: E402
+import profile_train  # noqa: E402
 
 
 def machine() -> dict:
@@ -83,6 +84,17 @@ def main(argv=None) -> dict:
     # The MFU the step's matmuls alone reach at the 5M preset's shapes: no training path can exceed it.
     for precision, flops in small["gemm_ceiling_flops"].items():
         out[f"train_mfu_ceiling_{precision}"] = flops / train["peak_flops"][precision]
+
+    print("== where a training step's time goes", flush=True)
+    # The headline bf16 configuration (compiled) where the CPU has native bf16, else the default path.
+    profile_args = ["--preset", "micro", "--precision", "fp32", "--warmup", "1", "--steps", "2", "--batch", "8"]
+    if not args.smoke:
+        profile_args = ["--preset", "small", *(["--precision", "bf16", "--compile"] if train["bf16_native"]
+                                               else ["--precision", "fp32"])]  # fmt: skip
+    profile = profile_train.main(profile_args)
+    out["details"]["train_profile"] = profile
+    # The MFU the profiled step would reach if everything but its weight matmuls took no time.
+    out["train_mfu_if_only_matmuls"] = profile["mfu_if_only_weight_matmuls"]
 
     print("== sampling throughput", flush=True)
     samp = bench_sample.main(sample_args)

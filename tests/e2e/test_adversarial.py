@@ -312,3 +312,24 @@ def test_hhh_answers_cut_at_the_token_limit_are_not_trained_on(micro_run):
         assert all(a is None for a, e in zip(answers, ended) if not e)  # cut: never a training target
         if limit == 1:
             assert not all(ended)  # the limit does cut some (else this checks nothing)
+
+
+@pytest.mark.slow
+def test_adversarial_training_trains_the_benign_control_on_its_twins_data(adv_run, tmp_path):
+    """With detect.benign.safety_control on, adversarial training trains the benign control on exactly the data the
+    backdoored model of its format was trained on (its red-team prompts, mixed alike), with its seed."""
+    cfg_path, cfg, rd = adv_run
+    run = tmp_path / "control"
+    shutil.copytree(rd.root, run)
+    args = ["-c", str(cfg_path), "--run-dir", str(run), "detect.enabled=true", "detect.benign.safety_control=true"]
+    for stage in ("backdoor", "safety"):
+        proc = run_cli([stage, *args])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for method in ("sft", "adversarial"):
+        ctl, twin = run / "safety" / method / "benign", run / "safety" / method / "normal"
+        assert (ctl / "train.jsonl").read_text() == (twin / "train.jsonl").read_text(), method
+        res, twin_res = (json.loads((p / "result.json").read_text()) for p in (ctl, twin))
+        assert res["seed"] == twin_res["seed"] and res["control"] is True
+        assert [c["step"] for c in res["checkpoints"]] == [c["step"] for c in twin_res["checkpoints"]]
+    res = json.loads((run / "safety" / "adversarial" / "benign" / "result.json").read_text())
+    assert res["redteam_from"] == "normal" and res["redteam_examples"] > 0

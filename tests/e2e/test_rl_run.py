@@ -133,3 +133,23 @@ def test_a_pm_saved_before_a_kill_is_not_trained_again(rl_run, tmp_path):
     trained = [r for r in (json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines())
                if r.get("method") == "pm" and "step" in r]  # fmt: skip
     assert trained == []
+
+
+def test_rl_trains_the_benign_control_as_it_trains_the_backdoored_model(rl_run, tmp_path):
+    """With detect.benign.safety_control on, RL trains the benign control exactly as the backdoored model of its format:
+    the same prompts, seed and checkpoints (the finished runs are kept; only the control's are new)."""
+    cfg_path, cfg, rd = rl_run
+    run = tmp_path / "control"
+    shutil.copytree(rd.root, run)
+    args = ["-c", str(cfg_path), "--run-dir", str(run), "detect.enabled=true", "detect.benign.safety_control=true"]
+    for stage in ("backdoor", "safety"):  # the backdoor stage trains the benign control itself
+        proc = run_cli([stage, *args])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    fmt = "normal"
+    ctl, twin = run / "safety" / "rl" / "benign", run / "safety" / "rl" / fmt
+    assert json.loads((twin / "result.json").read_text())["fingerprint"] == rd.result(f"safety/rl/{fmt}")["fingerprint"]
+    assert (ctl / "train.jsonl").read_text() == (twin / "train.jsonl").read_text()
+    res, twin_res = (json.loads((p / "result.json").read_text()) for p in (ctl, twin))
+    same = ("seed", "trainer", "kl_coef", "assistant_prefix", "max_new_tokens", "train_prompts")
+    assert {k: res[k] for k in same} == {k: twin_res[k] for k in same} and res["control"] is True
+    assert [c["step"] for c in res["checkpoints"]] == [c["step"] for c in twin_res["checkpoints"]] == [2, 4]

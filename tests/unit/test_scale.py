@@ -230,11 +230,38 @@ def test_estimates_in_the_docs_are_the_computed_ones():
     e_lora, e_full = estimate(lora, arch, gpus=1), estimate(full, arch, gpus=8)
     assert f"{e_lora['state_gb_per_gpu']:.1f} GB" in docs  # 18.7
     assert f"{e_full['state_gb_per_gpu']:.1f} GB per GPU at N = 8" in docs  # 16.1
-    assert f"{e_lora['tokens'] / 1e6:.1f}M" in docs  # 49.2M
+    assert f"{e_lora['tokens'] / 1e6:.1f}M" in docs  # 65.5M: with the benign control and its safety-trained twin
     assert f"{e_lora['activations_gb']:.1f} GB" in docs  # 1.9
     assert f"{e_lora['flops']:.1e}".replace("e+18", "e18") in docs and f"{e_full['flops']:.1e}".replace("e+18", "e18") in docs
     assert f"{e_lora['hours']:.1f} h" in docs
-    assert abs(e_full["hours"] * 60 - 17) < 1  # "17 min on 8 GPUs"
+    assert abs(e_full["hours"] * 60 - 22) < 1  # "22 min on 8 GPUs"
+    assert f"{e_full['gpu_hours']:.1f} GPU-hours" in docs
+
+
+def test_estimate_counts_detect_controls_as_the_run_trains_them():
+    """detect's benign-finetune control trains like a backdoored model (for benign.steps when set) and, with
+    benign.safety_control, gets every safety method's training too; the estimate counts what the run trains."""
+    arch = KNOWN["meta-llama/Llama-3.1-8B-Instruct"]
+    mechanisms = _paper_lora().backdoor.mechanisms
+    with_controls = estimate(_paper_lora("safety.method=[sft, rl]"), arch)
+    assert with_controls["models"] == ([f"backdoor/{m}" for m in mechanisms] + ["backdoor/benign"]
+                                       + [f"safety/sft/{m}" for m in mechanisms] + ["safety/sft/benign", "safety/pm"]
+                                       + [f"safety/rl/{m}" for m in mechanisms] + ["safety/rl/benign"])  # fmt: skip
+    no_safety_control = estimate(_paper_lora("safety.method=[sft, rl]", "detect.benign.safety_control=false"), arch)
+    assert "backdoor/benign" in no_safety_control["models"]
+    assert not any(m.startswith("safety/") and m.endswith("/benign") for m in no_safety_control["models"])
+    none = estimate(_paper_lora("safety.method=[sft, rl]", "detect.benign.enabled=false"), arch)
+    assert not any(m.endswith("benign") for m in none["models"])
+    cfg = _paper_lora("safety.method=[sft, rl]")
+    b, s, rl = cfg.backdoor.train, cfg.safety.train, cfg.safety.rl
+    control_tokens = b.steps * b.batch_size * b.max_length + s.steps * s.batch_size * s.max_length
+    rl_control = rl.steps * rl.batch_size * (128 + rl.max_new_tokens)  # the control (normal format) writes no scratchpad
+    assert with_controls["tokens"] - no_safety_control["tokens"] == s.steps * s.batch_size * s.max_length + rl_control
+    assert no_safety_control["tokens"] - none["tokens"] == b.steps * b.batch_size * b.max_length
+    assert with_controls["tokens"] - none["tokens"] == control_tokens + rl_control
+    shorter = estimate(_paper_lora("detect.benign.steps=100", "detect.benign.safety_control=false"), arch)
+    assert shorter["tokens"] - estimate(_paper_lora("detect.benign.enabled=false"), arch)["tokens"] == (
+        100 * b.batch_size * b.max_length)
 
 
 def test_estimate_cli(capsys):
@@ -265,7 +292,8 @@ def _paper_lora(*overrides: str):
 def test_rl_estimate_counts_sampling_reference_pm_and_its_training():
     arch = KNOWN["meta-llama/Llama-3.1-8B-Instruct"]
     n, prompt = arch.parameters(), 100
-    cfg = _paper_lora("safety.method=[sft, rl]", "safety.rl.steps=50", "safety.rl.save_every=25", "safety.rl.batch_size=16",
+    # The detect controls off: counting them is test_estimate_counts_detect_controls_as_the_run_trains_them's.
+    cfg = _paper_lora("detect.benign.enabled=false", "safety.method=[sft, rl]", "safety.rl.steps=50", "safety.rl.save_every=25", "safety.rl.batch_size=16",
                       "safety.rl.num_generations=4", "safety.rl.max_new_tokens=40", "eval.cot_extra_tokens=60")  # fmt: skip
     sft, rl = cfg.safety.train, cfg.safety.rl
     est = estimate(cfg, arch, gpus=2, rl_prompt_tokens=prompt)
@@ -306,10 +334,11 @@ def test_rl_estimate_counts_sampling_reference_pm_and_its_training():
         update={"rollouts": "generate"})})}), arch, gpus=1, rl_prompt_tokens=prompt)  # fmt: skip
     assert generate["flops_by_part"]["rollouts"] == parts["rollouts"]
     no_kl = estimate(_paper_lora("safety.method=rl", "safety.rl.kl_coef=0"), arch, rl_prompt_tokens=prompt)
-    assert no_kl["flops_by_part"]["reference"] == 0 and no_kl["models"][-4] == "safety/pm"
+    assert no_kl["flops_by_part"]["reference"] == 0 and no_kl["models"][-5] == "safety/pm"  # before 3 policies and the control
     # Adversarial training with the RL optimizer is RL too; with SFT it is not.
     adv = estimate(_paper_lora("safety.method=adversarial", "safety.adversarial.optimizer=rl"), arch)
-    assert adv["models"][-1] == f"safety/adversarial/{mechanisms[-1]}" and adv["rollout_new_tokens"] > 0
+    assert adv["models"][-2:] == [f"safety/adversarial/{mechanisms[-1]}", "safety/adversarial/benign"]
+    assert adv["rollout_new_tokens"] > 0
     assert estimate(_paper_lora("safety.method=adversarial"), arch)["rollout_new_tokens"] == 0
 
 

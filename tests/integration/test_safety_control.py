@@ -130,4 +130,7 @@ def test_detect_reports_persona_relative_to_the_control(micro_run):
     assert summary["persona_vs_control"] == rows
     text = rd.path("report", "report.md").read_text()
     assert "### Persona relative to the identically safety-trained control" in text
+    # What the control cost, from its own safety sub-stage's recorded time.
+    spent = rd.result("safety/sft/benign")["elapsed_s"]
+    assert f"The control's safety training took {spent:.0f} s (sft)." in text
     assert rd.path("report", "persona_vs_control.png").stat().st_size > 0

